@@ -1,0 +1,482 @@
+//! The thin layer between the pure filter logic and the proxy-wasm ABI.
+//! Nothing here may panic: a panic kills the worker's VM.
+
+use crate::config::{PluginConfig, Role};
+use crate::credentials::CredentialCache;
+use crate::error::{ErrorShape, GatewayError};
+use crate::models::{list_body, lookup, ModelLookup};
+use crate::request::{parse_request, Endpoint, RequestFacts};
+use crate::response::{ChunkOutput, JsonBody, OpenAiStream};
+use crate::upstream::{credential_header, prepare, UpstreamRequest, CLIENT_HEADERS_REMOVED};
+use crate::usage::Usage;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The header routes match the model on. Set only by the gateway.
+const MODEL_HEADER: &str = "x-ai-eg-model";
+/// Internal: the router role tells the upstream role which API was called.
+const ENDPOINT_HEADER: &str = "x-aigw-endpoint";
+/// Endpoint metadata namespace and key that name the backend.
+const BACKEND_METADATA: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "aigw", "backend"];
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { config: Rc::new(PluginConfig::default()) })
+    });
+}}
+
+thread_local! {
+    // One VM per worker thread, so this cache is per worker.
+    static CREDENTIALS: RefCell<CredentialCache> = RefCell::new(CredentialCache::default());
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, message);
+}
+
+fn now_secs(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct Root {
+    config: Rc<PluginConfig>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log(LogLevel::Error, "aigw: missing plugin configuration");
+            return false;
+        };
+        match PluginConfig::parse(&bytes) {
+            Ok(config) => {
+                self.config = Rc::new(config);
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("aigw: {e}"));
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone();
+        Some(match config.role {
+            Role::Router => Box::new(RouterFilter::new(config)),
+            Role::Upstream => Box::new(UpstreamFilter::new(config, context_id)),
+        })
+    }
+}
+
+/// Sends an error in the client's API shape. The caller returns Pause.
+fn send_error(ctx: &dyn HttpContext, shape: ErrorShape, error: &GatewayError) {
+    if error.status >= 500 {
+        log(LogLevel::Warn, &format!("aigw: {error}"));
+    }
+    ctx.send_http_response(
+        u32::from(error.status),
+        vec![("content-type", "application/json")],
+        Some(&error.body(shape)),
+    );
+}
+
+enum ResponseState {
+    Untouched,
+    Json(JsonBody),
+    Stream(OpenAiStream),
+}
+
+/// Router role: runs in the listener before routing.
+struct RouterFilter {
+    config: Rc<PluginConfig>,
+    endpoint: Option<Endpoint>,
+    shape: ErrorShape,
+    facts: Option<RequestFacts>,
+    response: ResponseState,
+    usage_published: bool,
+}
+
+impl RouterFilter {
+    fn new(config: Rc<PluginConfig>) -> Self {
+        RouterFilter {
+            config,
+            endpoint: None,
+            shape: ErrorShape::OpenAi,
+            facts: None,
+            response: ResponseState::Untouched,
+            usage_published: false,
+        }
+    }
+
+    fn fail(&mut self, error: GatewayError) -> Action {
+        self.endpoint = None;
+        send_error(self, self.shape, &error);
+        Action::Pause
+    }
+
+    fn too_large(&self) -> GatewayError {
+        GatewayError::client(
+            413,
+            format!(
+                "request body is larger than the gateway's limit of {} bytes",
+                self.config.max_request_bytes
+            ),
+        )
+        .with_code("request_too_large")
+    }
+
+    fn route(&mut self, endpoint: Endpoint, body: &[u8]) -> Action {
+        let facts = match parse_request(endpoint, body) {
+            Ok(facts) => facts,
+            Err(e) => return self.fail(e),
+        };
+        if lookup(&self.config.models, &facts.model) == ModelLookup::Unknown {
+            let error = GatewayError::client(
+                404,
+                format!("The model `{}` does not exist or is not served by this gateway.", facts.model),
+            )
+            .with_param("model")
+            .with_code("model_not_found");
+            return self.fail(error);
+        }
+        self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
+        self.set_http_request_header(ENDPOINT_HEADER, Some(endpoint.name()));
+        if self.call_foreign_function("clear_route_cache", None).is_err() {
+            log(LogLevel::Warn, "aigw: clear_route_cache is not available");
+        }
+        self.facts = Some(facts);
+        Action::Continue
+    }
+
+    fn publish_usage(&mut self, usage: Option<Usage>) {
+        if self.usage_published {
+            return;
+        }
+        self.usage_published = true;
+        let Some(u) = usage else { return };
+        for (name, value) in [
+            ("llm_input_token", u.input),
+            ("llm_output_token", u.output),
+            ("llm_total_token", u.total),
+            ("llm_cached_input_token", u.cached_input),
+            ("llm_cache_creation_input_token", u.cache_creation_input),
+            ("llm_reasoning_token", u.reasoning),
+        ] {
+            self.set_property(vec![name], Some(value.to_string().as_bytes()));
+        }
+    }
+}
+
+impl Context for RouterFilter {}
+
+impl HttpContext for RouterFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = self.get_http_request_header(":method").unwrap_or_default();
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        self.shape = Endpoint::error_shape_for_path(&path);
+        // Routing headers come from the gateway only, never from the client.
+        self.set_http_request_header(MODEL_HEADER, None);
+        self.set_http_request_header(ENDPOINT_HEADER, None);
+        let endpoint = match Endpoint::classify(&method, &path) {
+            Some(Endpoint::Models) => {
+                let body = list_body(&self.config.models, self.config.created);
+                self.send_http_response(200, vec![("content-type", "application/json")], Some(&body));
+                return Action::Pause;
+            }
+            Some(endpoint) => endpoint,
+            None => {
+                return self.fail(GatewayError::client(
+                    404,
+                    format!("{method} {} is not an endpoint of this gateway", path.split('?').next().unwrap_or("")),
+                ))
+            }
+        };
+        self.endpoint = Some(endpoint);
+        self.shape = endpoint.error_shape();
+        let limit = self.config.max_request_bytes;
+        let declared = self
+            .get_http_request_header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if limit > 0 && declared.is_some_and(|n| n > limit) {
+            let error = self.too_large();
+            return self.fail(error);
+        }
+        if end_of_stream {
+            return self.fail(GatewayError::bad_request("request body is required"));
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(endpoint) = self.endpoint else {
+            return Action::Continue;
+        };
+        if self.config.max_request_bytes > 0 && body_size as u64 > self.config.max_request_bytes {
+            let error = self.too_large();
+            return self.fail(error);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        self.route(endpoint, &body)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(facts) = &self.facts else {
+            return Action::Continue;
+        };
+        let status = self.get_http_response_header(":status").unwrap_or_default();
+        if status != "200" {
+            return Action::Continue;
+        }
+        let content_type = self.get_http_response_header("content-type").unwrap_or_default();
+        if facts.stream && content_type.starts_with("text/event-stream") {
+            if !facts.client_wants_usage {
+                // The gateway may drop the usage chunk, so the length changes.
+                self.set_http_response_header("content-length", None);
+            }
+            self.response = ResponseState::Stream(OpenAiStream::new(facts.client_wants_usage));
+        } else {
+            self.response = ResponseState::Json(JsonBody::default());
+        }
+        if end_of_stream {
+            self.publish_usage(None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let chunk = if body_size > 0 {
+            self.get_http_response_body(0, body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (replacement, usage) = match &mut self.response {
+            ResponseState::Untouched => return Action::Continue,
+            ResponseState::Json(body) => {
+                body.push(&chunk);
+                (None, end_of_stream.then(|| body.usage()).flatten())
+            }
+            ResponseState::Stream(stream) => {
+                let replacement = match stream.push(&chunk, end_of_stream) {
+                    ChunkOutput::Unchanged => None,
+                    ChunkOutput::Replace(bytes) => Some(bytes),
+                };
+                (replacement, stream.usage())
+            }
+        };
+        if let Some(bytes) = replacement {
+            self.set_http_response_body(0, body_size, &bytes);
+        }
+        if end_of_stream {
+            self.publish_usage(usage);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let usage = match &self.response {
+            ResponseState::Stream(stream) => stream.usage(),
+            ResponseState::Json(body) => body.usage(),
+            ResponseState::Untouched => None,
+        };
+        self.publish_usage(usage);
+    }
+}
+
+/// Upstream role: runs once per attempt, after Envoy picked the endpoint.
+struct UpstreamFilter {
+    config: Rc<PluginConfig>,
+    context_id: u32,
+    backend: Option<String>,
+    endpoint: Option<Endpoint>,
+    query: String,
+    /// The rewritten request, kept while credentials are fetched.
+    pending: Option<UpstreamRequest>,
+    body_size: usize,
+}
+
+impl UpstreamFilter {
+    fn new(config: Rc<PluginConfig>, context_id: u32) -> Self {
+        UpstreamFilter {
+            config,
+            context_id,
+            backend: None,
+            endpoint: None,
+            query: String::new(),
+            pending: None,
+            body_size: 0,
+        }
+    }
+
+    fn shape(&self) -> ErrorShape {
+        self.endpoint.map_or(ErrorShape::OpenAi, Endpoint::error_shape)
+    }
+
+    fn fail(&mut self, error: GatewayError) -> Action {
+        send_error(self, self.shape(), &error);
+        Action::Pause
+    }
+
+    fn backend_config(&self) -> Option<&crate::config::BackendConfig> {
+        self.backend.as_ref().and_then(|b| self.config.backends.get(b))
+    }
+
+    /// Writes the rewritten request and its credential. Returns Pause while
+    /// credentials are being fetched.
+    fn finish(&mut self, request: UpstreamRequest) -> Action {
+        let Some(backend) = self.backend_config().cloned() else {
+            return self.fail(GatewayError::internal("backend configuration disappeared"));
+        };
+        let mut credential_value = None;
+        if let Some(auth) = &backend.auth {
+            let Some(source) = self.config.credentials.clone() else {
+                return self.fail(GatewayError::internal("no credential service is configured"));
+            };
+            let now = now_secs(self);
+            let fresh = CREDENTIALS.with(|c| {
+                c.borrow().is_fresh(now, source.ttl_seconds, self.config.config_version)
+            });
+            if !fresh {
+                return self.fetch_credentials(request, &source);
+            }
+            let found = CREDENTIALS.with(|c| c.borrow().get(&auth.credential).cloned());
+            let Some(credential) = found else {
+                return self.fail(GatewayError::internal(format!(
+                    "no credential is available for backend {}",
+                    self.backend.as_deref().unwrap_or("?")
+                )));
+            };
+            match credential_header(auth, &credential) {
+                Ok(header) => credential_value = header,
+                Err(e) => return self.fail(e),
+            }
+        }
+        self.set_http_request_header(":path", Some(&request.path));
+        if let Some(host) = &request.host {
+            self.set_http_request_header(":authority", Some(host));
+        }
+        if let Some(body) = &request.body {
+            self.set_http_request_body(0, self.body_size, body);
+            self.set_http_request_header("content-length", Some(&body.len().to_string()));
+        }
+        if let Some((name, value)) = credential_value {
+            self.set_http_request_header(name, Some(&value));
+        }
+        Action::Continue
+    }
+
+    fn fetch_credentials(
+        &mut self,
+        request: UpstreamRequest,
+        source: &crate::config::CredentialSource,
+    ) -> Action {
+        let token = std::env::var(&source.token_env).unwrap_or_default();
+        let authorization = format!("Bearer {token}");
+        let headers = vec![
+            (":method", "GET"),
+            (":path", source.path.as_str()),
+            (":authority", source.authority.as_str()),
+            ("authorization", authorization.as_str()),
+        ];
+        match self.dispatch_http_call(&source.cluster, headers, None, vec![], Duration::from_secs(5)) {
+            Ok(_) => {
+                self.pending = Some(request);
+                Action::Pause
+            }
+            Err(_) => self.fail(GatewayError::client(
+                503,
+                "the gateway could not reach its credential service",
+            )),
+        }
+    }
+}
+
+impl Context for UpstreamFilter {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let _ = proxy_wasm::hostcalls::set_effective_context(self.context_id);
+        let Some(request) = self.pending.take() else { return };
+        let status = self.get_http_call_response_header(":status").unwrap_or_default();
+        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let now = now_secs(self);
+        let loaded = if status == "200" {
+            CREDENTIALS.with(|c| c.borrow_mut().load(&body, now))
+        } else {
+            Err(format!("credential service answered {status}"))
+        };
+        if let Err(e) = loaded {
+            log(LogLevel::Error, &format!("aigw: {e}"));
+            send_error(
+                self,
+                self.shape(),
+                &GatewayError::client(503, "upstream credentials are not available"),
+            );
+            return;
+        }
+        // Loaded now, so `finish` will not fetch again.
+        if self.finish(request) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for UpstreamFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        self.query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+        self.endpoint = self
+            .get_http_request_header(ENDPOINT_HEADER)
+            .and_then(|name| Endpoint::from_name(&name));
+        self.set_http_request_header(ENDPOINT_HEADER, None);
+        for name in CLIENT_HEADERS_REMOVED {
+            self.set_http_request_header(name, None);
+        }
+        self.backend = self
+            .get_property(BACKEND_METADATA.to_vec())
+            .and_then(|b| String::from_utf8(b).ok());
+        if self.backend_config().is_none() {
+            let error = GatewayError::internal(format!(
+                "the endpoint picked has no backend configuration ({})",
+                self.backend.as_deref().unwrap_or("no metadata")
+            ));
+            return self.fail(error);
+        }
+        if self.endpoint.is_none() {
+            return self.fail(GatewayError::internal("request did not pass the gateway's router"));
+        }
+        if end_of_stream {
+            return self.fail(GatewayError::bad_request("request body is required"));
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.body_size = body_size;
+        let (Some(endpoint), Some(backend)) = (self.endpoint, self.backend_config()) else {
+            return Action::Continue;
+        };
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        match prepare(endpoint, &self.query, backend, &body) {
+            Ok(request) => self.finish(request),
+            Err(e) => self.fail(e),
+        }
+    }
+}

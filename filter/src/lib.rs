@@ -1,0 +1,16 @@
+//! The gateway's proxy-wasm filter. Everything but `host` is plain Rust with
+//! no I/O, compiled and tested natively; `host` binds it to the proxy-wasm ABI
+//! when built for wasm32.
+
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod models;
+pub mod request;
+pub mod response;
+pub mod sse;
+pub mod upstream;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod host;

@@ -1,0 +1,207 @@
+//! The upstream role's pure part: how one attempt's request is rewritten for
+//! the backend that was picked.
+
+use crate::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
+use crate::credentials::Credential;
+use crate::error::GatewayError;
+use crate::request::{parse_request, Endpoint};
+use serde_json::Value;
+
+/// The request as the backend must receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    pub path: String,
+    pub host: Option<String>,
+    /// `None`: send the client's body unchanged.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Headers a client may send that must never reach a provider: the client's
+/// own credentials and the gateway's internal routing headers.
+pub const CLIENT_HEADERS_REMOVED: &[&str] = &["authorization", "x-api-key", "api-key"];
+
+/// Rewrites a request for `backend`.
+pub fn prepare(
+    endpoint: Endpoint,
+    query: &str,
+    backend: &BackendConfig,
+    body: &[u8],
+) -> Result<UpstreamRequest, GatewayError> {
+    match backend.schema {
+        SchemaName::OpenAI => prepare_openai(endpoint, query, backend, body),
+        other => Err(GatewayError::client(
+            501,
+            format!("backend schema {other:?} is not supported yet by this gateway"),
+        )
+        .with_code("unsupported_backend_schema")),
+    }
+}
+
+fn prepare_openai(
+    endpoint: Endpoint,
+    query: &str,
+    backend: &BackendConfig,
+    body: &[u8],
+) -> Result<UpstreamRequest, GatewayError> {
+    let suffix = endpoint.openai_suffix().ok_or_else(|| {
+        GatewayError::client(
+            404,
+            "this endpoint is not available on an OpenAI-schema backend",
+        )
+    })?;
+    let prefix = backend.prefix.as_deref().unwrap_or("/v1").trim_end_matches('/');
+    let mut path = format!("{prefix}{suffix}");
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let facts = parse_request(endpoint, body)?;
+    let override_model = backend
+        .model_name_override
+        .as_deref()
+        .filter(|m| *m != facts.model);
+    let ask_for_usage = facts.stream && !facts.client_wants_usage;
+    let body = if override_model.is_some() || ask_for_usage {
+        let mut value: Value = serde_json::from_slice(body)
+            .map_err(|e| GatewayError::bad_request(format!("invalid JSON: {e}")))?;
+        let object = value
+            .as_object_mut()
+            .ok_or_else(|| GatewayError::bad_request("request body must be a JSON object"))?;
+        if let Some(model) = override_model {
+            object.insert("model".into(), Value::String(model.to_string()));
+        }
+        if ask_for_usage {
+            let options = object
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !options.is_object() {
+                *options = Value::Object(Default::default());
+            }
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        Some(value.to_string().into_bytes())
+    } else {
+        None
+    };
+    Ok(UpstreamRequest {
+        path,
+        host: backend.host.clone(),
+        body,
+    })
+}
+
+/// The header that carries a static credential for `auth`, or `None` for
+/// schemes that sign the request instead.
+pub fn credential_header(
+    auth: &BackendAuth,
+    credential: &Credential,
+) -> Result<Option<(&'static str, String)>, GatewayError> {
+    let key = match credential {
+        Credential::ApiKey(key) => key,
+        Credential::Aws(_) if auth.kind == AuthKind::AwsSigV4 => return Ok(None),
+        Credential::Aws(_) => {
+            return Err(GatewayError::internal(
+                "backend credential is of the wrong kind for its security policy",
+            ))
+        }
+    };
+    Ok(Some(match auth.kind {
+        AuthKind::ApiKey => ("authorization", format!("Bearer {key}")),
+        AuthKind::AnthropicApiKey => ("x-api-key", key.clone()),
+        AuthKind::AzureApiKey => ("api-key", key.clone()),
+        AuthKind::AwsSigV4 => {
+            return Err(GatewayError::internal(
+                "backend needs AWS credentials but its credential is an API key",
+            ))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(prefix: Option<&str>, model: Option<&str>) -> BackendConfig {
+        BackendConfig {
+            prefix: prefix.map(str::to_string),
+            model_name_override: model.map(str::to_string),
+            host: Some("api.example.com".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn passthrough_keeps_body_bytes() {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let r = prepare(Endpoint::ChatCompletions, "", &backend(None, None), body).unwrap();
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.body, None);
+        assert_eq!(r.host.as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn prefix_query_and_override() {
+        let body = br#"{"model":"m","messages":[],"zeta":1,"alpha":2}"#;
+        let r = prepare(Endpoint::Embeddings, "a=b", &backend(Some("/api/v1/"), Some("real")), body)
+            .unwrap();
+        assert_eq!(r.path, "/api/v1/embeddings?a=b");
+        let text = String::from_utf8(r.body.unwrap()).unwrap();
+        assert_eq!(text, r#"{"model":"real","messages":[],"zeta":1,"alpha":2}"#, "key order kept");
+    }
+
+    #[test]
+    fn streaming_asks_for_usage_once() {
+        let r = prepare(
+            Endpoint::ChatCompletions,
+            "",
+            &backend(None, None),
+            br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r.body.unwrap()).unwrap();
+        assert_eq!(v["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
+        let r = prepare(
+            Endpoint::ChatCompletions,
+            "",
+            &backend(None, None),
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.body, None);
+    }
+
+    #[test]
+    fn other_schemas_say_not_supported() {
+        let b = BackendConfig {
+            schema: SchemaName::AWSAnthropic,
+            ..Default::default()
+        };
+        let e = prepare(Endpoint::AnthropicMessages, "", &b, b"{}").unwrap_err();
+        assert!(e.message.contains("not supported yet"));
+    }
+
+    #[test]
+    fn credential_headers() {
+        let key = Credential::ApiKey("k".into());
+        let auth = |kind| BackendAuth {
+            kind,
+            credential: "c".into(),
+            region: None,
+        };
+        assert_eq!(
+            credential_header(&auth(AuthKind::ApiKey), &key).unwrap(),
+            Some(("authorization", "Bearer k".into()))
+        );
+        assert_eq!(
+            credential_header(&auth(AuthKind::AnthropicApiKey), &key).unwrap(),
+            Some(("x-api-key", "k".into()))
+        );
+        assert_eq!(
+            credential_header(&auth(AuthKind::AzureApiKey), &key).unwrap(),
+            Some(("api-key", "k".into()))
+        );
+        assert!(credential_header(&auth(AuthKind::AwsSigV4), &key).is_err());
+    }
+}
