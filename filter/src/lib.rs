@@ -5,9 +5,11 @@
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod eventstream;
 pub mod models;
 pub mod request;
 pub mod response;
+pub mod sigv4;
 pub mod sse;
 pub mod upstream;
 pub mod usage;

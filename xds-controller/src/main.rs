@@ -1,1 +1,141 @@
-fn main() {}
+//! `aigw`: the AI gateway's control plane.
+
+mod bootstrap;
+mod credentials;
+mod demo;
+mod error;
+mod load;
+mod proto;
+mod resources;
+mod run;
+mod standalone;
+mod translate;
+mod xds;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "aigw", version, about = "AI gateway: one OpenAI-compatible endpoint in front of many LLM providers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the resources in FILEs (or a configuration from the environment) through Envoy.
+    Run(RunArgs),
+    /// Print the Envoy configuration FILEs translate to, and start nothing.
+    Translate {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// Point a hostname at a local address: HOST:PORT=ADDRESS:PORT (repeatable).
+    #[arg(long = "resolve", value_parser = standalone::parse_resolve)]
+    resolve: Vec<((String, u16), (String, u16))>,
+    /// Bind a Gateway listener port elsewhere: GATEWAY_PORT=LOCAL_PORT (repeatable).
+    #[arg(long = "map-port", value_parser = standalone::parse_port_map)]
+    map_port: Vec<(u16, u16)>,
+    /// A Secret's apiKey: [NAMESPACE/]NAME=env:VAR or =file:PATH (repeatable).
+    #[arg(long = "secret", value_parser = standalone::parse_secret_arg)]
+    secrets: Vec<standalone::SecretArg>,
+    /// Address the listeners bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen_address: String,
+    /// The built filter.
+    #[arg(long, env = "AIGW_WASM", default_value = "target/aigw_filter.wasm")]
+    wasm: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(short = 'f', long = "file")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The Envoy binary.
+    #[arg(long, env = "AIGW_ENVOY", default_value = "envoy")]
+    envoy: PathBuf,
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// Envoy worker threads (default: one per core).
+    #[arg(long)]
+    concurrency: Option<u32>,
+    #[arg(long, default_value = "warning")]
+    envoy_log_level: String,
+    /// Where the Envoy bootstrap is written.
+    #[arg(long, default_value = ".work/aigw")]
+    work_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            let config = run::RunConfig {
+                files: args.files,
+                secrets: args.common.secrets,
+                resolve: args.common.resolve.into_iter().collect(),
+                port_map: args.common.map_port.into_iter().collect(),
+                listen_address: args.common.listen_address,
+                admin_port: args.admin_port,
+                envoy: args.envoy,
+                wasm: args.common.wasm,
+                work_dir: args.work_dir,
+                concurrency: args.concurrency,
+                envoy_log_level: args.envoy_log_level,
+            };
+            run::run(config).await
+        }
+        Command::Translate { files, common } => translate_command(files, common),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aigw: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<()> {
+    let config = run::RunConfig {
+        files,
+        secrets: common.secrets,
+        resolve: common.resolve.into_iter().collect(),
+        port_map: common.map_port.into_iter().collect(),
+        listen_address: common.listen_address,
+        admin_port: 9901,
+        envoy: PathBuf::from("envoy"),
+        wasm: common.wasm,
+        work_dir: PathBuf::new(),
+        concurrency: None,
+        envoy_log_level: String::new(),
+    };
+    let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
+    let translation = translate::translate(&resources, &run::options(&config, 0, 1));
+    let (_, encode_errors) = run::snapshot(&translation, 1);
+    diagnostics.extend(translation.diagnostics.iter().cloned());
+    diagnostics.extend(encode_errors);
+    let out = serde_json::json!({
+        "listeners": translation.listeners,
+        "routes": translation.routes,
+        "clusters": translation.clusters,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    for d in &diagnostics {
+        eprintln!("aigw: {d}");
+    }
+    if error::has_errors(&diagnostics) {
+        anyhow::bail!("the configuration has errors");
+    }
+    Ok(())
+}

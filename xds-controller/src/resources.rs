@@ -1,0 +1,335 @@
+//! The Kubernetes resources the gateway reads, as typed Rust values. Only the
+//! fields the gateway acts on are modelled; others are ignored.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Where a resource came from, for diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    /// 1-based position of the YAML document in the file.
+    pub document: usize,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (document {})", self.file, self.document)
+    }
+}
+
+/// A resource with its identity.
+#[derive(Debug, Clone)]
+pub struct Named<T> {
+    pub kind: &'static str,
+    pub api_version: String,
+    pub name: String,
+    pub namespace: String,
+    pub source: Source,
+    pub spec: T,
+}
+
+impl<T> Named<T> {
+    /// `namespace/name`
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+    /// `Kind namespace/name from file (document n)`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {} in {}", self.kind, self.key(), self.source)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Resources {
+    pub gateway_classes: Vec<Named<serde_json::Value>>,
+    pub envoy_proxies: Vec<Named<serde_json::Value>>,
+    pub gateways: Vec<Named<GatewaySpec>>,
+    pub client_traffic_policies: Vec<Named<ClientTrafficPolicySpec>>,
+    pub backends: Vec<Named<BackendSpec>>,
+    pub ai_service_backends: Vec<Named<AIServiceBackendSpec>>,
+    pub ai_gateway_routes: Vec<Named<AIGatewayRouteSpec>>,
+    pub backend_security_policies: Vec<Named<BackendSecurityPolicySpec>>,
+    pub backend_tls_policies: Vec<Named<BackendTLSPolicySpec>>,
+    pub backend_traffic_policies: Vec<Named<serde_json::Value>>,
+    pub secrets: Vec<Named<SecretData>>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    #[serde(default)]
+    pub gateway_class_name: String,
+    pub listeners: Vec<GatewayListener>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayListener {
+    pub name: String,
+    pub port: u16,
+    pub protocol: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTrafficPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<TargetRef>,
+    #[serde(default)]
+    pub target_ref: Option<TargetRef>,
+    #[serde(default)]
+    pub connection: Option<ClientConnection>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnection {
+    #[serde(default)]
+    pub buffer_limit: Option<Quantity>,
+}
+
+/// A Kubernetes quantity such as `50Mi` or a plain number.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(u64),
+    Text(String),
+}
+
+impl Quantity {
+    pub fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            Quantity::Number(n) => return Ok(*n),
+            Quantity::Text(t) => t.trim(),
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, suffix) = text.split_at(split);
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a quantity such as 50Mi"))?;
+        let multiplier: u64 = match suffix {
+            "" => 1,
+            "k" | "K" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => return Err(format!("{text:?} has an unknown unit {suffix:?}")),
+        };
+        number
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    pub endpoints: Vec<BackendEndpoint>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendEndpoint {
+    #[serde(default)]
+    pub fqdn: Option<HostPort>,
+    #[serde(default)]
+    pub ip: Option<IpPort>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct HostPort {
+    pub hostname: String,
+    pub port: u16,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct IpPort {
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AIServiceBackendSpec {
+    pub schema: BackendSchema,
+    pub backend_ref: BackendObjectRef,
+    #[serde(default)]
+    pub backend_security_policy_ref: Option<TargetRef>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSchema {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendObjectRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AIGatewayRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<TargetRef>,
+    /// v1alpha1's older way to attach a route to Gateways.
+    #[serde(default)]
+    pub target_refs: Vec<TargetRef>,
+    #[serde(default)]
+    pub rules: Vec<RouteRule>,
+    #[serde(default)]
+    pub llm_request_costs: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub matches: Vec<RouteMatch>,
+    #[serde(default)]
+    pub backend_refs: Vec<RouteBackendRef>,
+    #[serde(default)]
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub match_type: Option<String>,
+    pub value: String,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteBackendRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub model_name_override: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTimeouts {
+    #[serde(default)]
+    pub request: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSecurityPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<TargetRef>,
+    #[serde(rename = "type")]
+    pub policy_type: String,
+    #[serde(default)]
+    pub api_key: Option<ApiKeySpec>,
+    #[serde(default, rename = "anthropicAPIKey")]
+    pub anthropic_api_key: Option<ApiKeySpec>,
+    #[serde(default, rename = "azureAPIKey")]
+    pub azure_api_key: Option<ApiKeySpec>,
+    #[serde(default)]
+    pub aws_credentials: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySpec {
+    #[serde(default)]
+    pub secret_ref: Option<TargetRef>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<TargetRef>,
+    #[serde(default)]
+    pub validation: TlsValidation,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsValidation {
+    #[serde(default, rename = "wellKnownCACertificates")]
+    pub well_known_ca_certificates: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<TargetRef>,
+}
+
+/// A Secret's decoded values by key.
+#[derive(Debug, Clone, Default)]
+pub struct SecretData {
+    pub values: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        let cases = [
+            (Quantity::Text("50Mi".into()), Ok(50 << 20)),
+            (Quantity::Text("1Gi".into()), Ok(1 << 30)),
+            (Quantity::Text("10k".into()), Ok(10_000)),
+            (Quantity::Text("123".into()), Ok(123)),
+            (Quantity::Number(7), Ok(7)),
+        ];
+        for (q, want) in cases {
+            assert_eq!(q.bytes(), want, "{q:?}");
+        }
+        assert!(Quantity::Text("5Xi".into()).bytes().is_err());
+        assert!(Quantity::Text("Mi".into()).bytes().is_err());
+        assert!(Quantity::Text("99999999999999Gi".into()).bytes().is_err());
+    }
+}

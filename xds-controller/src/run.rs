@@ -1,0 +1,300 @@
+//! `aigw run`: serves xDS and credentials, starts Envoy, watches the files.
+
+use crate::bootstrap::{bootstrap, BootstrapPorts, CONTROLLER_CLUSTER};
+use crate::credentials::CredentialService;
+use crate::error::{has_errors, Diagnostic, Severity};
+use crate::proto;
+use crate::standalone::{self, SecretArg};
+use crate::translate::{envoy::WasmCode, translate, Options, Translation};
+use crate::xds::{AdsServer, Reply, Snapshot};
+use aigw_filter::config::CredentialSource;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub const TOKEN_ENV: &str = "AIGW_CREDENTIAL_TOKEN";
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub files: Vec<PathBuf>,
+    pub secrets: Vec<SecretArg>,
+    pub resolve: BTreeMap<(String, u16), (String, u16)>,
+    pub port_map: BTreeMap<u16, u16>,
+    pub listen_address: String,
+    pub admin_port: u16,
+    pub envoy: PathBuf,
+    pub wasm: PathBuf,
+    pub work_dir: PathBuf,
+    pub concurrency: Option<u32>,
+    pub envoy_log_level: String,
+}
+
+/// Everything `translate` needs besides the resources, for one run.
+pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Options {
+    Options {
+        wasm: WasmCode {
+            path: config.wasm.display().to_string(),
+            env_keys: vec![TOKEN_ENV.to_string()],
+        },
+        listen_address: config.listen_address.clone(),
+        port_map: config.port_map.clone(),
+        resolve: config.resolve.clone(),
+        credential_source: CredentialSource {
+            cluster: CONTROLLER_CLUSTER.into(),
+            authority: format!("127.0.0.1:{credential_port}"),
+            path: "/v1/credentials".into(),
+            token_env: TOKEN_ENV.into(),
+            ttl_seconds: 30,
+        },
+        ca_file: system_ca_file(),
+        config_version: version,
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+fn system_ca_file() -> String {
+    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("/etc/ssl/certs/ca-certificates.crt")
+        .to_string()
+}
+
+/// Encodes a translation into an xDS snapshot; a resource Envoy's schema
+/// rejects becomes an error diagnostic.
+pub fn snapshot(translation: &Translation, version: u64) -> (Snapshot, Vec<Diagnostic>) {
+    let mut snapshot = Snapshot {
+        version,
+        ..Default::default()
+    };
+    let mut diagnostics = Vec::new();
+    for (type_url, items) in [
+        (proto::LISTENER, &translation.listeners),
+        (proto::ROUTE, &translation.routes),
+        (proto::CLUSTER, &translation.clusters),
+    ] {
+        let list = snapshot.resources.entry(type_url).or_default();
+        for item in items {
+            match proto::to_any(type_url, item) {
+                Ok(any) => list.push((proto::resource_name(item), any)),
+                Err(e) => diagnostics.push(Diagnostic::error(format!("internal: generated invalid Envoy config: {e}"))),
+            }
+        }
+    }
+    (snapshot, diagnostics)
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        if d.severity >= Severity::Warning {
+            eprintln!("aigw: {d}");
+        }
+    }
+}
+
+struct Loaded {
+    translation: Translation,
+    snapshot: Snapshot,
+}
+
+fn load(config: &RunConfig, extra_yaml: Option<&str>, credential_port: u16, version: u64) -> Loaded {
+    let (mut resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
+    if let Some(yaml) = extra_yaml {
+        crate::load::load_str("(environment)", yaml, &mut resources, &mut diagnostics);
+    }
+    let mut translation = translate(&resources, &options(config, credential_port, version));
+    let (snapshot, more) = snapshot(&translation, version);
+    diagnostics.extend(translation.diagnostics.drain(..));
+    diagnostics.extend(more);
+    translation.diagnostics = diagnostics;
+    Loaded { translation, snapshot }
+}
+
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len())))
+        .collect()
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Extra configuration when no file is given: the environment's OpenAI
+/// settings, or else the built-in demo model served on `demo_port`.
+fn environment_config(demo_port: u16) -> Result<(String, Vec<SecretArg>, String)> {
+    let key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+    let base = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    let secret = || SecretArg {
+        namespace: "default".into(),
+        name: "upstream-key".into(),
+        from: standalone::SecretFrom::Env("OPENAI_API_KEY".into()),
+    };
+    if base.is_some() || key.is_some() {
+        let url = base.unwrap_or_else(|| "https://api.openai.com/v1".into());
+        let parsed = standalone::parse_base_url(&url).map_err(anyhow::Error::msg)?;
+        let secrets = if key.is_some() { vec![secret()] } else { vec![] };
+        return Ok((standalone::environment_yaml(&parsed, key.is_some()), secrets, format!("OpenAI-compatible upstream {url}")));
+    }
+    let base = standalone::BaseUrl {
+        host: "127.0.0.1".into(),
+        port: demo_port,
+        tls: false,
+        prefix: "/v1".into(),
+    };
+    let yaml = standalone::environment_yaml(&base, false)
+        .replace("- backendRefs: [{name: upstream}]", &format!(
+            "- matches: [{{headers: [{{name: x-ai-eg-model, value: {}}}]}}]\n    backendRefs: [{{name: upstream}}]",
+            crate::demo::DEMO_MODEL
+        ));
+    Ok((yaml, vec![], "the built-in demo model (set OPENAI_BASE_URL or OPENAI_API_KEY, or pass -f FILE)".into()))
+}
+
+pub async fn run(mut config: RunConfig) -> Result<()> {
+    if !config.wasm.is_file() {
+        bail!("the filter {} does not exist; build it with scripts/build-filter.sh", config.wasm.display());
+    }
+    config.wasm = config.wasm.canonicalize()?;
+    std::fs::create_dir_all(&config.work_dir)?;
+    let token = random_token();
+
+    let xds_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let credential_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let xds_port = xds_listener.local_addr()?.port();
+    let credential_port = credential_listener.local_addr()?.port();
+
+    let extra = if config.files.is_empty() {
+        let demo_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let demo_port = demo_listener.local_addr()?.port();
+        tokio::spawn(async move { axum::serve(demo_listener, crate::demo::router()).await });
+        let (yaml, secrets, what) = environment_config(demo_port)?;
+        eprintln!("aigw: no -f FILE given; serving {what}");
+        config.secrets.extend(secrets);
+        config.port_map.entry(1975).or_insert(1975);
+        Some(yaml)
+    } else {
+        None
+    };
+
+    let mut version = 1;
+    let first = load(&config, extra.as_deref(), credential_port, version);
+    print_diagnostics(&first.translation.diagnostics);
+    if first.translation.listeners.is_empty() {
+        bail!("nothing to serve: the configuration defines no usable Gateway listener");
+    }
+    let credentials = CredentialService::new(token.clone());
+    credentials.update(first.translation.credentials.clone());
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first.snapshot));
+    let ads = AdsServer::new(snapshot_rx);
+    let mut replies = ads.replies();
+
+    let xds_incoming = tokio_stream::wrappers::TcpListenerStream::new(xds_listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ads.service())
+            .serve_with_incoming(xds_incoming),
+    );
+    let router = credentials.router();
+    tokio::spawn(async move { axum::serve(credential_listener, router).await });
+
+    let ports = BootstrapPorts {
+        admin: config.admin_port,
+        xds: xds_port,
+        credentials: credential_port,
+    };
+    let bootstrap_path = config.work_dir.join("envoy-bootstrap.json");
+    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap("aigw-standalone", "127.0.0.1", &ports))?)?;
+    let mut command = tokio::process::Command::new(&config.envoy);
+    command
+        .arg("-c")
+        .arg(&bootstrap_path)
+        .arg("--log-level")
+        .arg(&config.envoy_log_level)
+        .arg("--base-id")
+        .arg(std::process::id().to_string())
+        .env(TOKEN_ENV, &token)
+        .kill_on_drop(true);
+    if let Some(n) = config.concurrency {
+        command.arg("--concurrency").arg(n.to_string());
+    }
+    let mut envoy = command
+        .spawn()
+        .with_context(|| format!("cannot start Envoy from {}", config.envoy.display()))?;
+
+    // Tell the person at the terminal where to point their client once
+    // Envoy has taken the listeners.
+    let served = first.translation.served.clone();
+    let mut announced = false;
+    let mut last_files = fingerprint(&config.files);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            status = envoy.wait() => {
+                bail!("Envoy exited: {}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("aigw: stopping");
+                stop(&mut envoy).await;
+                return Ok(());
+            }
+            _ = terminate() => {
+                stop(&mut envoy).await;
+                return Ok(());
+            }
+            changed = replies.changed() => {
+                if changed.is_err() { continue; }
+                let accepted = matches!(replies.borrow_and_update().get(proto::LISTENER), Some(Reply::Acked(v)) if *v >= 1);
+                if accepted && !announced {
+                    announced = true;
+                    for (address, port, models) in &served {
+                        println!("aigw: listening on http://{address}:{port} (admin http://127.0.0.1:{})", config.admin_port);
+                        println!("aigw: models: {}", models.join(", "));
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = fingerprint(&config.files);
+                if now == last_files { continue; }
+                last_files = now;
+                let next = load(&config, extra.as_deref(), credential_port, version + 1);
+                print_diagnostics(&next.translation.diagnostics);
+                if next.translation.listeners.is_empty() || has_errors(&next.translation.diagnostics) && next.translation.clusters.is_empty() {
+                    eprintln!("aigw: the edited configuration serves nothing; keeping the previous one");
+                    continue;
+                }
+                version += 1;
+                credentials.update(next.translation.credentials.clone());
+                let _ = snapshot_tx.send(Arc::new(next.snapshot));
+                eprintln!("aigw: configuration version {version} pushed to Envoy");
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+async fn stop(envoy: &mut tokio::process::Child) {
+    if let Some(pid) = envoy.id() {
+        // SIGTERM lets Envoy close its listeners; kill if it lingers.
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        if tokio::time::timeout(Duration::from_secs(5), envoy.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = envoy.kill().await;
+}

@@ -1,0 +1,263 @@
+//! Resolves an AIServiceBackend to where it is (endpoints, TLS) and how the
+//! filter must speak to it (schema, prefix, credential).
+
+use super::Options;
+use crate::credentials::CredentialValue;
+use crate::error::Diagnostic;
+use crate::resources::{Named, Resources, TargetRef};
+use aigw_filter::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+    /// SNI and the name the certificate must carry, when TLS is used.
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedBackend {
+    /// `namespace/name` of the AIServiceBackend.
+    pub key: String,
+    pub endpoints: Vec<Endpoint>,
+    pub config: BackendConfig,
+    pub credential: Option<(String, CredentialValue)>,
+    /// From the route's backendRef.
+    pub weight: u32,
+    pub priority: u32,
+}
+
+fn ref_matches(r: &TargetRef, group: &str, kind: &str, name: &str) -> bool {
+    r.name == name
+        && r.kind.as_deref().is_none_or(|k| k == kind)
+        && r.group.as_deref().is_none_or(|g| g == group)
+}
+
+pub fn schema_name(name: &str) -> Option<SchemaName> {
+    Some(match name {
+        "OpenAI" => SchemaName::OpenAI,
+        "Anthropic" => SchemaName::Anthropic,
+        "AWSAnthropic" => SchemaName::AWSAnthropic,
+        "AWSBedrock" => SchemaName::AWSBedrock,
+        "AzureOpenAI" => SchemaName::AzureOpenAI,
+        "GCPVertexAI" => SchemaName::GCPVertexAI,
+        "GCPAnthropic" => SchemaName::GCPAnthropic,
+        _ => return None,
+    })
+}
+
+/// Resolves the AIServiceBackend `namespace/name`.
+pub fn resolve(
+    resources: &Resources,
+    options: &Options,
+    namespace: &str,
+    name: &str,
+) -> Result<ResolvedBackend, Diagnostic> {
+    let ai = resources
+        .ai_service_backends
+        .iter()
+        .find(|b| b.namespace == namespace && b.name == name)
+        .ok_or_else(|| Diagnostic::error(format!("AIServiceBackend {namespace}/{name} does not exist")))?;
+    let here = |d: Diagnostic| d.at(format!("AIServiceBackend {}", ai.key()), &ai.source);
+    let schema = schema_name(&ai.spec.schema.name).ok_or_else(|| {
+        here(Diagnostic::error(format!(
+            "unknown schema {:?}; expected one of OpenAI, Anthropic, AWSAnthropic, AWSBedrock, AzureOpenAI, GCPVertexAI, GCPAnthropic",
+            ai.spec.schema.name
+        ))
+        .field("spec.schema.name"))
+    })?;
+    let (endpoints, host) = endpoints(resources, options, ai).map_err(here)?;
+    let prefix = match schema {
+        SchemaName::OpenAI => Some(
+            ai.spec
+                .schema
+                .prefix
+                .clone()
+                .or_else(|| ai.spec.schema.version.as_ref().map(|v| format!("/{v}")))
+                .unwrap_or_else(|| "/v1".into()),
+        ),
+        _ => ai.spec.schema.prefix.clone(),
+    };
+    let (auth, credential) = security(resources, ai)?;
+    Ok(ResolvedBackend {
+        key: ai.key(),
+        endpoints,
+        config: BackendConfig {
+            schema,
+            version: ai.spec.schema.version.clone(),
+            prefix,
+            host,
+            model_name_override: None,
+            auth,
+        },
+        credential,
+        weight: 1,
+        priority: 0,
+    })
+}
+
+type EndpointsAndHost = (Vec<Endpoint>, Option<String>);
+
+fn endpoints(
+    resources: &Resources,
+    options: &Options,
+    ai: &Named<crate::resources::AIServiceBackendSpec>,
+) -> Result<EndpointsAndHost, Diagnostic> {
+    let r = &ai.spec.backend_ref;
+    let namespace = r.namespace.clone().unwrap_or_else(|| ai.namespace.clone());
+    let kind = r.kind.as_deref().unwrap_or("Backend");
+    let targets: Vec<(String, u16)> = match kind {
+        "Backend" => {
+            let backend = resources
+                .backends
+                .iter()
+                .find(|b| b.namespace == namespace && b.name == r.name)
+                .ok_or_else(|| {
+                    Diagnostic::error(format!("Backend {namespace}/{} does not exist", r.name))
+                        .field("spec.backendRef.name")
+                })?;
+            let mut targets = Vec::new();
+            for (i, e) in backend.spec.endpoints.iter().enumerate() {
+                match (&e.fqdn, &e.ip) {
+                    (Some(f), _) => targets.push((f.hostname.clone(), f.port)),
+                    (None, Some(ip)) => targets.push((ip.address.clone(), ip.port)),
+                    (None, None) => {
+                        return Err(Diagnostic::error("only fqdn and ip endpoints are supported")
+                            .at(format!("Backend {}", backend.key()), &backend.source)
+                            .field(format!("spec.endpoints[{i}]")))
+                    }
+                }
+            }
+            if targets.is_empty() {
+                return Err(Diagnostic::error("Backend has no endpoints")
+                    .at(format!("Backend {}", backend.key()), &backend.source)
+                    .field("spec.endpoints"));
+            }
+            targets
+        }
+        "Service" => {
+            let port = r.port.ok_or_else(|| {
+                Diagnostic::error("a Service backendRef needs a port").field("spec.backendRef.port")
+            })?;
+            vec![(format!("{}.{namespace}.svc.cluster.local", r.name), port)]
+        }
+        other => {
+            return Err(Diagnostic::error(format!("backendRef kind {other} is not supported"))
+                .field("spec.backendRef.kind"))
+        }
+    };
+    let tls_policy = resources.backend_tls_policies.iter().find(|p| {
+        p.namespace == namespace
+            && p.spec.target_refs.iter().any(|t| ref_matches(t, "gateway.envoyproxy.io", "Backend", &r.name))
+    });
+    let host = targets.first().map(|(h, _)| h.clone());
+    let mut out = Vec::new();
+    for (hostname, port) in targets {
+        let tls = match tls_policy {
+            Some(p) => {
+                if p.spec.validation.well_known_ca_certificates.as_deref() != Some("System") {
+                    return Err(Diagnostic::error(
+                        "only wellKnownCACertificates: System is supported for now",
+                    )
+                    .at(format!("BackendTLSPolicy {}", p.key()), &p.source)
+                    .field("spec.validation"));
+                }
+                Some(p.spec.validation.hostname.clone().unwrap_or_else(|| hostname.clone()))
+            }
+            None if port == 443 => Some(hostname.clone()),
+            None => None,
+        };
+        let (address, port) = options
+            .resolve
+            .get(&(hostname.clone(), port))
+            .cloned()
+            .unwrap_or((hostname, port));
+        out.push(Endpoint { address, port, tls });
+    }
+    Ok((out, host))
+}
+
+/// The backend's security policy: how the filter authenticates to it and
+/// the secret it needs.
+type Security = (Option<BackendAuth>, Option<(String, CredentialValue)>);
+
+fn security(
+    resources: &Resources,
+    ai: &Named<crate::resources::AIServiceBackendSpec>,
+) -> Result<Security, Diagnostic> {
+    let by_ref = ai.spec.backend_security_policy_ref.as_ref().map(|r| r.name.clone());
+    let policy = resources.backend_security_policies.iter().find(|p| {
+        p.namespace == ai.namespace
+            && (by_ref.as_deref() == Some(p.name.as_str())
+                || p.spec
+                    .target_refs
+                    .iter()
+                    .any(|t| ref_matches(t, "aigateway.envoyproxy.io", "AIServiceBackend", &ai.name)))
+    });
+    let Some(policy) = policy else {
+        if let Some(name) = by_ref {
+            return Err(Diagnostic::error(format!("BackendSecurityPolicy {}/{name} does not exist", ai.namespace))
+                .at(format!("AIServiceBackend {}", ai.key()), &ai.source)
+                .field("spec.backendSecurityPolicyRef"));
+        }
+        return Ok((None, None));
+    };
+    let here = |d: Diagnostic| d.at(format!("BackendSecurityPolicy {}", policy.key()), &policy.source);
+    let id = policy.key();
+    let (kind, key_spec, field) = match policy.spec.policy_type.as_str() {
+        "APIKey" => (AuthKind::ApiKey, &policy.spec.api_key, "spec.apiKey"),
+        "AnthropicAPIKey" => (AuthKind::AnthropicApiKey, &policy.spec.anthropic_api_key, "spec.anthropicAPIKey"),
+        "AzureAPIKey" => (AuthKind::AzureApiKey, &policy.spec.azure_api_key, "spec.azureAPIKey"),
+        "AWSCredentials" => {
+            let region = policy
+                .spec
+                .aws_credentials
+                .as_ref()
+                .and_then(|c| c.get("region"))
+                .and_then(|r| r.as_str())
+                .map(str::to_string);
+            let auth = BackendAuth {
+                kind: AuthKind::AwsSigV4,
+                credential: id,
+                region,
+            };
+            // AWS credentials are resolved by the providers work; until then
+            // the backend is served and requests to it get a clear error.
+            return Ok((Some(auth), None));
+        }
+        other => {
+            return Err(here(
+                Diagnostic::error(format!("security policy type {other:?} is not supported yet")).field("spec.type"),
+            ))
+        }
+    };
+    let secret_ref = key_spec
+        .as_ref()
+        .and_then(|k| k.secret_ref.as_ref())
+        .ok_or_else(|| here(Diagnostic::error("secretRef is required").field(format!("{field}.secretRef"))))?;
+    let secret_namespace = secret_ref.namespace.clone().unwrap_or_else(|| policy.namespace.clone());
+    let secret = resources
+        .secrets
+        .iter()
+        .find(|s| s.namespace == secret_namespace && s.name == secret_ref.name)
+        .ok_or_else(|| {
+            here(Diagnostic::error(format!(
+                "Secret {secret_namespace}/{} does not exist (in standalone mode, give it in a file or with --secret)",
+                secret_ref.name
+            ))
+            .field(format!("{field}.secretRef.name")))
+        })?;
+    let key = secret.spec.values.get("apiKey").ok_or_else(|| {
+        here(Diagnostic::error(format!(
+            "Secret {} has no key \"apiKey\"",
+            secret.key()
+        ))
+        .field(format!("{field}.secretRef")))
+    })?;
+    let auth = BackendAuth {
+        kind,
+        credential: id.clone(),
+        region: None,
+    };
+    Ok((Some(auth), Some((id, CredentialValue::ApiKey(key.trim().to_string())))))
+}

@@ -1,0 +1,166 @@
+//! Builders for the Envoy JSON this gateway serves. Each returns the JSON
+//! form of one Envoy proto; `proto.rs` checks and encodes it.
+
+use aigw_filter::config::PluginConfig;
+use serde_json::{json, Value};
+
+pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+pub const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const UPSTREAM_CODEC_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec";
+const HTTP_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+/// Endpoint metadata namespace the filter reads the backend name from.
+pub const METADATA_NAMESPACE: &str = "aigw";
+
+/// How Envoy loads the filter. Identical everywhere so that the listener and
+/// every cluster share one VM per worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmCode {
+    pub path: String,
+    /// Environment variables the VM may read (names only; values stay in
+    /// Envoy's environment and out of /config_dump).
+    pub env_keys: Vec<String>,
+}
+
+pub fn wasm_filter(name: &str, code: &WasmCode, config: &PluginConfig) -> Value {
+    let vm_config = json!({
+        "vm_id": "aigw",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": code.path}},
+        "environment_variables": {"host_env_keys": code.env_keys},
+    });
+    json!({
+        "name": name,
+        "typed_config": {
+            "@type": WASM_TYPE,
+            "config": {
+                "name": name,
+                "root_id": "aigw",
+                "allow_on_headers_stop_iteration": true,
+                "vm_config": vm_config,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": serde_json::to_string(config).unwrap_or_default(),
+                },
+            },
+        },
+    })
+}
+
+pub fn router_filter() -> Value {
+    json!({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
+}
+
+fn upstream_codec() -> Value {
+    json!({"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": UPSTREAM_CODEC_TYPE}})
+}
+
+/// `typed_extension_protocol_options` that run the upstream role of the
+/// filter on every attempt.
+pub fn upstream_http_options(upstream_filter: Value, http2: bool) -> Value {
+    let protocol = if http2 {
+        json!({"http2_protocol_options": {}})
+    } else {
+        json!({"http_protocol_options": {}})
+    };
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_OPTIONS_TYPE,
+            "explicit_http_config": protocol,
+            "http_filters": [upstream_filter, upstream_codec()],
+        }
+    })
+}
+
+/// An upstream TLS transport socket with SNI and certificate validation.
+pub fn upstream_tls(sni: &str, ca_file: &str, verify_hostname: &str) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": TLS_TYPE,
+            "sni": sni,
+            "common_tls_context": {
+                "alpn_protocols": ["http/1.1"],
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": verify_hostname}}
+                    ],
+                },
+            },
+        },
+    })
+}
+
+/// An OpenAI- or Anthropic-shaped JSON body for a reply Envoy makes itself
+/// (no route, upstream unreachable, body too large, timeout).
+fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> String {
+    if anthropic {
+        let anthropic_kind = match code {
+            "request_too_large" => "request_too_large",
+            "model_not_found" => "not_found_error",
+            "upstream_timeout" | "upstream_unavailable" => "api_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": anthropic_kind, "message": message}}).to_string()
+    } else {
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
+    }
+}
+
+/// Local reply mappers: Envoy's own error replies in the client's API shape.
+pub fn local_reply_config(max_request_bytes: u64) -> Value {
+    let too_large = format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
+    let cases: [(Value, &str, &str, &str); 4] = [
+        (
+            json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "aigw.local_reply.413"}}}}),
+            too_large.as_str(),
+            "invalid_request_error",
+            "request_too_large",
+        ),
+        (
+            json!({"response_flag_filter": {"flags": ["NR"]}}),
+            "no route serves this model",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        (
+            json!({"response_flag_filter": {"flags": ["UT", "SI"]}}),
+            "the model provider did not answer in time",
+            "upstream_error",
+            "upstream_timeout",
+        ),
+        (
+            json!({"response_flag_filter": {"flags": ["UF", "UH", "URX", "UO", "UC", "NC"]}}),
+            "no model provider is reachable for this request",
+            "upstream_error",
+            "upstream_unavailable",
+        ),
+    ];
+    let mut mappers = Vec::new();
+    for anthropic in [true, false] {
+        for (filter, message, kind, code) in &cases {
+            let path_filter = json!({"header_filter": {"header": {
+                "name": ":path",
+                "string_match": {"prefix": "/anthropic/"},
+                "invert_match": !anthropic,
+            }}});
+            mappers.push(json!({
+                "filter": {"and_filter": {"filters": [filter, path_filter]}},
+                "body_format_override": {
+                    "text_format_source": {"inline_string": local_reply_body(anthropic, message, kind, code)},
+                    "content_type": "application/json",
+                },
+            }));
+        }
+    }
+    json!({"mappers": mappers})
+}
+
+pub fn duration(seconds: u64) -> String {
+    format!("{seconds}s")
+}

@@ -1,0 +1,401 @@
+//! The pure translation from resources to what Envoy and the filter need:
+//! listeners, routes, clusters and the credentials the filter will fetch.
+
+pub mod backend;
+pub mod envoy;
+
+use crate::credentials::CredentialSet;
+use crate::error::Diagnostic;
+use crate::resources::{Named, Resources, RouteRule, TargetRef};
+use aigw_filter::config::{CredentialSource, ModelMatch, ModelRoute, PluginConfig, Role};
+use backend::ResolvedBackend;
+use envoy::WasmCode;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const MODEL_HEADER: &str = "x-ai-eg-model";
+/// Default request timeout of AI routes.
+const DEFAULT_ROUTE_TIMEOUT_SECONDS: u64 = 60;
+/// Body limit when no ClientTrafficPolicy sets one.
+const DEFAULT_BUFFER_LIMIT: u64 = 50 << 20;
+
+/// Inputs that come from the environment rather than the resources.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub wasm: WasmCode,
+    pub listen_address: String,
+    /// Gateway listener port -> port actually bound (standalone mode).
+    pub port_map: BTreeMap<u16, u16>,
+    /// `(host, port)` -> `(address, port)`, like curl's `--resolve`.
+    pub resolve: BTreeMap<(String, u16), (String, u16)>,
+    pub credential_source: CredentialSource,
+    pub ca_file: String,
+    pub config_version: u64,
+    pub created: u64,
+}
+
+/// Everything the controller serves for one configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Translation {
+    pub listeners: Vec<Value>,
+    pub routes: Vec<Value>,
+    pub clusters: Vec<Value>,
+    pub credentials: CredentialSet,
+    /// `(listener address, port, models)` for the person starting the gateway.
+    pub served: Vec<(String, u16, Vec<String>)>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn attaches_to(refs: &[TargetRef], route_ns: &str, gateway: &Named<crate::resources::GatewaySpec>) -> bool {
+    refs.iter().any(|r| {
+        r.name == gateway.name
+            && r.kind.as_deref().is_none_or(|k| k == "Gateway")
+            && r.namespace.as_deref().unwrap_or(route_ns) == gateway.namespace
+    })
+}
+
+/// One routable rule: its Envoy cluster and what the filter needs to know.
+struct TranslatedRule {
+    cluster_name: String,
+    models: Vec<ModelRoute>,
+    routes: Vec<Value>,
+    backends: Vec<ResolvedBackend>,
+}
+
+pub fn translate(resources: &Resources, options: &Options) -> Translation {
+    let mut out = Translation::default();
+    let mut diagnostics = Vec::new();
+    let mut rules_by_route: Vec<(&Named<crate::resources::AIGatewayRouteSpec>, Vec<TranslatedRule>)> = Vec::new();
+    for route in &resources.ai_gateway_routes {
+        let mut rules = Vec::new();
+        for (index, rule) in route.spec.rules.iter().enumerate() {
+            if let Some(t) = translate_rule(resources, options, route, index, rule, &mut diagnostics) {
+                rules.push(t);
+            }
+        }
+        rules_by_route.push((route, rules));
+    }
+    let mut all_backends: BTreeMap<String, ResolvedBackend> = BTreeMap::new();
+    for (_, rules) in &rules_by_route {
+        for rule in rules {
+            out.clusters.push(cluster(options, &rule.cluster_name, &rule.backends));
+            for b in &rule.backends {
+                all_backends.entry(b.key.clone()).or_insert_with(|| b.clone());
+            }
+        }
+    }
+    for backend in all_backends.values() {
+        if let Some((id, value)) = &backend.credential {
+            out.credentials.credentials.insert(id.clone(), value.clone());
+        }
+    }
+    out.credentials.config_version = options.config_version;
+
+    if resources.gateways.is_empty() && !resources.ai_gateway_routes.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            "no Gateway is defined, so no listener serves the AIGatewayRoutes",
+        ));
+    }
+    for gateway in &resources.gateways {
+        let buffer_limit = buffer_limit(resources, gateway, &mut diagnostics);
+        let attached: Vec<&TranslatedRule> = rules_by_route
+            .iter()
+            .filter(|(route, _)| {
+                let refs = if route.spec.parent_refs.is_empty() {
+                    &route.spec.target_refs
+                } else {
+                    &route.spec.parent_refs
+                };
+                refs.is_empty() && route.namespace == gateway.namespace
+                    || attaches_to(refs, &route.namespace, gateway)
+            })
+            .flat_map(|(_, rules)| rules.iter())
+            .collect();
+        for listener in &gateway.spec.listeners {
+            if listener.protocol != "HTTP" {
+                diagnostics.push(
+                    Diagnostic::error(format!("listener protocol {} is not supported yet; only HTTP", listener.protocol))
+                        .at(format!("Gateway {}", gateway.key()), &gateway.source)
+                        .field(format!("spec.listeners[{}].protocol", listener.name)),
+                );
+                continue;
+            }
+            let name = format!("{}/{}/{}", gateway.namespace, gateway.name, listener.name);
+            let port = options.port_map.get(&listener.port).copied().unwrap_or(listener.port);
+            let mut models = Vec::new();
+            let mut route_entries = Vec::new();
+            let mut backends = BTreeMap::new();
+            for rule in &attached {
+                models.extend(rule.models.iter().cloned());
+                route_entries.extend(rule.routes.iter().cloned());
+                for b in &rule.backends {
+                    backends.insert(b.key.clone(), b.config.clone());
+                }
+            }
+            let router_config = PluginConfig {
+                role: Role::Router,
+                config_version: options.config_version,
+                created: options.created,
+                models: models.clone(),
+                max_request_bytes: buffer_limit,
+                backends,
+                credentials: None,
+            };
+            let domains = match &listener.hostname {
+                Some(h) => vec![h.clone(), format!("{h}:*")],
+                None => vec!["*".to_string()],
+            };
+            out.routes.push(json!({
+                "name": name,
+                "virtual_hosts": [{"name": name, "domains": domains, "routes": route_entries}],
+            }));
+            out.listeners.push(listener_json(options, &name, port, buffer_limit, &router_config));
+            let names = models
+                .iter()
+                .filter_map(|m| match &m.matcher {
+                    ModelMatch::Exact(id) => Some(id.clone()),
+                    ModelMatch::Prefix(p) if p.is_empty() => Some("* (any model)".into()),
+                    ModelMatch::Prefix(p) => Some(format!("{p}*")),
+                    ModelMatch::Regex(r) => Some(format!("/{r}/")),
+                })
+                .collect();
+            out.served.push((options.listen_address.clone(), port, names));
+        }
+    }
+    diagnostics.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.diagnostics = diagnostics;
+    out
+}
+
+fn buffer_limit(
+    resources: &Resources,
+    gateway: &Named<crate::resources::GatewaySpec>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> u64 {
+    for policy in &resources.client_traffic_policies {
+        let targets = policy.spec.target_refs.iter().chain(policy.spec.target_ref.iter());
+        let applies = policy.namespace == gateway.namespace
+            && targets.clone().any(|t| t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway"));
+        let Some(limit) = policy.spec.connection.as_ref().and_then(|c| c.buffer_limit.as_ref()) else {
+            continue;
+        };
+        if !applies {
+            continue;
+        }
+        match limit.bytes() {
+            Ok(bytes) => return bytes,
+            Err(e) => diagnostics.push(
+                Diagnostic::error(e)
+                    .at(format!("ClientTrafficPolicy {}", policy.key()), &policy.source)
+                    .field("spec.connection.bufferLimit"),
+            ),
+        }
+    }
+    DEFAULT_BUFFER_LIMIT
+}
+
+fn translate_rule(
+    resources: &Resources,
+    options: &Options,
+    route: &Named<crate::resources::AIGatewayRouteSpec>,
+    index: usize,
+    rule: &RouteRule,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<TranslatedRule> {
+    let here = |d: Diagnostic| d.at(format!("AIGatewayRoute {}", route.key()), &route.source);
+    let cluster_name = format!("aigw/{}/{}/rule/{index}", route.namespace, route.name);
+    let mut backends = Vec::new();
+    for (j, r) in rule.backend_refs.iter().enumerate() {
+        let namespace = r.namespace.clone().unwrap_or_else(|| route.namespace.clone());
+        match backend::resolve(resources, options, &namespace, &r.name) {
+            Ok(mut b) => {
+                b.config.model_name_override = r.model_name_override.clone();
+                b.weight = r.weight.unwrap_or(1);
+                b.priority = r.priority.unwrap_or(0);
+                backends.push(b);
+            }
+            Err(d) => {
+                let d = if d.resource.is_none() {
+                    here(d.field(format!("spec.rules[{index}].backendRefs[{j}].name")))
+                } else {
+                    d
+                };
+                diagnostics.push(d);
+            }
+        }
+    }
+    if backends.is_empty() {
+        diagnostics.push(here(
+            Diagnostic::error("rule has no usable backend; it is not served").field(format!("spec.rules[{index}]")),
+        ));
+        return None;
+    }
+    let timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_deref()) {
+        None => envoy::duration(DEFAULT_ROUTE_TIMEOUT_SECONDS),
+        Some(t) => match parse_duration(t) {
+            Some(seconds) => envoy::duration(seconds),
+            None => {
+                diagnostics.push(here(
+                    Diagnostic::error(format!("{t:?} is not a duration such as 30s or 2m"))
+                        .field(format!("spec.rules[{index}].timeouts.request")),
+                ));
+                return None;
+            }
+        },
+    };
+    let owned_by = route.name.clone();
+    let mut models = Vec::new();
+    let mut routes = Vec::new();
+    let matches: Vec<_> = if rule.matches.is_empty() { vec![Default::default()] } else { rule.matches.clone() };
+    for (m_index, m) in matches.iter().enumerate() {
+        let mut headers = Vec::new();
+        let mut model = None;
+        for (h_index, h) in m.headers.iter().enumerate() {
+            let kind = h.match_type.as_deref().unwrap_or("Exact");
+            let (string_match, model_match) = match kind {
+                "Exact" => (json!({"exact": h.value}), ModelMatch::Exact(h.value.clone())),
+                "RegularExpression" => (
+                    json!({"safe_regex": {"regex": h.value}}),
+                    ModelMatch::Regex(h.value.clone()),
+                ),
+                other => {
+                    diagnostics.push(here(
+                        Diagnostic::error(format!("header match type {other} is not supported; use Exact or RegularExpression"))
+                            .field(format!("spec.rules[{index}].matches[{m_index}].headers[{h_index}].type")),
+                    ));
+                    return None;
+                }
+            };
+            if h.name.eq_ignore_ascii_case(MODEL_HEADER) {
+                model = Some(model_match);
+            }
+            headers.push(json!({"name": h.name.to_ascii_lowercase(), "string_match": string_match}));
+        }
+        models.push(ModelRoute {
+            matcher: model.unwrap_or(ModelMatch::Prefix(String::new())),
+            owned_by: owned_by.clone(),
+        });
+        routes.push(json!({
+            "name": format!("{}/{}/rule/{index}/match/{m_index}", route.namespace, route.name),
+            "match": {"prefix": "/", "headers": headers},
+            "route": {"cluster": cluster_name, "timeout": timeout},
+        }));
+    }
+    Some(TranslatedRule {
+        cluster_name,
+        models,
+        routes,
+        backends,
+    })
+}
+
+/// `30s`, `2m`, `1h`, `1h30m` or `1m30s`, as Gateway API durations.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().ok()?;
+        digits.clear();
+        total = total.checked_add(n.checked_mul(match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        })?)?;
+    }
+    digits.is_empty().then_some(total).filter(|_| !text.is_empty())
+}
+
+fn listener_json(options: &Options, name: &str, port: u16, buffer_limit: u64, router: &PluginConfig) -> Value {
+    // Envoy's own buffer limit sits above the filter's so that the filter,
+    // which answers in the client's API shape, sees an oversized body first.
+    let envoy_limit = buffer_limit.saturating_add(1 << 20).min(u64::from(u32::MAX));
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
+        "per_connection_buffer_limit_bytes": envoy_limit,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": envoy::HCM_TYPE,
+                "stat_prefix": name.replace('/', "_"),
+                "rds": {"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                "http_filters": [
+                    envoy::wasm_filter("aigw.router", &options.wasm, router),
+                    envoy::router_filter(),
+                ],
+                "local_reply_config": envoy::local_reply_config(buffer_limit),
+                "stream_idle_timeout": "300s",
+            },
+        }]}],
+    })
+}
+
+/// One cluster per rule: one priority group per distinct backendRef
+/// priority, weights on the endpoints, the backend named in their metadata.
+fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value {
+    let mut priorities: Vec<u32> = backends.iter().map(|b| b.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    let mut groups = Vec::new();
+    let mut tls_matches = Vec::new();
+    for (rank, priority) in priorities.iter().enumerate() {
+        let mut lb_endpoints = Vec::new();
+        for b in backends.iter().filter(|b| b.priority == *priority) {
+            for e in &b.endpoints {
+                let mut metadata = json!({envoy::METADATA_NAMESPACE: {"backend": b.key}});
+                if let Some(sni) = &e.tls {
+                    let match_name = format!("{}:{}", b.key, sni);
+                    metadata["envoy.transport_socket_match"] = json!({"aigw_tls": match_name});
+                    tls_matches.push(json!({
+                        "name": match_name,
+                        "match": {"aigw_tls": match_name},
+                        "transport_socket": envoy::upstream_tls(sni, &options.ca_file, sni),
+                    }));
+                }
+                lb_endpoints.push(json!({
+                    "endpoint": {
+                        "address": {"socket_address": {"address": e.address, "port_value": e.port}},
+                        "hostname": b.config.host.clone().unwrap_or_default(),
+                    },
+                    "load_balancing_weight": b.weight.max(1),
+                    "metadata": {"filter_metadata": metadata},
+                }));
+            }
+        }
+        groups.push(json!({"priority": rank, "lb_endpoints": lb_endpoints}));
+    }
+    tls_matches.dedup();
+    let upstream = PluginConfig {
+        role: Role::Upstream,
+        config_version: options.config_version,
+        created: options.created,
+        models: Vec::new(),
+        max_request_bytes: 0,
+        backends: backends.iter().map(|b| (b.key.clone(), b.config.clone())).collect(),
+        credentials: Some(options.credential_source.clone()),
+    };
+    let mut cluster = json!({
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "10s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": groups},
+        "typed_extension_protocol_options": envoy::upstream_http_options(
+            envoy::wasm_filter("aigw.upstream", &options.wasm, &upstream),
+            false,
+        ),
+    });
+    if !tls_matches.is_empty() {
+        cluster["transport_socket_matches"] = Value::Array(tls_matches);
+    }
+    cluster
+}
+
+#[cfg(test)]
+mod tests;
