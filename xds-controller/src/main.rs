@@ -70,6 +70,9 @@ struct RunArgs {
     concurrency: Option<u32>,
     #[arg(long, default_value = "warning")]
     envoy_log_level: String,
+    /// JSON-lines access log (model, backend, status, tokens) written by Envoy.
+    #[arg(long)]
+    access_log: Option<PathBuf>,
     /// Where the Envoy bootstrap is written.
     #[arg(long, default_value = ".work/aigw")]
     work_dir: PathBuf,
@@ -92,6 +95,7 @@ async fn main() -> std::process::ExitCode {
                 work_dir: args.work_dir,
                 concurrency: args.concurrency,
                 envoy_log_level: args.envoy_log_level,
+                access_log: args.access_log,
             };
             run::run(config).await
         }
@@ -119,6 +123,7 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         work_dir: PathBuf::new(),
         concurrency: None,
         envoy_log_level: String::new(),
+        access_log: None,
     };
     let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     let translation = translate::translate(&resources, &run::options(&config, 0, 1));

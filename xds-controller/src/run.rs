@@ -31,6 +31,7 @@ pub struct RunConfig {
     pub work_dir: PathBuf,
     pub concurrency: Option<u32>,
     pub envoy_log_level: String,
+    pub access_log: Option<PathBuf>,
 }
 
 /// Everything `translate` needs besides the resources, for one run.
@@ -51,6 +52,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             ttl_seconds: 30,
         },
         ca_file: system_ca_file(),
+        access_log: config.access_log.as_ref().map(|p| p.display().to_string()),
         config_version: version,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }

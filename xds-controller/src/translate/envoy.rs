@@ -164,3 +164,32 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
 pub fn duration(seconds: u64) -> String {
     format!("{seconds}s")
 }
+
+/// A JSON-lines access log with the request's model, backend and usage.
+pub fn access_log(path: &str) -> Value {
+    let token = |name: &str| format!("%FILTER_STATE(wasm.{name}:PLAIN)%");
+    json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"json_format": {
+                "start_time": "%START_TIME%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                "status": "%RESPONSE_CODE%",
+                "duration_ms": "%DURATION%",
+                "request_model": "%REQ(X-AI-EG-MODEL)%",
+                "upstream_host": "%UPSTREAM_HOST%",
+                "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                "response_flags": "%RESPONSE_FLAGS%",
+                "user_id": "%REQ(X-USER-ID)%",
+                "input_tokens": token("llm_input_token"),
+                "output_tokens": token("llm_output_token"),
+                "total_tokens": token("llm_total_token"),
+                "cached_input_tokens": token("llm_cached_input_token"),
+                "reasoning_tokens": token("llm_reasoning_token"),
+            }},
+        },
+    })
+}

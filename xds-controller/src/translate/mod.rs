@@ -30,6 +30,8 @@ pub struct Options {
     pub resolve: BTreeMap<(String, u16), (String, u16)>,
     pub credential_source: CredentialSource,
     pub ca_file: String,
+    /// JSON-lines access log file, if any.
+    pub access_log: Option<String>,
     pub config_version: u64,
     pub created: u64,
 }
@@ -329,6 +331,7 @@ fn listener_json(options: &Options, name: &str, port: u16, buffer_limit: u64, ro
                     envoy::router_filter(),
                 ],
                 "local_reply_config": envoy::local_reply_config(buffer_limit),
+                "access_log": options.access_log.iter().map(|p| envoy::access_log(p)).collect::<Vec<_>>(),
                 "stream_idle_timeout": "300s",
             },
         }]}],

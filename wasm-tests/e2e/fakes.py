@@ -1,0 +1,105 @@
+"""Fake providers on loopback that speak the exact wire formats and record
+every request they receive."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Recorded:
+    def __init__(self, method, path, headers, body):
+        self.method = method
+        self.path = path
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class FakeProvider:
+    """An HTTP server whose answer is computed by `respond(request)`, which
+    returns (status, headers, body) where body is bytes or a list of byte
+    chunks sent one by one (for streams)."""
+
+    def __init__(self, respond=None, name="fake"):
+        self.name = name
+        self.requests = []
+        self.respond = respond or openai_echo(name)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Recorded(self.command, self.path, dict(self.headers), body)
+                fake.requests.append(request)
+                status, headers, payload = fake.respond(request)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if isinstance(payload, (bytes, bytearray)):
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                else:
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    for chunk in payload:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+
+            do_POST = _handle
+            do_GET = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def openai_echo(name):
+    """An OpenAI-compatible chat backend that names itself in its answer."""
+
+    def respond(request):
+        try:
+            body = request.json()
+        except ValueError:
+            return 400, {"content-type": "application/json"}, b'{"error":{"message":"bad json"}}'
+        model = body.get("model", "")
+        text = f"{name} answered {model}"
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18,
+                 "prompt_tokens_details": {"cached_tokens": 2},
+                 "completion_tokens_details": {"reasoning_tokens": 3}}
+        if body.get("stream"):
+            chunks = []
+            for i, word in enumerate(text.split(" ")):
+                piece = word if i == 0 else " " + word
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                chunks.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            final = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            chunks.append(b"data: " + json.dumps(final).encode() + b"\n\n")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                u = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                     "choices": [], "usage": usage}
+                chunks.append(b"data: " + json.dumps(u).encode() + b"\n\n")
+            chunks.append(b"data: [DONE]\n\n")
+            return 200, {"content-type": "text/event-stream"}, chunks
+        answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": model,
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                               "finish_reason": "stop"}],
+                  "usage": usage}
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+
+    return respond
