@@ -453,9 +453,13 @@ fn parse_headers(buf: &[u8]) -> Result<Vec<Header>, EventStreamError> {
             0 => Some(HeaderValue::Bool(true)),
             1 => Some(HeaderValue::Bool(false)),
             2 => cur.array().map(|b| HeaderValue::Byte(i8::from_be_bytes(b))),
-            3 => cur.array().map(|b| HeaderValue::Short(i16::from_be_bytes(b))),
+            3 => cur
+                .array()
+                .map(|b| HeaderValue::Short(i16::from_be_bytes(b))),
             4 => cur.array().map(|b| HeaderValue::Int(i32::from_be_bytes(b))),
-            5 => cur.array().map(|b| HeaderValue::Long(i64::from_be_bytes(b))),
+            5 => cur
+                .array()
+                .map(|b| HeaderValue::Long(i64::from_be_bytes(b))),
             6 => cur
                 .u16()
                 .and_then(|len| cur.take(usize::from(len)))
@@ -574,7 +578,8 @@ mod tests {
     /// from smithy-rs `aws-smithy-eventstream/test_data`). Missing data is a
     /// failure, not a skip.
     fn conformance_dir() -> PathBuf {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/eventstream");
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/eventstream");
         assert!(
             dir.is_dir(),
             "event-stream conformance data not found at {}: the `shared` folder must sit beside the repository root",
@@ -610,16 +615,618 @@ mod tests {
         }
     }
 
+    fn all_headers_message() -> Message {
+        // valid_with_all_headers_and_payload, read off its bytes by hand.
+        Message {
+            headers: vec![
+                Header::new("true", HeaderValue::Bool(true)),
+                Header::new("false", HeaderValue::Bool(false)),
+                Header::new("byte", HeaderValue::Byte(50)),
+                Header::new("short", HeaderValue::Short(20_000)),
+                Header::new("int", HeaderValue::Int(500_000)),
+                Header::new("long", HeaderValue::Long(50_000_000_000)),
+                Header::new("bytes", HeaderValue::Bytes(b"some bytes".to_vec())),
+                Header::string("str", "some str"),
+                Header::new("time", HeaderValue::Timestamp(5_000_000_000)),
+                Header::new(
+                    "uuid",
+                    HeaderValue::Uuid([
+                        0xb7, 0x9b, 0xc9, 0x14, 0xde, 0x21, 0x4e, 0x13, 0xb8, 0xb2, 0xbc, 0x47,
+                        0xe8, 0x5b, 0x7f, 0x0b,
+                    ]),
+                ),
+            ],
+            payload: b"some payload".to_vec(),
+        }
+    }
+
+    /// What each valid file holds.
+    fn expected_valid(name: &str) -> Option<Message> {
+        match name {
+            "valid_with_all_headers_and_payload" => Some(all_headers_message()),
+            "valid_empty_payload" => Some(Message {
+                headers: vec![Header::new("some-header", HeaderValue::Short(500))],
+                payload: Vec::new(),
+            }),
+            "valid_no_headers" => Some(Message {
+                headers: Vec::new(),
+                payload: b"another test payload".to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A check on the error as received, and the error once the checksums
+    /// are repaired (`None`: the repaired frame is valid).
+    type InvalidExpectation = (fn(&EventStreamError) -> bool, Option<EventStreamError>);
+
+    /// Whether an invalid file's error is the expected one, as received and
+    /// with its checksums repaired. The decoder checks both CRCs before it
+    /// reads a header, so a corrupt header section shows up as a checksum
+    /// mismatch until the CRCs are repaired; then the specific fault is
+    /// found. (smithy-rs, which reads headers first, reports the same kinds,
+    /// except `invalid_header_name_length_too_long`, which it reports as bad
+    /// UTF-8 because it reads the name past the headers section; here the
+    /// name is bounded by the section.)
+    fn expected_invalid(name: &str) -> Option<InvalidExpectation> {
+        use EventStreamError as E;
+        let crc = |e: &E| matches!(e, E::MessageChecksumMismatch { .. });
+        Some(match name {
+            "invalid_header_name_length" => (crc, Some(E::InvalidHeaderNameLength { offset: 25 })),
+            "invalid_header_name_length_too_long" => {
+                (crc, Some(E::InvalidHeaderNameLength { offset: 18 }))
+            }
+            "invalid_header_string_length_cut_off" => {
+                (crc, Some(E::InvalidHeaderValue { name: "str".into() }))
+            }
+            "invalid_header_string_value_length" => {
+                (crc, Some(E::InvalidHeaderValue { name: "str".into() }))
+            }
+            "invalid_header_value_type" => (
+                crc,
+                Some(E::InvalidHeaderValueType {
+                    name: "byte".into(),
+                    type_id: 0x60,
+                }),
+            ),
+            "invalid_headers_length" => (
+                |e| {
+                    *e == E::InvalidHeadersLength {
+                        total_len: 89,
+                        headers_len: 77,
+                    }
+                },
+                Some(E::InvalidHeadersLength {
+                    total_len: 89,
+                    headers_len: 77,
+                }),
+            ),
+            "invalid_message_checksum" => (
+                |e| {
+                    *e == E::MessageChecksumMismatch {
+                        expected: 0xDEAD_BEEF,
+                        computed: 0x01a0_5860,
+                    }
+                },
+                None,
+            ),
+            "invalid_prelude_checksum" => (
+                |e| {
+                    *e == E::PreludeChecksumMismatch {
+                        expected: 0xDEAD_BEEF,
+                        computed: 0x8bb4_95fb,
+                    }
+                },
+                None,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Feeds the chunks in order, stopping at the first error, then ends the
+    /// stream: every message and the error, if any.
+    fn decode_chunks<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Vec<Message>, Option<EventStreamError>) {
+        let mut decoder = Decoder::new();
+        let mut messages = Vec::new();
+        for chunk in chunks {
+            match decoder.push(chunk) {
+                Ok(mut done) => messages.append(&mut done),
+                Err(err) => return (messages, Some(err)),
+            }
+        }
+        (messages, decoder.finish().err())
+    }
+
+    fn decode_all(bytes: &[u8]) -> (Vec<Message>, Option<EventStreamError>) {
+        decode_chunks([bytes])
+    }
+
     #[test]
-    fn explore() {
+    fn conformance_valid_frames_decode_to_recorded_values_and_reencode_identically() {
+        let mut checked = 0;
         for (name, bytes) in conformance_files() {
-            let mut d = Decoder::new();
-            let r = d.push(&bytes);
+            if !name.starts_with("valid_") {
+                continue;
+            }
+            let expected = expected_valid(&name).unwrap_or_else(|| {
+                panic!("{name}: a valid frame this test does not know; add its expected headers and payload")
+            });
+            assert_eq!(decode_all(&bytes), (vec![expected.clone()], None), "{name}");
+            assert_eq!(decode_message(&bytes).as_ref(), Ok(&expected), "{name}");
+            assert_eq!(
+                try_encode(&expected.headers, &expected.payload).as_deref(),
+                Ok(&bytes[..]),
+                "{name}: re-encoding differs"
+            );
+            assert_eq!(
+                encode(&expected.headers, &expected.payload),
+                bytes,
+                "{name}"
+            );
+            println!("eventstream conformance: {name}: decoded and re-encoded byte for byte");
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "expected the three valid_* frames");
+    }
+
+    #[test]
+    fn conformance_invalid_frames_give_the_expected_error() {
+        let mut checked = 0;
+        for (name, bytes) in conformance_files() {
+            if name.starts_with("valid_") {
+                continue;
+            }
+            assert!(
+                name.starts_with("invalid_"),
+                "{name}: neither valid_ nor invalid_: classify it in this test"
+            );
+            let (as_received, repaired) = expected_invalid(&name).unwrap_or_else(|| {
+                panic!("{name}: an invalid frame this test does not know; add its expected error")
+            });
+            let (messages, err) = decode_all(&bytes);
+            assert!(messages.is_empty(), "{name}: decoded {messages:?}");
+            let err = err.unwrap_or_else(|| panic!("{name}: decoded without error"));
+            assert!(as_received(&err), "{name}: unexpected error {err:?}");
+            assert!(decode_message(&bytes).is_err(), "{name}");
+
             let mut fixed = bytes.clone();
             repair_checksums(&mut fixed);
-            let mut d2 = Decoder::new();
-            let r2 = d2.push(&fixed);
-            println!("{name}: {r:?}\n   repaired: {r2:?}");
+            let (messages, err) = decode_all(&fixed);
+            match repaired {
+                Some(expected) => {
+                    assert!(messages.is_empty(), "{name} repaired: decoded {messages:?}");
+                    assert_eq!(err, Some(expected), "{name} repaired");
+                }
+                None => {
+                    // Only the checksum was broken: repaired, it is the
+                    // valid frame again.
+                    assert_eq!(
+                        (messages, err),
+                        (vec![all_headers_message()], None),
+                        "{name} repaired"
+                    );
+                }
+            }
+            println!(
+                "eventstream conformance: {name}: error {}",
+                decode_all(&bytes).1.unwrap()
+            );
+            checked += 1;
         }
+        assert_eq!(checked, 8, "expected the eight invalid_* frames");
+    }
+
+    /// Every way of cutting each conformance file into three chunks (two
+    /// cut points, empty chunks included) gives the same result as one
+    /// push. The files are at most 150 bytes, about 11,000 splits each.
+    #[test]
+    fn conformance_results_do_not_depend_on_chunk_boundaries() {
+        for (name, bytes) in conformance_files() {
+            let whole = decode_all(&bytes);
+            for i in 0..=bytes.len() {
+                for j in i..=bytes.len() {
+                    let split = decode_chunks([&bytes[..i], &bytes[i..j], &bytes[j..]]);
+                    assert_eq!(split, whole, "{name} split at {i} and {j}");
+                }
+            }
+            let byte_by_byte = decode_chunks(bytes.chunks(1));
+            assert_eq!(byte_by_byte, whole, "{name} byte by byte");
+        }
+    }
+
+    #[test]
+    fn a_stream_of_several_frames_decodes_whatever_the_split() {
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for name in [
+            "valid_with_all_headers_and_payload",
+            "valid_empty_payload",
+            "valid_no_headers",
+            "valid_empty_payload",
+        ] {
+            stream.extend(std::fs::read(conformance_dir().join(name)).unwrap());
+            expected.push(expected_valid(name).unwrap());
+        }
+        let whole = decode_all(&stream);
+        assert_eq!(whole, (expected.clone(), None));
+        for i in 0..=stream.len() {
+            assert_eq!(
+                decode_chunks([&stream[..i], &stream[i..]]),
+                whole,
+                "split at {i}"
+            );
+        }
+        for size in 1..=17 {
+            assert_eq!(
+                decode_chunks(stream.chunks(size)),
+                whole,
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_before_an_error_are_returned_then_the_error() {
+        let files: std::collections::BTreeMap<_, _> = conformance_files().into_iter().collect();
+        let mut stream = files["valid_no_headers"].clone();
+        stream.extend(&files["invalid_message_checksum"]);
+        stream.extend(&files["valid_empty_payload"]);
+        let mut decoder = Decoder::new();
+        let first = decoder.push(&stream).unwrap();
+        assert_eq!(first, vec![expected_valid("valid_no_headers").unwrap()]);
+        assert!(matches!(
+            decoder.error(),
+            Some(EventStreamError::MessageChecksumMismatch { .. })
+        ));
+        // Reported by the next call, and by every call after that.
+        assert!(decoder.push(&files["valid_no_headers"]).is_err());
+        assert!(decoder.push(&[]).is_err());
+        assert!(decoder.finish().is_err());
+        assert_eq!(decoder.buffered_len(), 0);
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_frame_is_truncated() {
+        let bytes =
+            std::fs::read(conformance_dir().join("valid_with_all_headers_and_payload")).unwrap();
+        for cut in 1..bytes.len() {
+            let mut decoder = Decoder::new();
+            assert_eq!(decoder.push(&bytes[..cut]), Ok(Vec::new()), "cut at {cut}");
+            assert_eq!(decoder.buffered_len(), cut);
+            assert_eq!(
+                decoder.finish(),
+                Err(EventStreamError::Truncated { buffered: cut }),
+                "cut at {cut}"
+            );
+            assert!(
+                decode_message(&bytes[..cut]).is_err(),
+                "decode_message cut at {cut}"
+            );
+        }
+        let mut with_extra = bytes.clone();
+        with_extra.push(0);
+        assert_eq!(
+            decode_message(&with_extra),
+            Err(EventStreamError::TrailingBytes { extra: 1 })
+        );
+        assert_eq!(Decoder::new().finish(), Ok(()));
+    }
+
+    /// CRC-32 detects every single-bit error, and the lengths are covered
+    /// by the prelude CRC, so every bit flip of a valid frame must fail at
+    /// once, with nothing left waiting for more bytes.
+    #[test]
+    fn every_single_bit_flip_of_a_valid_frame_is_an_error() {
+        for (name, bytes) in conformance_files() {
+            if !name.starts_with("valid_") {
+                continue;
+            }
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                let mut decoder = Decoder::new();
+                assert!(
+                    decoder.push(&flipped).is_err(),
+                    "{name}: bit {bit} flipped decoded"
+                );
+            }
+        }
+    }
+
+    fn frame_with_prelude(total_len: u32, headers_len: u32) -> Vec<u8> {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&total_len.to_be_bytes());
+        frame.extend_from_slice(&headers_len.to_be_bytes());
+        let crc = crc32fast::hash(&frame);
+        frame.extend_from_slice(&crc.to_be_bytes());
+        frame
+    }
+
+    #[test]
+    fn oversized_or_impossible_lengths_fail_from_the_prelude_without_buffering() {
+        let mut decoder = Decoder::new();
+        assert_eq!(
+            decoder.push(&frame_with_prelude(u32::MAX, 0)),
+            Err(EventStreamError::MessageTooLong {
+                total_len: u64::from(u32::MAX),
+                max: DEFAULT_MAX_MESSAGE_LEN as u64,
+            })
+        );
+        assert_eq!(decoder.buffered_len(), 0);
+
+        let just_over = (DEFAULT_MAX_MESSAGE_LEN + 1) as u32;
+        assert!(matches!(
+            Decoder::new().push(&frame_with_prelude(just_over, 0)),
+            Err(EventStreamError::MessageTooLong { .. })
+        ));
+        // At the limit the decoder waits for the rest.
+        let mut decoder = Decoder::new();
+        let at_limit = DEFAULT_MAX_MESSAGE_LEN as u32;
+        assert_eq!(
+            decoder.push(&frame_with_prelude(at_limit, 0)),
+            Ok(Vec::new())
+        );
+
+        let mut small = Decoder::with_max_message_len(100);
+        let big = encode(&[], &[7u8; 100]);
+        assert!(matches!(
+            small.push(&big[..12]),
+            Err(EventStreamError::MessageTooLong {
+                total_len: 116,
+                max: 100
+            })
+        ));
+
+        for total in 0..16 {
+            assert_eq!(
+                Decoder::new().push(&frame_with_prelude(total, 0)),
+                Err(EventStreamError::MessageTooShort { total_len: total })
+            );
+        }
+        for (total, headers) in [(16, 1), (20, 5), (100, u32::MAX), (u32::MAX, u32::MAX)] {
+            let max =
+                Decoder::with_max_message_len(usize::MAX).push(&frame_with_prelude(total, headers));
+            assert_eq!(
+                max,
+                Err(EventStreamError::InvalidHeadersLength {
+                    total_len: total,
+                    headers_len: headers,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn all_value_types_round_trip_including_extremes() {
+        let headers = vec![
+            Header::new("t", HeaderValue::Bool(true)),
+            Header::new("f", HeaderValue::Bool(false)),
+            Header::new("b-min", HeaderValue::Byte(i8::MIN)),
+            Header::new("b-max", HeaderValue::Byte(i8::MAX)),
+            Header::new("s", HeaderValue::Short(i16::MIN)),
+            Header::new("i", HeaderValue::Int(-1)),
+            Header::new("l", HeaderValue::Long(i64::MIN)),
+            Header::new("empty-bytes", HeaderValue::Bytes(Vec::new())),
+            Header::new("max-bytes", HeaderValue::Bytes(vec![0xff; 65_535])),
+            Header::string("empty-str", ""),
+            Header::string("unicode", "ünïcødé ✓"),
+            Header::new("ts", HeaderValue::Timestamp(-1)),
+            Header::new("u", HeaderValue::Uuid([0; 16])),
+            Header::string("dup", "1"),
+            Header::string("dup", "2"),
+            Header::string(&*"n".repeat(255), "longest name"),
+        ];
+        let message = Message {
+            headers,
+            payload: (0..=255u8).collect(),
+        };
+        let bytes = encode(&message.headers, &message.payload);
+        assert_eq!(decode_all(&bytes), (vec![message.clone()], None));
+        assert_eq!(
+            message.header_str("dup"),
+            Some("1"),
+            "the first of repeated names"
+        );
+        assert_eq!(message.header("ts"), Some(&HeaderValue::Timestamp(-1)));
+        assert_eq!(message.header_str("t"), None);
+        assert_eq!(message.header("missing"), None);
+    }
+
+    #[test]
+    fn a_bedrock_stream_chunk_event_round_trips() {
+        let payload = br#"{"bytes":"eyJ0eXBlIjoibWVzc2FnZV9zdG9wIn0=","p":"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456"}"#;
+        let headers = vec![
+            Header::string(":event-type", "chunk"),
+            Header::string(":content-type", "application/json"),
+            Header::string(":message-type", "event"),
+        ];
+        let bytes = encode(&headers, payload);
+        let mut decoder = Decoder::new();
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(7) {
+            got.extend(decoder.push(chunk).unwrap());
+        }
+        decoder.finish().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].header_str(":event-type"), Some("chunk"));
+        assert_eq!(got[0].header_str(":message-type"), Some("event"));
+        assert_eq!(got[0].payload, payload);
+    }
+
+    #[test]
+    fn encode_refuses_what_the_wire_format_cannot_carry() {
+        let cases = [
+            (
+                Header::string("", "v"),
+                EventStreamError::InvalidHeaderName {
+                    name: String::new(),
+                },
+            ),
+            (
+                Header::string("n".repeat(256), "v"),
+                EventStreamError::InvalidHeaderName {
+                    name: "n".repeat(256),
+                },
+            ),
+            (
+                Header::string("s", "x".repeat(65_536)),
+                EventStreamError::HeaderValueTooLong {
+                    name: "s".into(),
+                    len: 65_536,
+                },
+            ),
+            (
+                Header::new("b", HeaderValue::Bytes(vec![0; 70_000])),
+                EventStreamError::HeaderValueTooLong {
+                    name: "b".into(),
+                    len: 70_000,
+                },
+            ),
+        ];
+        for (header, expected) in cases {
+            let headers = [Header::string("ok", "fine"), header];
+            assert_eq!(try_encode(&headers, b"p"), Err(expected));
+            assert_eq!(encode(&headers, b"p"), Vec::<u8>::new());
+        }
+        // An empty frame: headers and payload both empty.
+        assert_eq!(encode(&[], &[]).len(), MIN_MESSAGE_LEN);
+        assert_eq!(
+            decode_all(&encode(&[], &[])),
+            (vec![Message::default()], None)
+        );
+    }
+
+    #[test]
+    fn bad_header_sections_are_errors_not_panics() {
+        use EventStreamError as E;
+        // Each header section is wrapped in a frame with correct CRCs, so
+        // only the header parser can object.
+        let cases: &[(&[u8], E)] = &[
+            (b"\x00", E::InvalidHeaderNameLength { offset: 12 }),
+            (b"\x05ab", E::InvalidHeaderNameLength { offset: 12 }),
+            (b"\x01a", E::InvalidHeaderValue { name: "a".into() }),
+            (b"\x01a\x02", E::InvalidHeaderValue { name: "a".into() }),
+            (b"\x01a\x03\x00", E::InvalidHeaderValue { name: "a".into() }),
+            (
+                b"\x01a\x04\x00\x00\x00",
+                E::InvalidHeaderValue { name: "a".into() },
+            ),
+            (
+                b"\x01a\x05\x00\x00\x00\x00\x00\x00\x00",
+                E::InvalidHeaderValue { name: "a".into() },
+            ),
+            (b"\x01a\x06\x00", E::InvalidHeaderValue { name: "a".into() }),
+            (
+                b"\x01a\x06\x00\x02x",
+                E::InvalidHeaderValue { name: "a".into() },
+            ),
+            (
+                b"\x01a\x07\xff\xff",
+                E::InvalidHeaderValue { name: "a".into() },
+            ),
+            (b"\x01a\x08\x00", E::InvalidHeaderValue { name: "a".into() }),
+            (
+                b"\x01a\x09\x00\x01",
+                E::InvalidHeaderValue { name: "a".into() },
+            ),
+            (
+                b"\x01a\x0a",
+                E::InvalidHeaderValueType {
+                    name: "a".into(),
+                    type_id: 10,
+                },
+            ),
+            (
+                b"\x01a\xff",
+                E::InvalidHeaderValueType {
+                    name: "a".into(),
+                    type_id: 255,
+                },
+            ),
+            (b"\x01\xff\x00", E::InvalidUtf8 { offset: 13 }),
+            (b"\x01a\x07\x00\x02\xc3\x28", E::InvalidUtf8 { offset: 17 }),
+        ];
+        for (section, expected) in cases {
+            let frame = raw_frame(section, b"payload");
+            assert_eq!(
+                decode_all(&frame),
+                (Vec::new(), Some(expected.clone())),
+                "{section:x?}"
+            );
+        }
+    }
+
+    /// A frame around arbitrary header bytes, with correct CRCs.
+    fn raw_frame(header_section: &[u8], payload: &[u8]) -> Vec<u8> {
+        let total = (16 + header_section.len() + payload.len()) as u32;
+        let mut frame = frame_with_prelude(total, header_section.len() as u32);
+        frame.extend_from_slice(header_section);
+        frame.extend_from_slice(payload);
+        let crc = crc32fast::hash(&frame);
+        frame.extend_from_slice(&crc.to_be_bytes());
+        frame
+    }
+
+    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random header sections with valid CRCs and random garbage: never a
+    /// panic, and whatever decodes re-encodes to the same bytes.
+    #[test]
+    fn random_input_never_panics_and_decoded_frames_reencode_identically() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let seed_frame = encode(&all_headers_message().headers, b"some payload");
+        let header_section = seed_frame[12..seed_frame.len() - 16].to_vec();
+        let mut decoded = 0;
+        for round in 0..20_000 {
+            let bytes = if round % 2 == 0 {
+                // Mutate the headers of a real frame and fix the CRCs.
+                let mut section = header_section.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(section.len());
+                    section[at] = rng.next() as u8;
+                }
+                if rng.below(4) == 0 {
+                    section.truncate(rng.below(section.len()));
+                }
+                raw_frame(&section, b"p")
+            } else {
+                // Garbage behind a valid prelude, or plain garbage.
+                let len = rng.below(64);
+                let mut garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                if rng.below(2) == 0 {
+                    let total = 16 + rng.below(48) as u32;
+                    let mut frame = frame_with_prelude(total, rng.below(40) as u32);
+                    frame.append(&mut garbage);
+                    garbage = frame;
+                }
+                garbage
+            };
+            let cut = rng.below(bytes.len() + 1);
+            let (messages, err) = decode_chunks([&bytes[..cut], &bytes[cut..]]);
+            assert_eq!((messages.clone(), err.clone()), decode_all(&bytes));
+            if let (Some(message), None) = (messages.first(), &err) {
+                assert_eq!(messages.len(), 1);
+                assert_eq!(encode(&message.headers, &message.payload), bytes);
+                decoded += 1;
+            }
+        }
+        assert!(
+            decoded > 100,
+            "the mutations should leave some frames valid, got {decoded}"
+        );
     }
 }
