@@ -250,6 +250,9 @@ impl fmt::Debug for Headers {
     }
 }
 
+/// One entry of a serialized map: key and value bytes.
+pub type RawPair = (Vec<u8>, Vec<u8>);
+
 pub fn serialize_map<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
     let count = pairs.clone().count();
     let mut out = Vec::new();
@@ -269,7 +272,7 @@ pub fn serialize_map<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clo
 
 /// Parses a map the module serialized. Any inconsistency is an error: the
 /// module produced bytes no proxy could read.
-pub fn deserialize_map(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn deserialize_map(bytes: &[u8]) -> Result<Vec<RawPair>, String> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

@@ -56,23 +56,24 @@ fn engine() -> Engine {
     Engine::new(&config)
 }
 
+fn read_module(path: &std::path::Path) -> Result<(Engine, Module), String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the built filter at {} ({e}). Build it first: scripts/build-filter.sh",
+            path.display()
+        )
+    })?;
+    let engine = engine();
+    let module = Module::new(&engine, &bytes[..])
+        .map_err(|e| format!("{} is not a valid module: {e}", path.display()))?;
+    Ok((engine, module))
+}
+
 /// The filter module, compiled once per test binary.
 fn filter_module() -> Result<&'static (Engine, Module), VmError> {
     static MODULE: OnceLock<Result<(Engine, Module), String>> = OnceLock::new();
     MODULE
-        .get_or_init(|| {
-            let path = filter_wasm_path();
-            let bytes = std::fs::read(&path).map_err(|e| {
-                format!(
-                    "cannot read the built filter at {} ({e}). Build it first: scripts/build-filter.sh",
-                    path.display()
-                )
-            })?;
-            let engine = engine();
-            let module = Module::new(&engine, &bytes[..])
-                .map_err(|e| format!("{} is not a valid module: {e}", path.display()))?;
-            Ok((engine, module))
-        })
+        .get_or_init(|| read_module(&filter_wasm_path()))
         .as_ref()
         .map_err(|e| VmError::new(e.clone()))
 }
@@ -95,6 +96,7 @@ pub struct Vm {
     /// Set after a trap: the VM is dead, as in Envoy.
     dead: Option<String>,
     next_context: u32,
+    stubbed_imports: Vec<String>,
     pub fuel_per_call: u64,
 }
 
@@ -103,6 +105,12 @@ impl Vm {
     pub fn filter() -> Result<Vm, VmError> {
         let (engine, module) = filter_module()?;
         Vm::instantiate(engine, module)
+    }
+
+    /// Instantiates the module at `path` (compiled anew each time).
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Vm, VmError> {
+        let (engine, module) = read_module(path.as_ref()).map_err(VmError::new)?;
+        Vm::instantiate(&engine, &module)
     }
 
     /// Instantiates any proxy-wasm module.
@@ -116,7 +124,8 @@ impl Vm {
     fn instantiate(engine: &Engine, module: &Module) -> Result<Vm, VmError> {
         let mut store = Store::new(engine, Host::default());
         let mut linker = Linker::new(engine);
-        link(&mut linker, module).map_err(|e| VmError::new(format!("linking: {e}")))?;
+        let stubbed_imports =
+            link(&mut linker, module).map_err(|e| VmError::new(format!("linking: {e}")))?;
         store
             .set_fuel(DEFAULT_FUEL)
             .map_err(|e| VmError::new(e.to_string()))?;
@@ -134,6 +143,7 @@ impl Vm {
             instance,
             dead: None,
             next_context: 2,
+            stubbed_imports,
             fuel_per_call: DEFAULT_FUEL,
         };
         for init in ["_initialize", "_start"] {
@@ -142,6 +152,12 @@ impl Vm {
             }
         }
         Ok(vm)
+    }
+
+    /// Imports the harness has no implementation for (given a stub: WASI
+    /// ones answer ENOSYS, others trap when called), as `module.name`.
+    pub fn stubbed_imports(&self) -> &[String] {
+        &self.stubbed_imports
     }
 
     pub fn has_export(&self, name: &str) -> bool {
@@ -266,7 +282,9 @@ impl Vm {
     }
 
     pub fn set_env(&mut self, key: &str, value: &str) {
-        self.host_mut().env.insert(key.to_string(), value.to_string());
+        self.host_mut()
+            .env
+            .insert(key.to_string(), value.to_string());
     }
 
     /// A property every context can read.
@@ -595,6 +613,10 @@ impl Vm {
     /// Panics with every ABI violation recorded so far, if there is one.
     pub fn assert_no_violations(&self) {
         let v = &self.host().violations;
-        assert!(v.is_empty(), "the module broke proxy rules:\n  {}", v.join("\n  "));
+        assert!(
+            v.is_empty(),
+            "the module broke proxy rules:\n  {}",
+            v.join("\n  ")
+        );
     }
 }

@@ -1,0 +1,330 @@
+//! The upstream role of the built filter, driven through the proxy-wasm ABI.
+
+mod common;
+
+use aigw_wasm_abi_tests::{Action, Flow, LogLevel, StreamType, Vm, VmError};
+use common::*;
+use std::time::Duration;
+
+const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const CREDENTIALS_OK: &[u8] =
+    br#"{"config_version":3,"credentials":{"default/openai-key":{"api_key":"sk-x"}}}"#;
+
+/// Headers as the upstream role sees them: after the router role ran.
+fn upstream_headers(path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "POST".into()),
+        (":path", path.into()),
+        (":authority", "gateway.local".into()),
+        ("content-type", "application/json".into()),
+        ("content-length", BODY.len().to_string()),
+        ("x-ai-eg-model", "gpt-4o-mini".into()),
+        ("x-aigw-endpoint", "chat".into()),
+        // The client's own credentials must never reach a provider.
+        ("authorization", "Bearer client-secret".into()),
+        ("x-api-key", "client-secret-2".into()),
+        ("api-key", "client-secret-3".into()),
+    ]
+}
+
+/// Starts a request on a stream whose picked endpoint names `backend`.
+fn start(vm: &mut Vm, backend: &str, path: &str) -> Result<u32, VmError> {
+    let ctx = vm.create_stream()?;
+    vm.set_stream_property(ctx, &BACKEND_METADATA, backend.as_bytes());
+    let action = vm.request_headers(ctx, &refs(&upstream_headers(path)), false)?;
+    assert_eq!(action, Action::Pause, "the upstream role must hold headers");
+    assert!(vm.stream(ctx).local_response().is_none());
+    Ok(ctx)
+}
+
+fn assert_client_credentials_gone(vm: &Vm, ctx: u32) {
+    let h = vm.stream(ctx).request_headers();
+    for name in ["x-api-key", "api-key", "x-aigw-endpoint"] {
+        assert!(!h.contains(name), "{name} must be removed: {h:?}");
+    }
+    assert!(
+        h.get_all("authorization")
+            .iter()
+            .all(|v| !v.contains("client-secret")),
+        "{h:?}"
+    );
+}
+
+#[test]
+fn backend_without_auth_keeps_body_and_rewrites_path() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let ctx = start(&mut vm, "default/local", "/v1/chat/completions?trace=1")?;
+    let action = vm.request_body(ctx, BODY, true)?;
+    assert_eq!(action, Action::Continue);
+    let s = vm.stream(ctx);
+    assert!(s.local_response().is_none(), "{:?}", s.local_response());
+    let h = s.request_headers();
+    assert_eq!(
+        h.get(":path").as_deref(),
+        Some("/v1/chat/completions?trace=1")
+    );
+    assert_eq!(h.get(":authority").as_deref(), Some("gateway.local"));
+    assert!(!h.contains("authorization"), "{h:?}");
+    assert_client_credentials_gone(&vm, ctx);
+    assert_eq!(s.request_body_sent, BODY, "no override: body unchanged");
+    assert!(vm.host().http_calls.is_empty());
+    vm.finish_stream(ctx)?;
+    vm.assert_no_violations();
+    Ok(())
+}
+
+#[test]
+fn model_override_rewrites_body_and_content_length() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let ctx = start(&mut vm, "default/override", "/v1/chat/completions")?;
+    // The body arrives in pieces; the filter holds them until the end.
+    let (a, b) = BODY.split_at(10);
+    assert_eq!(vm.request_body(ctx, a, false)?, Action::Pause);
+    assert_eq!(vm.request_body(ctx, b, true)?, Action::Continue);
+    let s = vm.stream(ctx);
+    let h = s.request_headers();
+    assert_eq!(h.get(":path").as_deref(), Some("/api/v1/chat/completions"));
+    assert_eq!(h.get(":authority").as_deref(), Some("llm.internal.example"));
+    let sent = json(&s.request_body_sent);
+    assert_eq!(sent["model"], "meta-llama/Llama-3-8B");
+    assert_eq!(sent["messages"][0]["content"], "hi");
+    assert_eq!(
+        h.get_all("content-length"),
+        [s.request_body_sent.len().to_string()]
+    );
+    assert_client_credentials_gone(&vm, ctx);
+    vm.assert_no_violations();
+    Ok(())
+}
+
+#[test]
+fn streaming_request_asks_the_backend_for_usage() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let ctx = start(&mut vm, "default/local", "/v1/chat/completions")?;
+    let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    vm.request_body(ctx, body, true)?;
+    let s = vm.stream(ctx);
+    let sent = json(&s.request_body_sent);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert_eq!(
+        s.request_headers().get("content-length"),
+        Some(s.request_body_sent.len().to_string())
+    );
+    Ok(())
+}
+
+/// Sends the body of a request to the `default/openai` backend (API key
+/// auth) and returns the stream.
+fn openai_request(vm: &mut Vm) -> Result<(u32, Action), VmError> {
+    let ctx = start(vm, "default/openai", "/v1/chat/completions")?;
+    let action = vm.request_body(ctx, BODY, true)?;
+    Ok((ctx, action))
+}
+
+#[test]
+fn credentials_are_fetched_then_injected_and_the_request_resumed() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let (ctx, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause, "waits for the credential service");
+    assert_eq!(vm.request_flow(ctx), Flow::Paused);
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.cluster, CREDENTIAL_CLUSTER);
+    assert_eq!(call.headers.get(":method").as_deref(), Some("GET"));
+    assert_eq!(
+        call.headers.get(":path").as_deref(),
+        Some("/v1/credentials")
+    );
+    assert_eq!(
+        call.headers.get(":authority").as_deref(),
+        Some("aigw-controller")
+    );
+    assert_eq!(
+        call.headers.get("authorization"),
+        Some(format!("Bearer {TOKEN}"))
+    );
+    assert_eq!(call.context, ctx);
+    assert!(vm.stream(ctx).request_body_sent.is_empty());
+
+    vm.respond_http_call(call.token, &[(":status", "200")], CREDENTIALS_OK)?;
+    let s = vm.stream(ctx);
+    assert!(s.local_response().is_none(), "{:?}", s.local_response());
+    assert_eq!(s.continued, [StreamType::HttpRequest]);
+    let h = s.request_headers();
+    assert_eq!(h.get_all("authorization"), ["Bearer sk-x"]);
+    assert_eq!(
+        h.get(":path").as_deref(),
+        Some("/openai/v1/chat/completions")
+    );
+    assert_eq!(h.get(":authority").as_deref(), Some("api.openai.example"));
+    assert_client_credentials_gone(&vm, ctx);
+    let sent = json(&s.request_body_sent);
+    assert_eq!(sent["model"], "gpt-4o-2024-08-06");
+    assert_eq!(
+        h.get_all("content-length"),
+        [s.request_body_sent.len().to_string()]
+    );
+    vm.finish_stream(ctx)?;
+
+    // Within the TTL: no second fetch, the key is injected at once.
+    vm.advance_clock(Duration::from_secs(10));
+    let (ctx2, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Continue);
+    assert_eq!(vm.host().http_calls.len(), 1, "no second credential fetch");
+    let s = vm.stream(ctx2);
+    assert_eq!(
+        s.request_headers().get_all("authorization"),
+        ["Bearer sk-x"]
+    );
+    assert!(s.continued.is_empty());
+    vm.finish_stream(ctx2)?;
+
+    // After the TTL the credentials are fetched again.
+    vm.advance_clock(Duration::from_secs(25));
+    let (ctx3, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause);
+    assert_eq!(vm.host().http_calls.len(), 2);
+    let token = vm.pending_http_calls()[0].token;
+    let rotated =
+        br#"{"config_version":3,"credentials":{"default/openai-key":{"api_key":"sk-rotated"}}}"#;
+    vm.respond_http_call(token, &[(":status", "200")], rotated)?;
+    assert_eq!(
+        vm.stream(ctx3).request_headers().get_all("authorization"),
+        ["Bearer sk-rotated"]
+    );
+    vm.assert_no_violations();
+    Ok(())
+}
+
+fn assert_503_without_secrets(vm: &Vm, ctx: u32) {
+    let s = vm.stream(ctx);
+    let r = s.local_response().expect("a local 503");
+    assert_eq!(r.status, 503);
+    let body = r.body_text();
+    assert!(!body.contains(TOKEN), "the token leaked: {body}");
+    assert!(r.json()["error"]["message"].is_string(), "{body}");
+    for line in &vm.host().logs {
+        assert!(
+            !line.message.contains(TOKEN),
+            "the token leaked to a log: {line:?}"
+        );
+    }
+    assert!(s.request_body_sent.is_empty());
+    assert!(!s.continued.contains(&StreamType::HttpRequest));
+}
+
+#[test]
+fn credential_service_error_is_a_503_without_the_token() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let (ctx, _) = openai_request(&mut vm)?;
+    let token = vm.pending_http_calls()[0].token;
+    let echo = format!(r#"{{"error":"bad token Bearer {TOKEN}"}}"#);
+    vm.respond_http_call(token, &[(":status", "401")], echo.as_bytes())?;
+    assert_503_without_secrets(&vm, ctx);
+    assert!(!vm.logs_at_least(LogLevel::Error).is_empty());
+
+    // A 200 that is not a credential document fails the same way.
+    let (ctx, _) = openai_request(&mut vm)?;
+    let token = vm.pending_http_calls()[0].token;
+    vm.respond_http_call(token, &[(":status", "200")], b"<html>oops</html>")?;
+    assert_503_without_secrets(&vm, ctx);
+    vm.assert_no_violations();
+    Ok(())
+}
+
+#[test]
+fn unreachable_credential_service_is_a_503() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    vm.host_mut().http_call_failure = Some(aigw_wasm_abi_tests::Status::BadArgument);
+    let (ctx, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause);
+    assert_503_without_secrets(&vm, ctx);
+    Ok(())
+}
+
+#[test]
+fn missing_or_unknown_backend_metadata_is_a_local_error() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    for backend in [None, Some("default/nope")] {
+        let ctx = vm.create_stream()?;
+        if let Some(b) = backend {
+            vm.set_stream_property(ctx, &BACKEND_METADATA, b.as_bytes());
+        }
+        let action =
+            vm.request_headers(ctx, &refs(&upstream_headers("/v1/chat/completions")), false)?;
+        assert_eq!(action, Action::Pause);
+        let r = vm.stream(ctx).local_response().expect("local error");
+        assert_eq!(r.status, 500, "{}", r.body_text());
+        vm.finish_stream(ctx)?;
+    }
+    vm.assert_no_violations();
+    Ok(())
+}
+
+#[test]
+fn request_that_skipped_the_router_is_refused() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let ctx = vm.create_stream()?;
+    vm.set_stream_property(ctx, &BACKEND_METADATA, b"default/local");
+    let headers: Vec<_> = upstream_headers("/v1/chat/completions")
+        .into_iter()
+        .filter(|(k, _)| *k != "x-aigw-endpoint")
+        .collect();
+    vm.request_headers(ctx, &refs(&headers), false)?;
+    let r = vm.stream(ctx).local_response().expect("local error");
+    assert_eq!(r.status, 500);
+    Ok(())
+}
+
+#[test]
+fn credential_answer_after_the_client_left_is_harmless() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let (ctx, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause);
+    let token = vm.pending_http_calls()[0].token;
+    // The client disconnects before the credential service answers.
+    vm.finish_stream(ctx)?;
+    vm.respond_http_call(token, &[(":status", "200")], CREDENTIALS_OK)?;
+    assert!(vm.stream(ctx).continued.is_empty());
+    // The VM is fine. The SDK drops an answer for a gone context, so the
+    // next request fetches again and works.
+    let (ctx, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause);
+    let token = vm.pending_http_calls()[0].token;
+    vm.respond_http_call(token, &[(":status", "200")], CREDENTIALS_OK)?;
+    assert_eq!(
+        vm.stream(ctx).request_headers().get_all("authorization"),
+        ["Bearer sk-x"]
+    );
+    vm.assert_no_violations();
+    Ok(())
+}
+
+#[test]
+fn concurrent_requests_waiting_for_credentials_all_resume() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (ctx, action) = openai_request(&mut vm)?;
+        assert_eq!(action, Action::Pause);
+        streams.push(ctx);
+    }
+    // Each waiting request fetched on its own (no coalescing today).
+    let calls = vm.pending_http_calls();
+    assert!(!calls.is_empty() && calls.len() <= 3);
+    for call in calls {
+        vm.respond_http_call(call.token, &[(":status", "200")], CREDENTIALS_OK)?;
+    }
+    for ctx in streams {
+        let s = vm.stream(ctx);
+        assert!(s.local_response().is_none(), "{:?}", s.local_response());
+        assert_eq!(s.continued, [StreamType::HttpRequest], "context {ctx}");
+        assert_eq!(
+            s.request_headers().get_all("authorization"),
+            ["Bearer sk-x"]
+        );
+    }
+    vm.assert_no_violations();
+    Ok(())
+}
