@@ -219,6 +219,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         .arg(&bootstrap_path)
         .arg("--log-level")
         .arg(&config.envoy_log_level)
+        // Envoy's default of 10 s makes access logs lag far behind traffic.
+        .arg("--file-flush-interval-msec")
+        .arg("1000")
         .arg("--base-id")
         .arg(std::process::id().to_string())
         .env(TOKEN_ENV, &token)
