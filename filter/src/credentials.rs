@@ -55,8 +55,16 @@ impl CredentialCache {
 
     /// Replaces the cache with the controller's answer.
     pub fn load(&mut self, body: &[u8], now: u64) -> Result<(), String> {
-        let response: CredentialResponse = serde_json::from_slice(body)
-            .map_err(|e| format!("credential service answered with invalid JSON: {e}"))?;
+        // serde's message can quote the offending value, which may be a
+        // secret: report only where and what kind of error it was.
+        let response: CredentialResponse = serde_json::from_slice(body).map_err(|e| {
+            format!(
+                "credential service answer is not usable ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
         self.config_version = response.config_version;
         self.entries = response.credentials;
         self.fetched_at = now;
@@ -99,6 +107,18 @@ mod tests {
         c.load(BODY, 0).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-test") && !shown.contains("SECRET") && !shown.contains("TOK"));
+    }
+
+    #[test]
+    fn load_error_never_quotes_a_secret() {
+        let mut c = CredentialCache::default();
+        for body in [
+            &br#"{"config_version":1,"credentials":{"a":"sk-live-123"}}"#[..],
+            br#"{"config_version":1,"credentials":{"a":{"sk-live-123":1}}}"#,
+        ] {
+            let e = c.load(body, 0).unwrap_err();
+            assert!(!e.contains("sk-live"), "{e}");
+        }
     }
 
     #[test]

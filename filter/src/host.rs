@@ -82,6 +82,18 @@ impl RootContext for Root {
     }
 }
 
+// The SDK's string getters unwrap UTF-8 and so panic on a header value with
+// obs-text bytes, which HTTP allows. These read bytes and decode lossily.
+fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
+    ctx.get_http_request_header_bytes(name)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
+    ctx.get_http_response_header_bytes(name)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Sends an error in the client's API shape. The caller returns Pause.
 fn send_error(ctx: &dyn HttpContext, shape: ErrorShape, error: &GatewayError) {
     if error.status >= 500 {
@@ -185,8 +197,8 @@ impl Context for RouterFilter {}
 
 impl HttpContext for RouterFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let method = request_header(self, ":method").unwrap_or_default();
+        let path = request_header(self, ":path").unwrap_or_default();
         self.shape = Endpoint::error_shape_for_path(&path);
         // Routing headers come from the gateway only, never from the client.
         self.set_http_request_header(MODEL_HEADER, None);
@@ -208,8 +220,7 @@ impl HttpContext for RouterFilter {
         self.endpoint = Some(endpoint);
         self.shape = endpoint.error_shape();
         let limit = self.config.max_request_bytes;
-        let declared = self
-            .get_http_request_header("content-length")
+        let declared = request_header(self, "content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         if limit > 0 && declared.is_some_and(|n| n > limit) {
             let error = self.too_large();
@@ -240,11 +251,11 @@ impl HttpContext for RouterFilter {
         let Some(facts) = &self.facts else {
             return Action::Continue;
         };
-        let status = self.get_http_response_header(":status").unwrap_or_default();
+        let status = response_header(self, ":status").unwrap_or_default();
         if status != "200" {
             return Action::Continue;
         }
-        let content_type = self.get_http_response_header("content-type").unwrap_or_default();
+        let content_type = response_header(self, "content-type").unwrap_or_default();
         if facts.stream && content_type.starts_with("text/event-stream") {
             if !facts.client_wants_usage {
                 // The gateway may drop the usage chunk, so the length changes.
@@ -339,7 +350,7 @@ impl UpstreamFilter {
 
     /// Writes the rewritten request and its credential. Returns Pause while
     /// credentials are being fetched.
-    fn finish(&mut self, request: UpstreamRequest) -> Action {
+    fn finish(&mut self, request: UpstreamRequest, just_loaded: bool) -> Action {
         let Some(backend) = self.backend_config().cloned() else {
             return self.fail(GatewayError::internal("backend configuration disappeared"));
         };
@@ -352,7 +363,9 @@ impl UpstreamFilter {
             let fresh = CREDENTIALS.with(|c| {
                 c.borrow().is_fresh(now, source.ttl_seconds, self.config.config_version)
             });
-            if !fresh {
+            // Right after a load, use what was loaded even if it looks stale
+            // (an older controller version): fetching again would loop.
+            if !fresh && !just_loaded {
                 return self.fetch_credentials(request, &source);
             }
             let found = CREDENTIALS.with(|c| c.borrow().get(&auth.credential).cloned());
@@ -411,7 +424,10 @@ impl Context for UpstreamFilter {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
         let _ = proxy_wasm::hostcalls::set_effective_context(self.context_id);
         let Some(request) = self.pending.take() else { return };
-        let status = self.get_http_call_response_header(":status").unwrap_or_default();
+        let status = self
+            .get_http_call_response_header_bytes(":status")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
         let now = now_secs(self);
         let loaded = if status == "200" {
@@ -428,8 +444,7 @@ impl Context for UpstreamFilter {
             );
             return;
         }
-        // Loaded now, so `finish` will not fetch again.
-        if self.finish(request) == Action::Continue {
+        if self.finish(request, true) == Action::Continue {
             self.resume_http_request();
         }
     }
@@ -437,10 +452,9 @@ impl Context for UpstreamFilter {
 
 impl HttpContext for UpstreamFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let path = request_header(self, ":path").unwrap_or_default();
         self.query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
-        self.endpoint = self
-            .get_http_request_header(ENDPOINT_HEADER)
+        self.endpoint = request_header(self, ENDPOINT_HEADER)
             .and_then(|name| Endpoint::from_name(&name));
         self.set_http_request_header(ENDPOINT_HEADER, None);
         for name in CLIENT_HEADERS_REMOVED {
@@ -475,7 +489,7 @@ impl HttpContext for UpstreamFilter {
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         match prepare(endpoint, &self.query, backend, &body) {
-            Ok(request) => self.finish(request),
+            Ok(request) => self.finish(request, false),
             Err(e) => self.fail(e),
         }
     }

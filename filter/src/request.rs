@@ -112,6 +112,12 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
         GatewayError::bad_request("request body must be a JSON object").with_code("invalid_json")
     })?;
     let model = match object.get("model") {
+        Some(Value::String(m)) if m.chars().any(char::is_control) => {
+            // The model becomes a header value: no line breaks or NULs.
+            return Err(GatewayError::bad_request("model must not contain control characters")
+                .with_param("model")
+                .with_code("invalid_model"));
+        }
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
             return Err(GatewayError::bad_request("you must provide a model parameter")
@@ -201,7 +207,8 @@ mod tests {
 
     #[test]
     fn parse_errors_are_client_400s() {
-        let cases: [&[u8]; 9] = [
+        let cases: [&[u8]; 10] = [
+            br#"{"model":"a\r\nx-injected: yes"}"#,
             b"",
             b"{",
             b"[]",

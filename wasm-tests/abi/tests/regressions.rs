@@ -1,12 +1,10 @@
 //! KNOWN FILTER BUGS found with this harness. Each test here FAILS against
-//! the current filter and is `#[ignore]`d so the suite stays green for
 //! everyone else; run them with
 //!
 //! ```text
 //! cargo test -p aigw-wasm-abi-tests --test known_bugs -- --ignored
 //! ```
 //!
-//! When a bug is fixed, delete its `#[ignore]` so the test guards the fix.
 
 mod common;
 
@@ -32,7 +30,6 @@ fn routed_chat(vm: &mut Vm) -> Result<u32, VmError> {
 /// Fix: read peer-controlled headers with `get_http_*_header_bytes` and
 /// decode lossily.
 #[test]
-#[ignore = "KNOWN BUG 1: non-UTF-8 response header value panics the filter (filter/src/host.rs)"]
 fn non_utf8_response_content_type_does_not_kill_the_vm() {
     let mut vm = vm_with(&router_config()).unwrap();
     let ctx = routed_chat(&mut vm).unwrap();
@@ -57,7 +54,6 @@ fn non_utf8_response_content_type_does_not_kill_the_vm() {
 /// proxy-wasm (`setCopy` only ASSERTs in debug builds). Fix: answer 400 for
 /// a model name with control characters before it becomes a header.
 #[test]
-#[ignore = "KNOWN BUG 2: client-controlled CR/LF reaches the x-ai-eg-model header (filter/src/request.rs, host.rs)"]
 fn model_name_with_line_break_never_becomes_a_header() {
     let mut vm = vm_with(&router_config()).unwrap();
     let ctx = vm.create_stream().unwrap();
@@ -107,7 +103,6 @@ fn credential_request(vm: &mut Vm) -> Result<u32, VmError> {
 /// Fix: after a load, use what was loaded or fail with 503; never refetch
 /// for the same request.
 #[test]
-#[ignore = "KNOWN BUG 3: older config_version from the credential service makes the filter refetch forever (filter/src/host.rs)"]
 fn stale_credential_answer_does_not_refetch_forever() {
     let mut vm = vm_with(&upstream_config()).unwrap(); // config_version 3
     let ctx = credential_request(&mut vm).unwrap();
@@ -137,7 +132,6 @@ fn stale_credential_answer_does_not_refetch_forever() {
 /// enough. Fix: log the error's position/category only (`e.classify()`,
 /// line, column), never its Display.
 #[test]
-#[ignore = "KNOWN BUG 4: malformed credential document puts the secret into a log line (filter/src/credentials.rs)"]
 fn malformed_credential_document_never_logs_the_secret() {
     let mut vm = vm_with(&upstream_config()).unwrap();
     let answers: [&[u8]; 3] = [
