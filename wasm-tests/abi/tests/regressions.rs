@@ -1,9 +1,6 @@
-//! KNOWN FILTER BUGS found with this harness. Each test here FAILS against
-//! everyone else; run them with
-//!
-//! ```text
-//! cargo test -p aigw-wasm-abi-tests --test known_bugs -- --ignored
-//! ```
+//! Regression tests for filter bugs this harness found (UTF-8 header panic,
+//! header injection through the model name, credential refetch loop, secrets
+//! quoted in load errors).
 //!
 
 mod common;
