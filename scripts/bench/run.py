@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark (issue 4), driven by scripts/bench.sh.
+
+Starts, all on 127.0.0.1: the Rust fake upstream, plain Envoy (no filter),
+Envoy with our filter through `aigw run`, the LiteLLM proxy and Portkey's
+gateway (when installed). Then, in rounds, for each test (concurrency 1,
+streamed 200 chunks at concurrency 1, saturation at concurrency 64) it runs wrk
+against every scenario in turn, so machine noise hits all of them alike.
+Writes results.md, results.json and results.png next to this file.
+Every process is started in its own process group and killed at exit.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+LUA = os.path.join(HERE, "chat.lua")
+CHAT_BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"Say hello."}]}'
+STREAM_BODY = (b'{"model":"bench-model","stream":true,"stream_options":{"include_usage":true},'
+               b'"messages":[{"role":"user","content":"Say hello."}]}')
+
+PROCS = []
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+def cleanup(*_):
+    for p in PROCS:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.time() + 8
+    for p in PROCS:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    PROCS.clear()
+
+
+def on_signal(signum, _frame):
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, args, work, env=None, cwd=None):
+    out = open(os.path.join(work, f"{name}.log"), "w")
+    p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, **(env or {})}, cwd=cwd or ROOT)
+    p.log_path = out.name
+    PROCS.append(p)
+    return p
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def post(url, body, timeout=10, headers=None):
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer sk-bench", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def check_stream(url, headers=None):
+    """None when a streamed chat completion comes back whole, else the reason."""
+    try:
+        status, body = post(url, STREAM_BODY, timeout=10, headers=headers)
+    except urllib.error.HTTPError as e:
+        return f"stream answered {e.code}: {e.read()[:300]!r}"
+    except Exception as e:
+        return f"stream failed: {e!r}"
+    if status != 200:
+        return f"stream answered {status}: {body[:300]!r}"
+    if b"[DONE]" not in body:
+        return f"stream had no [DONE]: {body[-300:]!r}"
+    return None
+
+
+def check(url, proc, timeout, headers=None):
+    """Waits until a chat completion comes back with usage.
+    Returns None when they do, else the reason."""
+    deadline = time.time() + timeout
+    last = "no answer"
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return f"exited with {proc.returncode}: {tail(proc.log_path)}"
+        try:
+            status, body = post(url, CHAT_BODY, timeout=5, headers=headers)
+            if status == 200 and b'"usage"' in body:
+                return None
+            last = f"answered {status}: {body[:300]!r}"
+        except urllib.error.HTTPError as e:
+            last = f"answered {e.code}: {e.read()[:300]!r}"
+        except Exception as e:  # connection refused while starting
+            last = repr(e)
+        time.sleep(0.5)
+    return f"not ready after {timeout}s: {last}"
+
+
+# ---- process tree memory -------------------------------------------------
+
+def tree(pid):
+    """pid and all its descendants."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def status_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Sampler:
+    """Samples the summed VmRSS of a process tree every 100 ms while active."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+
+    def __enter__(self):
+        self._pids = tree(self.pid)
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(status_kib(p, "VmRSS") for p in self._pids))
+            self._stop.wait(0.1)
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join()
+
+
+# ---- scenarios -------------------------------------------------------------
+
+def envoy_bootstrap(port, admin_port, upstream_port):
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "http",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                                 "http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "http",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"},
+                                        "route": {"cluster": "upstream", "timeout": "60s"}}]}]},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {"@type": "type.googleapis.com/"
+                                             "envoy.extensions.filters.http.router.v3.Router"}}],
+                    }}]}],
+            }],
+            "clusters": [{
+                "name": "upstream", "type": "STATIC", "connect_timeout": "5s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+            }],
+        },
+    }
+
+
+AIGW_CONFIG = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: fake}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: fake}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-model}}]}}]
+    backendRefs: [{{name: fake}}]
+"""
+
+LITELLM_CONFIG = """
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{port}/v1
+      api_key: sk-bench
+litellm_settings:
+  telemetry: false
+  drop_params: true
+general_settings:
+  master_key: sk-bench
+"""
+
+
+class Scenario:
+    def __init__(self, key, label, url, proc=None):
+        self.key, self.label, self.url, self.proc = key, label, url, proc
+        self.error = None
+        self.runs = {}  # test -> list of wrk results
+        self.peak_rss_kib = 0
+        self.hwm_kib = 0
+        self.headers = {}
+        self.stream_error = None
+
+
+def run_wrk(args, url, test, duration, headers=None):
+    threads, conns = (2, 64) if test == "c64" else (1, 1)
+    cmd = [args.wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
+           "-s", LUA, url]
+    env = {**os.environ, "BENCH_STREAM": "1" if test == "stream" else "0",
+           "BENCH_HEADERS": ";".join(f"{k}: {v}" for k, v in (headers or {}).items())}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                             timeout=duration + 30).stdout
+    except subprocess.TimeoutExpired:
+        return {"error": "wrk timed out"}
+    for line in out.splitlines():
+        if line.startswith("BENCH "):
+            r = json.loads(line[6:])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+            r["errors"] = sum(r[k] for k in ("connect_err", "read_err", "write_err",
+                                             "timeout_err", "status_err"))
+            return r
+    return {"error": "no result from wrk: " + out[-300:]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--aigw", required=True)
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--envoy", required=True)
+    ap.add_argument("--wasm", required=True)
+    ap.add_argument("--wrk", default="wrk")
+    ap.add_argument("--litellm", default="")
+    ap.add_argument("--portkey", default="", help="path to Portkey's built start-server.js")
+    ap.add_argument("--skip", default="", help="why LiteLLM/Portkey are missing, key=reason;...")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--latency-seconds", type=int, default=5)
+    ap.add_argument("--load-seconds", type=int, default=10)
+    ap.add_argument("--chunks", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads")
+    ap.add_argument("--out", default=HERE)
+    args = ap.parse_args()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    work = tempfile.mkdtemp(prefix="aigw-bench-")
+    load_start = open("/proc/loadavg").read().split()[:3]
+    log("work dir", work)
+    scenarios = []
+    try:
+        # The fake upstream.
+        up_port = free_port()
+        up = start("upstream", [args.upstream, "--port", str(up_port), "--chunks", str(args.chunks),
+                                "--threads", "2"], work)
+        direct = Scenario("direct", "direct to upstream",
+                          f"http://127.0.0.1:{up_port}/v1/chat/completions", up)
+        scenarios.append(direct)
+
+        # Plain Envoy.
+        port, admin = free_port(), free_port()
+        boot = os.path.join(work, "envoy-plain.json")
+        with open(boot, "w") as f:
+            json.dump(envoy_bootstrap(port, admin, up_port), f)
+        p = start("envoy-plain", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
+                                  "--log-level", "warning", "--base-id", str(os.getpid() + 1)], work)
+        scenarios.append(Scenario("envoy", "plain Envoy (no filter)",
+                                  f"http://127.0.0.1:{port}/v1/chat/completions", p))
+
+        # Envoy with our filter, through aigw run.
+        port, admin = free_port(), free_port()
+        cfg = os.path.join(work, "aigw.yaml")
+        with open(cfg, "w") as f:
+            f.write(AIGW_CONFIG.format(port=up_port))
+        aigw_work = os.path.join(work, "aigw")
+        os.makedirs(aigw_work)
+        p = start("aigw", [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.wasm,
+                           "--admin-port", str(admin), "--work-dir", aigw_work,
+                           "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
+                           "-f", cfg], work)
+        scenarios.append(Scenario("aigw", "Envoy + aigw filter",
+                                  f"http://127.0.0.1:{port}/v1/chat/completions", p))
+
+        skipped = dict(kv.split("=", 1) for kv in args.skip.split(";") if "=" in kv)
+        # LiteLLM.
+        if args.litellm:
+            port = free_port()
+            cfg = os.path.join(work, "litellm.yaml")
+            with open(cfg, "w") as f:
+                f.write(LITELLM_CONFIG.format(port=up_port))
+            p = start("litellm", [args.litellm, "--config", cfg, "--host", "127.0.0.1",
+                                  "--port", str(port), "--num_workers", "2"], work,
+                      env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                           "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
+            scenarios.append(Scenario("litellm", "LiteLLM proxy (2 workers)",
+                                      f"http://127.0.0.1:{port}/v1/chat/completions", p))
+        else:
+            s = Scenario("litellm", "LiteLLM proxy (2 workers)", "")
+            s.error = skipped.get("litellm", "not installed")
+            scenarios.append(s)
+        # Portkey.
+        if args.portkey:
+            port = free_port()
+            p = start("portkey", ["node", args.portkey, f"--port={port}", "--headless"], work)
+            s = Scenario("portkey", "Portkey gateway (Node)",
+                         f"http://127.0.0.1:{port}/v1/chat/completions", p)
+            s.headers = {"x-portkey-provider": "openai",
+                         "x-portkey-custom-host": f"http://127.0.0.1:{up_port}/v1"}
+            scenarios.append(s)
+        elif "portkey" in skipped:
+            s = Scenario("portkey", "Portkey gateway (Node)", "")
+            s.error = skipped["portkey"]
+            scenarios.append(s)
+
+        for s in scenarios:
+            if s.error:
+                continue
+            s.error = check(s.url, s.proc, 90 if s.key in ("litellm", "portkey") else 30, s.headers)
+            if s.error is None:
+                s.stream_error = check_stream(s.url, s.headers)
+            log(s.key, "ready" if s.error is None else "FAILED: " + s.error,
+                "" if s.stream_error is None else "(stream FAILED: " + s.stream_error + ")")
+        live = [s for s in scenarios if s.error is None]
+        if not any(s.key == "direct" for s in live):
+            raise SystemExit("the fake upstream does not answer: " + (direct.error or ""))
+
+        # Warm-up: a short load on each.
+        for s in live:
+            run_wrk(args, s.url, "c64", 2, s.headers)
+
+        tests = [("c1", args.latency_seconds), ("stream", args.latency_seconds),
+                 ("c64", args.load_seconds)]
+        for rnd in range(args.rounds):
+            order = live[rnd % len(live):] + live[:rnd % len(live)]
+            for test, seconds in tests:
+                for s in order:
+                    if s.proc is not None and s.proc.poll() is not None:
+                        s.error = s.error or f"exited during the run: {tail(s.proc.log_path)}"
+                        continue
+                    if test == "stream" and s.stream_error:
+                        continue
+                    if s.key == "direct" or s.proc is None:
+                        r = run_wrk(args, s.url, test, seconds, s.headers)
+                    else:
+                        with Sampler(s.proc.pid) as smp:
+                            r = run_wrk(args, s.url, test, seconds, s.headers)
+                        s.peak_rss_kib = max(s.peak_rss_kib, smp.peak)
+                    s.runs.setdefault(test, []).append(r)
+                    log(f"round {rnd + 1} {test:6} {s.key:8}",
+                        r.get("error") or f"p50 {r['p50_us']} us p99 {r['p99_us']} us "
+                                          f"{r['rps']:.0f} req/s errors {r['errors']}")
+        for s in live:
+            if s.proc is not None:
+                s.hwm_kib = sum(status_kib(p, "VmHWM") for p in tree(s.proc.pid))
+        logs = {s.key: tail(s.proc.log_path, 5) for s in scenarios if s.proc is not None}
+    finally:
+        cleanup()
+
+    results = summarize(scenarios, args)
+    results["loadavg"] = {"start": load_start, "end": open("/proc/loadavg").read().split()[:3]}
+    results["logs_tail"] = logs
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    write_markdown(results, os.path.join(args.out, "results.md"))
+    try:
+        chart(results, os.path.join(args.out, "results.png"))
+    except Exception as e:  # matplotlib missing: the table still stands
+        log("no chart:", e)
+    log("wrote", os.path.join(args.out, "results.md"))
+
+
+def med(runs, key):
+    vals = [r[key] for r in runs if "error" not in r]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(scenarios, args):
+    rows = {}
+    for s in scenarios:
+        row = {"label": s.label, "error": s.error, "stream_error": s.stream_error}
+        for test in ("c1", "stream", "c64"):
+            runs = s.runs.get(test, [])
+            row[test] = {k: med(runs, k) for k in ("p50_us", "p99_us", "rps")}
+            row[test]["errors"] = sum(r.get("errors", 0) for r in runs if "error" not in r)
+            row[test]["requests"] = sum(r.get("requests", 0) for r in runs if "error" not in r)
+            row[test]["runs"] = runs
+        row["peak_rss_mib"] = s.peak_rss_kib / 1024 if s.peak_rss_kib else None
+        row["hwm_sum_mib"] = s.hwm_kib / 1024 if s.hwm_kib else None
+        rows[s.key] = row
+    d = rows["direct"]
+
+    def sub(a, b):
+        return None if a is None or b is None else a - b
+
+    for key, row in rows.items():
+        row["added_p50_us"] = sub(row["c1"]["p50_us"], d["c1"]["p50_us"])
+        row["added_p99_us"] = sub(row["c1"]["p99_us"], d["c1"]["p99_us"])
+        ttlb = sub(row["stream"]["p50_us"], d["stream"]["p50_us"])
+        row["per_chunk_us"] = None if ttlb is None else ttlb / args.chunks
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True,
+                                   text=True).stdout.strip().split("version:")[-1].strip()
+    envoy_version = (envoy_version.split("/") + ["", ""])[1] or envoy_version
+    git = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s"],
+                         capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "filter",
+                            "xds-controller"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "envoy": envoy_version, "commit": git, "tree_dirty": bool(dirty),
+        "rounds": args.rounds, "chunks": args.chunks, "concurrency": args.concurrency,
+        "latency_seconds": args.latency_seconds, "load_seconds": args.load_seconds,
+        "rows": rows,
+    }
+
+
+def fmt(v, spec="{:.0f}", none="n/a"):
+    return none if v is None else spec.format(v)
+
+
+def write_markdown(res, path):
+    rows = res["rows"]
+    e, a, l = rows.get("envoy"), rows.get("aigw"), rows.get("litellm")
+    L = []
+    L.append("# Benchmark: aigw (Envoy + Rust wasm filter) side by side\n")
+    L.append(f"Generated by `scripts/bench.sh` on {res['date']}. Machine: {res['nproc']} CPUs, "
+             f"{res['cpu']}, Linux {res['kernel']}. Envoy {res['envoy']}. Code: `{res['commit']}`"
+             + (" plus uncommitted work in filter/ or xds-controller/" if res["tree_dirty"] else "")
+             + ".\n")
+    L.append(f"Load average (1, 5, 15 min) at the start: {' '.join(res['loadavg']['start'])}; at "
+             f"the end: {' '.join(res['loadavg']['end'])} (other work on the machine shares the "
+             f"cores; compare scenarios within this run, not across runs).\n")
+    L.append(f"Everything on 127.0.0.1 in one run: {res['rounds']} rounds; in each round every test "
+             f"runs against every scenario in turn (medians of the rounds below). Load generator: "
+             f"wrk. Concurrency 1: `wrk -t1 -c1 -d{res['latency_seconds']}s`; saturation: "
+             f"`wrk -t2 -c64 -d{res['load_seconds']}s`; streaming: {res['chunks']} SSE chunks plus "
+             f"a usage chunk, concurrency 1, time to last byte. Envoy runs {res['concurrency']} "
+             f"worker threads in both Envoy scenarios. The fake upstream, wrk and the gateway share "
+             f"the same {res['nproc']} cores.\n")
+    L.append("| scenario | p50 c=1 (us) | p99 c=1 (us) | added p50 over direct (us) | added p99 over "
+             "direct (us) | req/s at c=64 | % of plain Envoy | stream TTLB p50 (us) | per-chunk "
+             "overhead vs direct (us) | peak RSS (MiB) | errors |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, r in rows.items():
+        if r["error"]:
+            L.append(f"| {r['label']} | did not run: {r['error'][:200].replace('|', '/')} "
+                     "| | | | | | | | | |")
+            continue
+        pct = None
+        if e and e["c64"]["rps"] and r["c64"]["rps"]:
+            pct = 100 * r["c64"]["rps"] / e["c64"]["rps"]
+        errs = sum(r[t]["errors"] for t in ("c1", "stream", "c64"))
+        L.append(f"| {r['label']} | {fmt(r['c1']['p50_us'])} | {fmt(r['c1']['p99_us'])} | "
+                 f"{fmt(r['added_p50_us'], '{:+.0f}')} | {fmt(r['added_p99_us'], '{:+.0f}')} | "
+                 f"{fmt(r['c64']['rps'])} | {fmt(pct, '{:.1f} %')} | {fmt(r['stream']['p50_us'])} | "
+                 f"{fmt(r['per_chunk_us'], '{:+.2f}')} | "
+                 f"{fmt(r['peak_rss_mib'], '{:.1f}', 'n/a (not a gateway)')} | {errs} |")
+    L.append("")
+    for key, r in rows.items():
+        if r.get("stream_error") and not r["error"]:
+            L.append(f"- {r['label']}: streaming not measured: {r['stream_error'][:300]}")
+    L.append("")
+    L.append("Peak RSS: the largest sum of VmRSS over the gateway's process tree (Envoy + aigw, or "
+             "all LiteLLM processes), sampled every 100 ms during its tests.\n")
+    L.append("## Against the targets of issue 4 (same run)\n")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+
+    def target(name, val, ok):
+        L.append(f"| {name} | {val} | {'n/a' if ok is None else ('yes' if ok else 'NO')} |")
+
+    if a and e and not a["error"] and not e["error"]:
+        d50 = a["c1"]["p50_us"] - e["c1"]["p50_us"]
+        target("filter adds <= 60 us p50 over plain Envoy (c=1)", f"{d50:+.0f} us", d50 <= 60)
+        d99 = a["c1"]["p99_us"] - e["c1"]["p99_us"]
+        target("(for information) filter's added p99 over plain Envoy", f"{d99:+.0f} us", None)
+        pct = 100 * a["c64"]["rps"] / e["c64"]["rps"]
+        target(">= 80 % of plain Envoy's throughput (c=64)", f"{pct:.1f} %", pct >= 80)
+        pc = a["per_chunk_us"]
+        target("< 20 us per streamed chunk (vs direct)", f"{pc:+.2f} us", pc < 20)
+        pce = (a["stream"]["p50_us"] - e["stream"]["p50_us"]) / res["chunks"]
+        target("(for information) per chunk vs plain Envoy", f"{pce:+.2f} us", None)
+    if a and l and not a["error"] and not l["error"] and l["c64"]["rps"]:
+        x = a["c64"]["rps"] / l["c64"]["rps"]
+        target(">= 50x LiteLLM's throughput", f"{x:.1f}x", x >= 50)
+    elif l:
+        target(">= 50x LiteLLM's throughput", "LiteLLM did not run", None)
+    p = rows.get("portkey")
+    if a and p and not a["error"] and not p["error"] and p["c64"]["rps"]:
+        target("(for information) our throughput / Portkey's",
+               f"{a['c64']['rps'] / p['c64']['rps']:.1f}x", None)
+    L.append("")
+    L.append("## Every run (round by round)\n")
+    L.append("| scenario | test | round | p50 (us) | p99 (us) | req/s | requests | errors |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for key, r in rows.items():
+        for t in ("c1", "stream", "c64"):
+            for i, run in enumerate(r[t]["runs"]):
+                if "error" in run:
+                    L.append(f"| {key} | {t} | {i + 1} | {run['error'][:100]} | | | | |")
+                else:
+                    L.append(f"| {key} | {t} | {i + 1} | {run['p50_us']} | {run['p99_us']} | "
+                             f"{run['rps']:.0f} | {run['requests']} | {run['errors']} |")
+    L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def chart(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [(k, r) for k, r in res["rows"].items() if not r["error"]]
+    names = [k for k, _ in rows]
+    colors = {"direct": "#999999", "envoy": "#4c72b0", "aigw": "#dd8452", "litellm": "#55a868",
+              "portkey": "#c44e52"}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    panels = [
+        ("added p50 latency over direct, c=1 (us, lower is better)",
+         [r["added_p50_us"] or 0 for _, r in rows], True),
+        ("throughput at c=64 (req/s, higher is better)", [r["c64"]["rps"] or 0 for _, r in rows],
+         True),
+        ("peak RSS of the gateway (MiB, lower is better)",
+         [r["peak_rss_mib"] or 0 for _, r in rows], True),
+        (f"streaming overhead per chunk vs direct (us, {res['chunks']} chunks)",
+         [r["per_chunk_us"] or 0 for _, r in rows], True),
+    ]
+    for ax, (title, vals, log_scale) in zip(axes.flat, panels):
+        bars = ax.bar(names, vals, color=[colors.get(n, "#8172b3") for n in names])
+        ax.set_title(title, fontsize=10)
+        if log_scale and all(v >= 0 for v in vals) and max(vals) > 0 and \
+                max(vals) / max(min(v for v in vals if v > 0), 1e-9) > 50:
+            ax.set_yscale("log")
+        for b, v in zip(bars, vals):
+            ax.annotate(f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}",
+                        (b.get_x() + b.get_width() / 2, max(b.get_height(), 1e-9)),
+                        ha="center", va="bottom", fontsize=8)
+    fig.suptitle(f"aigw benchmark, {res['date']}, {res['nproc']} CPUs ({res['cpu']}), loopback",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
