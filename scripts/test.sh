@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== native unit tests and ABI tests of target/aigw_filter.wasm"
 cargo test --workspace
 
+echo "== fuzzing the filter's parsers and translators (bounded)"
+scripts/fuzz.sh "${AIGW_FUZZ_SECONDS:-20}"
+
 echo "== end-to-end tests: aigw run + Envoy + filter + fake providers"
 cargo build -p aigw
 .venv/bin/python -m pytest wasm-tests/e2e -q
