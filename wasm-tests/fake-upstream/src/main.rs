@@ -49,10 +49,11 @@ impl Canned {
         let head = r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":"#;
         let mut out = Vec::with_capacity(chunks + 1);
         for i in 0..chunks {
+            // Every chunk differs: LiteLLM aborts a stream that repeats a chunk.
             let delta = if i == 0 {
-                r#"{"role":"assistant","content":"tok "}"#
+                format!(r#"{{"role":"assistant","content":"tok{i} "}}"#)
             } else {
-                r#"{"content":"tok "}"#
+                format!(r#"{{"content":"tok{i} "}}"#)
             };
             out.push(Bytes::from(format!(
                 "{head}{delta},\"finish_reason\":null}}]}}\n\n"
