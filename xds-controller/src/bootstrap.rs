@@ -4,6 +4,8 @@ use serde_json::{json, Value};
 
 pub const XDS_CLUSTER: &str = "aigw_xds";
 pub const CONTROLLER_CLUSTER: &str = "aigw_controller";
+/// The rate-limit service (gRPC) the ratelimit filter calls.
+pub const RATELIMIT_CLUSTER: &str = "aigw_ratelimit";
 
 fn static_cluster(name: &str, address: &str, port: u16, http2: bool) -> Value {
     let mut cluster = json!({
@@ -29,6 +31,7 @@ pub struct BootstrapPorts {
     pub admin: u16,
     pub xds: u16,
     pub credentials: u16,
+    pub ratelimit: u16,
 }
 
 pub fn bootstrap(node_id: &str, controller_address: &str, ports: &BootstrapPorts) -> Value {
@@ -48,6 +51,7 @@ pub fn bootstrap(node_id: &str, controller_address: &str, ports: &BootstrapPorts
         "static_resources": {"clusters": [
             static_cluster(XDS_CLUSTER, controller_address, ports.xds, true),
             static_cluster(CONTROLLER_CLUSTER, controller_address, ports.credentials, false),
+            static_cluster(RATELIMIT_CLUSTER, controller_address, ports.ratelimit, true),
         ]},
     })
 }

@@ -6,6 +6,7 @@ mod demo;
 mod error;
 mod load;
 mod proto;
+mod ratelimit;
 mod resources;
 mod run;
 mod standalone;
@@ -76,6 +77,13 @@ struct RunArgs {
     /// Where the Envoy bootstrap is written.
     #[arg(long, default_value = ".work/aigw")]
     work_dir: PathBuf,
+    /// Redis URL for rate-limit counters, e.g. redis://127.0.0.1:6379 (default: in memory).
+    #[arg(long, env = "AIGW_REDIS")]
+    redis: Option<String>,
+    /// Refuse requests when rate limits cannot be checked (rate-limit service or Redis
+    /// unreachable). Default: fail open, allow and log.
+    #[arg(long)]
+    rate_limit_fail_closed: bool,
 }
 
 #[tokio::main]
@@ -96,6 +104,8 @@ async fn main() -> std::process::ExitCode {
                 concurrency: args.concurrency,
                 envoy_log_level: args.envoy_log_level,
                 access_log: args.access_log,
+                redis: args.redis,
+                rate_limit_fail_closed: args.rate_limit_fail_closed,
             };
             run::run(config).await
         }
@@ -124,6 +134,8 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         concurrency: None,
         envoy_log_level: String::new(),
         access_log: None,
+        redis: None,
+        rate_limit_fail_closed: false,
     };
     let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     let translation = translate::translate(&resources, &run::options(&config, 0, 1));

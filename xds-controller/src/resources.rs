@@ -51,7 +51,7 @@ pub struct Resources {
     pub ai_gateway_routes: Vec<Named<AIGatewayRouteSpec>>,
     pub backend_security_policies: Vec<Named<BackendSecurityPolicySpec>>,
     pub backend_tls_policies: Vec<Named<BackendTLSPolicySpec>>,
-    pub backend_traffic_policies: Vec<Named<serde_json::Value>>,
+    pub backend_traffic_policies: Vec<Named<BackendTrafficPolicySpec>>,
     pub secrets: Vec<Named<SecretData>>,
 }
 
@@ -209,8 +209,159 @@ pub struct AIGatewayRouteSpec {
     #[serde(default)]
     pub rules: Vec<RouteRule>,
     #[serde(default)]
-    pub llm_request_costs: Vec<serde_json::Value>,
+    pub llm_request_costs: Vec<LlmRequestCost>,
 }
+
+/// `spec.llmRequestCosts[]`: which usage number is published under `metadataKey`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmRequestCost {
+    pub metadata_key: String,
+    #[serde(rename = "type")]
+    pub cost_type: LlmCostType,
+    #[serde(default, rename = "celExpression")]
+    pub cel_expression: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmCostType {
+    InputToken,
+    OutputToken,
+    TotalToken,
+    CachedInputToken,
+    CacheCreationInputToken,
+    ReasoningToken,
+    #[serde(rename = "CEL")]
+    Cel,
+}
+
+/// Envoy Gateway's BackendTrafficPolicy; only `rateLimit` is acted on.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTrafficPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<TargetRef>,
+    #[serde(default)]
+    pub target_ref: Option<TargetRef>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    #[serde(default, rename = "type")]
+    pub limit_type: Option<String>,
+    #[serde(default)]
+    pub global: Option<GlobalRateLimit>,
+    #[serde(default)]
+    pub local: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalRateLimit {
+    #[serde(default)]
+    pub rules: Vec<RateLimitRule>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRule {
+    #[serde(default)]
+    pub client_selectors: Vec<ClientSelector>,
+    pub limit: RateLimitValue,
+    #[serde(default)]
+    pub cost: Option<RateLimitCost>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSelector {
+    #[serde(default)]
+    pub headers: Vec<HeaderSelector>,
+    #[serde(default, rename = "sourceCIDR")]
+    pub source_cidr: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSelector {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub match_type: HeaderSelectorType,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub invert: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HeaderSelectorType {
+    #[default]
+    Exact,
+    Distinct,
+    RegularExpression,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitValue {
+    pub requests: u64,
+    pub unit: RateLimitUnit,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RateLimitUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RateLimitUnit {
+    pub fn seconds(self) -> u64 {
+        match self {
+            RateLimitUnit::Second => 1,
+            RateLimitUnit::Minute => 60,
+            RateLimitUnit::Hour => 3600,
+            RateLimitUnit::Day => 86_400,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitCost {
+    #[serde(default)]
+    pub request: Option<CostSpecifier>,
+    #[serde(default)]
+    pub response: Option<CostSpecifier>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct CostSpecifier {
+    pub from: CostFrom,
+    #[serde(default)]
+    pub number: Option<u64>,
+    #[serde(default)]
+    pub metadata: Option<CostMetadata>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostFrom {
+    Number,
+    Metadata,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct CostMetadata {
+    pub namespace: String,
+    pub key: String,
+}
+
 
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]

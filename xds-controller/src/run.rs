@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub concurrency: Option<u32>,
     pub envoy_log_level: String,
     pub access_log: Option<PathBuf>,
+    /// Redis for rate-limit counters; in memory without it.
+    pub redis: Option<String>,
+    /// Refuse requests when rate limits cannot be checked (default: allow).
+    pub rate_limit_fail_closed: bool,
 }
 
 /// Everything `translate` needs besides the resources, for one run.
@@ -54,6 +58,9 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
         ca_file: system_ca_file(),
         access_log: config.access_log.as_ref().map(|p| p.display().to_string()),
         config_version: version,
+        rate_limit: crate::translate::ratelimit::Settings {
+            failure_mode_deny: config.rate_limit_fail_closed,
+        },
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }
 }
@@ -171,6 +178,8 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     let credential_listener = TcpListener::bind("127.0.0.1:0").await?;
     let xds_port = xds_listener.local_addr()?.port();
     let credential_port = credential_listener.local_addr()?.port();
+    let ratelimit_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let ratelimit_port = ratelimit_listener.local_addr()?.port();
 
     let extra = if config.files.is_empty() {
         let demo_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -193,6 +202,19 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     }
     let credentials = CredentialService::new(token.clone());
     credentials.update(first.translation.credentials.clone());
+    let rate_limiter = crate::ratelimit::RateLimitServer::new(
+        match &config.redis {
+            Some(url) => crate::ratelimit::Store::Redis(crate::ratelimit::redis::RedisStore::new(url).map_err(anyhow::Error::msg)?),
+            None => crate::ratelimit::Store::Memory(Default::default()),
+        },
+        config.rate_limit_fail_closed,
+    );
+    rate_limiter.update(first.translation.rate_limits.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(rate_limiter.service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(ratelimit_listener)),
+    );
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first.snapshot));
     let ads = AdsServer::new(snapshot_rx);
     let mut replies = ads.replies();
@@ -210,6 +232,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         admin: config.admin_port,
         xds: xds_port,
         credentials: credential_port,
+        ratelimit: ratelimit_port,
     };
     let bootstrap_path = config.work_dir.join("envoy-bootstrap.json");
     std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap("aigw-standalone", "127.0.0.1", &ports))?)?;
@@ -276,6 +299,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 }
                 version += 1;
                 credentials.update(next.translation.credentials.clone());
+                rate_limiter.update(next.translation.rate_limits.clone());
                 let _ = snapshot_tx.send(Arc::new(next.snapshot));
                 eprintln!("aigw: configuration version {version} pushed to Envoy");
             }

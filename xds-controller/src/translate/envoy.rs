@@ -103,6 +103,7 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
         let anthropic_kind = match code {
             "request_too_large" => "request_too_large",
             "model_not_found" => "not_found_error",
+            "rate_limit_exceeded" => "rate_limit_error",
             "upstream_timeout" | "upstream_unavailable" => "api_error",
             _ => "api_error",
         };
@@ -115,7 +116,13 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
 /// Local reply mappers: Envoy's own error replies in the client's API shape.
 pub fn local_reply_config(max_request_bytes: u64) -> Value {
     let too_large = format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
-    let cases: [(Value, &str, &str, &str); 4] = [
+    let cases: [(Value, &str, &str, &str); 5] = [
+        (
+            json!({"response_flag_filter": {"flags": ["RL"]}}),
+            "rate limit exceeded: this client's request or token budget is used up; retry later",
+            "rate_limit_exceeded",
+            "rate_limit_exceeded",
+        ),
         (
             json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "aigw.local_reply.413"}}}}),
             too_large.as_str(),

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod envoy;
+pub mod ratelimit;
 
 use crate::credentials::CredentialSet;
 use crate::error::Diagnostic;
@@ -34,6 +35,8 @@ pub struct Options {
     pub access_log: Option<String>,
     pub config_version: u64,
     pub created: u64,
+    /// What Envoy does when the rate-limit service cannot answer.
+    pub rate_limit: ratelimit::Settings,
 }
 
 /// Everything the controller serves for one configuration.
@@ -46,6 +49,8 @@ pub struct Translation {
     /// `(listener address, port, models)` for the person starting the gateway.
     pub served: Vec<(String, u16, Vec<String>)>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Limits the rate-limit service enforces.
+    pub rate_limits: crate::ratelimit::decision::RateLimitConfig,
 }
 
 fn attaches_to(refs: &[TargetRef], route_ns: &str, gateway: &Named<crate::resources::GatewaySpec>) -> bool {
@@ -66,6 +71,7 @@ struct TranslatedRule {
 
 pub fn translate(resources: &Resources, options: &Options) -> Translation {
     let mut out = Translation::default();
+    out.rate_limits.domain = ratelimit::DOMAIN.to_string();
     let mut diagnostics = Vec::new();
     let mut rules_by_route: Vec<(&Named<crate::resources::AIGatewayRouteSpec>, Vec<TranslatedRule>)> = Vec::new();
     for route in &resources.ai_gateway_routes {
@@ -100,7 +106,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     }
     for gateway in &resources.gateways {
         let buffer_limit = buffer_limit(resources, gateway, &mut diagnostics);
-        let attached: Vec<&TranslatedRule> = rules_by_route
+        let attached: Vec<(&Named<crate::resources::AIGatewayRouteSpec>, &TranslatedRule)> = rules_by_route
             .iter()
             .filter(|(route, _)| {
                 let refs = if route.spec.parent_refs.is_empty() {
@@ -111,8 +117,15 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 refs.is_empty() && route.namespace == gateway.namespace
                     || attaches_to(refs, &route.namespace, gateway)
             })
-            .flat_map(|(_, rules)| rules.iter())
+            .flat_map(|(route, rules)| rules.iter().map(move |r| (*route, r)))
             .collect();
+        let limits = ratelimit::for_gateway(
+            &resources.backend_traffic_policies,
+            gateway,
+            attached.iter().map(|(route, _)| *route),
+            &mut diagnostics,
+        );
+        out.rate_limits.limits.extend(limits.limits.clone());
         for listener in &gateway.spec.listeners {
             if listener.protocol != "HTTP" {
                 diagnostics.push(
@@ -127,9 +140,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             let mut models = Vec::new();
             let mut route_entries = Vec::new();
             let mut backends = BTreeMap::new();
-            for rule in &attached {
+            for (route, rule) in &attached {
                 models.extend(rule.models.iter().cloned());
-                route_entries.extend(rule.routes.iter().cloned());
+                route_entries.extend(rule.routes.iter().map(|e| limits.attach(&route.key(), e.clone())));
                 for b in &rule.backends {
                     backends.insert(b.key.clone(), b.config.clone());
                 }
@@ -151,7 +164,11 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 "name": name,
                 "virtual_hosts": [{"name": name, "domains": domains, "routes": route_entries}],
             }));
-            out.listeners.push(listener_json(options, &name, port, buffer_limit, &router_config));
+            let mut listener = listener_json(options, &name, port, buffer_limit, &router_config);
+            if !limits.is_empty() {
+                ratelimit::add_filter(&mut listener, &options.rate_limit, crate::bootstrap::RATELIMIT_CLUSTER);
+            }
+            out.listeners.push(listener);
             let names = models
                 .iter()
                 .filter_map(|m| match &m.matcher {

@@ -1,0 +1,268 @@
+use super::*;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+    rate_limit_descriptor::Entry, RateLimitDescriptor,
+};
+
+const NOW: u64 = 7_205;
+
+fn config() -> RateLimitConfig {
+    RateLimitConfig {
+        domain: "aigw".into(),
+        limits: [
+            (
+                "rule-a".to_string(),
+                Limit {
+                    requests: 10,
+                    unit: RateLimitUnit::Hour,
+                },
+            ),
+            (
+                "rule-b".to_string(),
+                Limit {
+                    requests: 2,
+                    unit: RateLimitUnit::Minute,
+                },
+            ),
+        ]
+        .into(),
+    }
+}
+
+fn descriptor(rule: &str, user: &str, hits: Option<u64>) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: vec![
+            Entry {
+                key: rule.into(),
+                value: "1".into(),
+            },
+            Entry {
+                key: "x-user-id".into(),
+                value: user.into(),
+            },
+        ],
+        hits_addend: hits.map(|value| envoy_types::pb::google::protobuf::UInt64Value { value }),
+        ..Default::default()
+    }
+}
+
+fn request(descriptors: Vec<RateLimitDescriptor>, hits: u32) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "aigw".into(),
+        descriptors,
+        hits_addend: hits,
+    }
+}
+
+/// (descriptors, request hits_addend, now, overall over?, per descriptor (over, remaining))
+type Step = (Vec<RateLimitDescriptor>, u32, u64, bool, Vec<(bool, u32)>);
+
+fn table() -> Vec<Step> {
+    vec![
+        // Check only: nothing consumed.
+        (
+            vec![descriptor("rule-a", "alice", Some(0))],
+            0,
+            NOW,
+            false,
+            vec![(false, 10)],
+        ),
+        // The response charges 11 tokens: over after the increment.
+        (
+            vec![descriptor("rule-a", "alice", Some(11))],
+            0,
+            NOW,
+            true,
+            vec![(true, 0)],
+        ),
+        // The next check sees 11 >= 10; bob is unaffected.
+        (
+            vec![
+                descriptor("rule-a", "alice", Some(0)),
+                descriptor("rule-a", "bob", Some(0)),
+            ],
+            0,
+            NOW + 10,
+            true,
+            vec![(true, 0), (false, 10)],
+        ),
+        // Next hour, a fresh window.
+        (
+            vec![descriptor("rule-a", "alice", Some(0))],
+            0,
+            NOW + 3600,
+            false,
+            vec![(false, 10)],
+        ),
+        // No descriptor hits: the request's, and 0 there means 1.
+        (
+            vec![descriptor("rule-b", "carol", None)],
+            0,
+            NOW,
+            false,
+            vec![(false, 1)],
+        ),
+        (
+            vec![descriptor("rule-b", "carol", None)],
+            0,
+            NOW,
+            false,
+            vec![(false, 0)],
+        ),
+        (
+            vec![descriptor("rule-b", "carol", None)],
+            0,
+            NOW,
+            true,
+            vec![(true, 0)],
+        ),
+        (
+            vec![descriptor("rule-b", "dave", None)],
+            2,
+            NOW,
+            false,
+            vec![(false, 0)],
+        ),
+        // Unknown rules are allowed.
+        (
+            vec![descriptor("rule-zzz", "alice", Some(100))],
+            0,
+            NOW,
+            false,
+            vec![(false, 0)],
+        ),
+    ]
+}
+
+async fn run_table(server: &RateLimitServer) {
+    server.update(config());
+    for (n, (descriptors, hits, now, over, want)) in table().into_iter().enumerate() {
+        let r = server
+            .decide(&request(descriptors, hits), now)
+            .await
+            .unwrap();
+        assert_eq!(r.overall_code == Code::OverLimit as i32, over, "step {n}");
+        let got: Vec<(bool, u32)> = r
+            .statuses
+            .iter()
+            .map(|s| (s.code == Code::OverLimit as i32, s.limit_remaining))
+            .collect();
+        assert_eq!(got, want, "step {n}");
+    }
+    let first = server
+        .decide(
+            &request(vec![descriptor("rule-a", "alice", Some(0))], 0),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let s = &first.statuses[0];
+    let limit = s.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.name.as_str(), limit.requests_per_unit, limit.unit),
+        ("rule-a", 10, PbUnit::Hour as i32)
+    );
+    assert_eq!(s.duration_until_reset.unwrap().seconds, 3595);
+    // Another domain is not ours to limit.
+    let mut other = request(vec![descriptor("rule-a", "alice", Some(0))], 0);
+    other.domain = "elsewhere".into();
+    assert_eq!(
+        server.decide(&other, NOW).await.unwrap().overall_code,
+        Code::Ok as i32
+    );
+}
+
+#[tokio::test]
+async fn memory_store_follows_the_table() {
+    run_table(&RateLimitServer::new(
+        Store::Memory(Default::default()),
+        false,
+    ))
+    .await;
+}
+
+struct RedisProcess(std::process::Child, u16);
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<RedisProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let process = RedisProcess(child, port);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(process);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test]
+async fn redis_store_follows_the_same_table() {
+    let Some(redis) = start_redis() else {
+        eprintln!("redis-server is not installed; skipped");
+        return;
+    };
+    let store = redis::RedisStore::new(&format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+    let server = RateLimitServer::new(Store::Redis(store), false);
+    run_table(&server).await;
+    // The counter lives under the documented key with the window's TTL.
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = "aigw_rule-a_1_x-user-id_alice_7200";
+    let value: u64 = ::redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(value, 11);
+    let ttl: i64 = ::redis::cmd("TTL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 3500 && ttl <= 3600, "{ttl}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_open_unless_closed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let req = || tonic::Request::new(request(vec![descriptor("rule-a", "alice", Some(1))], 0));
+    let open = RateLimitServer::new(Store::Redis(redis::RedisStore::new(&url).unwrap()), false);
+    open.update(config());
+    let r = open.should_rate_limit(req()).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let closed = RateLimitServer::new(Store::Redis(redis::RedisStore::new(&url).unwrap()), true);
+    closed.update(config());
+    assert_eq!(
+        closed.should_rate_limit(req()).await.unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+}

@@ -1,0 +1,526 @@
+//! BackendTrafficPolicy `rateLimit` -> Envoy's ratelimit filter, the
+//! per-route `rate_limits` that carry the descriptors, and the limits the
+//! rate-limit service enforces. Pure.
+//!
+//! Each rule becomes a descriptor whose first entry is the rule's own key
+//! (`rule-<namespace>/<policy>/<index>`), followed by one entry per header
+//! selector. A rule gets a request-time entry (`hits_addend` from
+//! `cost.request`, default 1; 0 only checks) and, with `cost.response`, a
+//! second entry with `apply_on_stream_done` whose `hits_addend` reads the
+//! token count the filter published in filter state (`wasm.<property>`).
+//!
+//! Envoy fails open by default when the service is unreachable
+//! (`failure_mode_deny: false`); `Settings::failure_mode_deny` changes that.
+
+use crate::error::Diagnostic;
+use crate::ratelimit::decision::Limit;
+use crate::resources::{
+    AIGatewayRouteSpec, BackendTrafficPolicySpec, CostFrom, CostSpecifier, GatewaySpec,
+    HeaderSelectorType, LlmCostType, Named, RateLimitRule,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const FILTER_NAME: &str = "envoy.filters.http.ratelimit";
+pub const DOMAIN: &str = "aigw";
+/// The metadata namespace Envoy AI Gateway publishes token costs under.
+pub const AI_GATEWAY_NAMESPACE: &str = "io.envoy.ai_gateway";
+const FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
+const PER_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute";
+
+/// How the gateway reacts when the rate-limit service cannot answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Refuse requests when the service is unreachable (default: allow).
+    pub failure_mode_deny: bool,
+}
+
+/// The rate limits of the routes attached to one Gateway.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayLimits {
+    /// AIGatewayRoute `namespace/name` -> `RateLimitPerRoute.rate_limits`.
+    pub per_route: BTreeMap<String, Vec<Value>>,
+    /// Rule key -> limit, for the rate-limit service.
+    pub limits: BTreeMap<String, Limit>,
+}
+
+impl GatewayLimits {
+    pub fn is_empty(&self) -> bool {
+        self.per_route.values().all(Vec::is_empty)
+    }
+
+    /// Adds the route's rate limits to one Envoy route entry.
+    pub fn attach(&self, route_key: &str, mut entry: Value) -> Value {
+        if let Some(limits) = self.per_route.get(route_key).filter(|l| !l.is_empty()) {
+            entry["typed_per_filter_config"][FILTER_NAME] = json!({
+                "@type": PER_ROUTE_TYPE,
+                "rate_limits": limits,
+            });
+        }
+        entry
+    }
+}
+
+/// The filter property the wasm filter publishes a cost type under.
+pub fn token_property(cost: LlmCostType) -> Option<&'static str> {
+    Some(match cost {
+        LlmCostType::InputToken => "llm_input_token",
+        LlmCostType::OutputToken => "llm_output_token",
+        LlmCostType::TotalToken => "llm_total_token",
+        LlmCostType::CachedInputToken => "llm_cached_input_token",
+        LlmCostType::CacheCreationInputToken => "llm_cache_creation_input_token",
+        LlmCostType::ReasoningToken => "llm_reasoning_token",
+        LlmCostType::Cel => return None,
+    })
+}
+
+/// The HTTP filter, placed after the wasm router filter (which sets
+/// x-ai-eg-model) and before the router.
+pub fn filter(settings: &Settings, cluster: &str) -> Value {
+    json!({
+        "name": FILTER_NAME,
+        "typed_config": {
+            "@type": FILTER_TYPE,
+            "domain": DOMAIN,
+            "failure_mode_deny": settings.failure_mode_deny,
+            "timeout": "1s",
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+            "rate_limited_status": {"code": "TooManyRequests"},
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+                "transport_api_version": "V3",
+            },
+        },
+    })
+}
+
+/// Inserts the filter into a listener's HTTP connection manager, before
+/// the router.
+pub fn add_filter(listener: &mut Value, settings: &Settings, cluster: &str) {
+    let Some(chains) = listener["filter_chains"].as_array_mut() else {
+        return;
+    };
+    for chain in chains {
+        let Some(filters) = chain["filters"].as_array_mut() else {
+            continue;
+        };
+        for network_filter in filters {
+            let Some(http) = network_filter["typed_config"]["http_filters"].as_array_mut() else {
+                continue;
+            };
+            let at = http
+                .iter()
+                .position(|f| f["name"] == "envoy.filters.http.router")
+                .unwrap_or(http.len());
+            http.insert(at, filter(settings, cluster));
+        }
+    }
+}
+
+fn targets_gateway(policy: &Named<BackendTrafficPolicySpec>, gateway: &Named<GatewaySpec>) -> bool {
+    policy.namespace == gateway.namespace
+        && policy
+            .spec
+            .target_refs
+            .iter()
+            .chain(policy.spec.target_ref.iter())
+            .any(|t| t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway"))
+}
+
+fn targets_route(
+    policy: &Named<BackendTrafficPolicySpec>,
+    route: &Named<AIGatewayRouteSpec>,
+) -> bool {
+    policy.namespace == route.namespace
+        && policy
+            .spec
+            .target_refs
+            .iter()
+            .chain(policy.spec.target_ref.iter())
+            .any(|t| {
+                t.name == route.name
+                    && matches!(t.kind.as_deref(), Some("HTTPRoute" | "AIGatewayRoute"))
+            })
+}
+
+/// Descriptor actions of one rule.
+fn rule_actions(id: &str, rule: &RateLimitRule) -> Result<Vec<Value>, Diagnostic> {
+    let mut actions = vec![json!({"generic_key": {"descriptor_key": id, "descriptor_value": "1"}})];
+    for (s, selector) in rule.client_selectors.iter().enumerate() {
+        if selector.source_cidr.is_some() {
+            return Err(Diagnostic::error(
+                "sourceCIDR selectors are not supported yet; the rule is not enforced",
+            )
+            .field(format!("clientSelectors[{s}].sourceCIDR")));
+        }
+        for (h, header) in selector.headers.iter().enumerate() {
+            let field = format!("clientSelectors[{s}].headers[{h}]");
+            let name = header.name.to_ascii_lowercase();
+            let invert = header.invert.unwrap_or(false);
+            let matcher = match (header.match_type, header.value.as_deref()) {
+                (HeaderSelectorType::Distinct, _) if invert => {
+                    return Err(
+                        Diagnostic::error("invert cannot be combined with type Distinct")
+                            .field(field),
+                    );
+                }
+                (HeaderSelectorType::Distinct, _) => {
+                    actions.push(
+                        json!({"request_headers": {"header_name": name, "descriptor_key": name}}),
+                    );
+                    continue;
+                }
+                (_, None) => {
+                    return Err(Diagnostic::error(
+                        "value is required for Exact and RegularExpression",
+                    )
+                    .field(field));
+                }
+                (HeaderSelectorType::Exact, Some(v)) => json!({"exact": v}),
+                (HeaderSelectorType::RegularExpression, Some(v)) => {
+                    json!({"safe_regex": {"regex": v}})
+                }
+            };
+            actions.push(json!({"header_value_match": {
+                "descriptor_key": name,
+                "descriptor_value": header.value.clone().unwrap_or_default(),
+                "expect_match": !invert,
+                "headers": [{"name": name, "string_match": matcher}],
+            }}));
+        }
+    }
+    Ok(actions)
+}
+
+/// `hits_addend` of the entry charged when the response is complete.
+fn response_hits(
+    cost: &CostSpecifier,
+    route: &Named<AIGatewayRouteSpec>,
+) -> Result<Value, Diagnostic> {
+    if cost.from == CostFrom::Number {
+        return Ok(json!({"number": cost.number.unwrap_or(1)}));
+    }
+    let Some(metadata) = &cost.metadata else {
+        return Err(Diagnostic::error(
+            "from: Metadata needs metadata.namespace and metadata.key",
+        ));
+    };
+    if metadata.namespace != AI_GATEWAY_NAMESPACE {
+        return Err(Diagnostic::error(format!(
+            "metadata namespace {:?} is not supported; only {AI_GATEWAY_NAMESPACE} (the token costs of llmRequestCosts)",
+            metadata.namespace
+        )));
+    }
+    let Some(cost) = route
+        .spec
+        .llm_request_costs
+        .iter()
+        .find(|c| c.metadata_key == metadata.key)
+    else {
+        return Err(Diagnostic::error(format!(
+            "AIGatewayRoute {} declares no llmRequestCosts entry with metadataKey {:?}; the response cost is not charged on it",
+            route.key(),
+            metadata.key
+        )));
+    };
+    match token_property(cost.cost_type) {
+        Some(property) => Ok(json!({"format": format!("%FILTER_STATE(wasm.{property}:PLAIN)%")})),
+        None => Err(Diagnostic::error(format!(
+            "AIGatewayRoute {}: llmRequestCosts type CEL (metadataKey {:?}, expression {:?}) is not supported yet; the response cost is not charged",
+            route.key(),
+            metadata.key,
+            cost.cel_expression.as_deref().unwrap_or_default()
+        ))),
+    }
+}
+
+/// The rate limits the policies put on `routes`, all attached to `gateway`.
+pub fn for_gateway<'a>(
+    policies: &[Named<BackendTrafficPolicySpec>],
+    gateway: &Named<GatewaySpec>,
+    routes: impl IntoIterator<Item = &'a Named<AIGatewayRouteSpec>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> GatewayLimits {
+    let mut out = GatewayLimits::default();
+    let mut routes: Vec<&Named<AIGatewayRouteSpec>> = routes.into_iter().collect();
+    routes.dedup_by_key(|r| r.key());
+    for policy in policies {
+        let Some(rate_limit) = &policy.spec.rate_limit else {
+            continue;
+        };
+        let here = |d: Diagnostic| {
+            d.at(
+                format!("BackendTrafficPolicy {}", policy.key()),
+                &policy.source,
+            )
+        };
+        let whole = targets_gateway(policy, gateway);
+        let hit: Vec<&Named<AIGatewayRouteSpec>> = routes
+            .iter()
+            .copied()
+            .filter(|r| whole || targets_route(policy, r))
+            .collect();
+        if hit.is_empty() {
+            continue;
+        }
+        let kind = rate_limit.limit_type.as_deref().unwrap_or("Global");
+        if kind != "Global" || rate_limit.local.is_some() {
+            diagnostics.push(here(
+                Diagnostic::error(format!(
+                    "rateLimit type {kind} is not supported yet; only Global"
+                ))
+                .field("spec.rateLimit.type"),
+            ));
+            continue;
+        }
+        let Some(global) = &rate_limit.global else {
+            diagnostics.push(here(
+                Diagnostic::error("type Global needs rateLimit.global").field("spec.rateLimit"),
+            ));
+            continue;
+        };
+        for (i, rule) in global.rules.iter().enumerate() {
+            let field = format!("spec.rateLimit.global.rules[{i}]");
+            let id = format!("rule-{}/{}/{i}", policy.namespace, policy.name);
+            let actions = match rule_actions(&id, rule) {
+                Ok(a) => a,
+                Err(mut d) => {
+                    d.field = Some(format!("{field}.{}", d.field.unwrap_or_default()));
+                    diagnostics.push(here(d));
+                    continue;
+                }
+            };
+            let cost = rule.cost.clone().unwrap_or_default();
+            let request_hits = match &cost.request {
+                None => 1,
+                Some(c) if c.from == CostFrom::Number => c.number.unwrap_or(1),
+                Some(_) => {
+                    diagnostics.push(here(
+                        Diagnostic::error(
+                            "a request cost from Metadata is not supported; use from: Number",
+                        )
+                        .field(format!("{field}.cost.request.from")),
+                    ));
+                    continue;
+                }
+            };
+            out.limits.insert(
+                id.clone(),
+                Limit {
+                    requests: rule.limit.requests,
+                    unit: rule.limit.unit,
+                },
+            );
+            for route in &hit {
+                let entries = out.per_route.entry(route.key()).or_default();
+                entries.push(json!({"actions": actions, "hits_addend": {"number": request_hits}}));
+                if let Some(response) = &cost.response {
+                    match response_hits(response, route) {
+                        Ok(hits) => entries.push(json!({
+                            "actions": actions,
+                            "apply_on_stream_done": true,
+                            "hits_addend": hits,
+                        })),
+                        Err(d) => diagnostics.push(here(d.field(format!("{field}.cost.response")))),
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Resources;
+
+    const BLUEPRINT: &str = "../../shared/blueprint";
+
+    fn load(texts: &[(&str, String)]) -> (Resources, Vec<Diagnostic>) {
+        let mut resources = Resources::default();
+        let mut diagnostics = Vec::new();
+        for (name, text) in texts {
+            crate::load::load_str(name, text, &mut resources, &mut diagnostics);
+        }
+        (resources, diagnostics)
+    }
+
+    fn blueprint(file: &str) -> (&str, String) {
+        let path = format!("{}/{BLUEPRINT}/{file}", env!("CARGO_MANIFEST_DIR"));
+        (
+            "blueprint",
+            std::fs::read_to_string(path).expect("the shared blueprint"),
+        )
+    }
+
+    fn translate(resources: &Resources) -> (GatewayLimits, Vec<Diagnostic>) {
+        let mut diagnostics = Vec::new();
+        let limits = for_gateway(
+            &resources.backend_traffic_policies,
+            &resources.gateways[0],
+            resources.ai_gateway_routes.iter(),
+            &mut diagnostics,
+        );
+        (limits, diagnostics)
+    }
+
+    #[test]
+    fn blueprint_token_limits() {
+        let (resources, load_errors) = load(&[
+            blueprint("gateway.yaml"),
+            blueprint("rate-limiting/ai-gateway-route.yaml"),
+            blueprint("rate-limiting/backend-traffic-policy.yaml"),
+        ]);
+        assert!(!crate::error::has_errors(&load_errors), "{load_errors:?}");
+        let (limits, diagnostics) = translate(&resources);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let id = |i: usize| format!("rule-default/rate-limit-policy/{i}");
+        let want: Vec<(String, u64)> = vec![(id(0), 10), (id(1), 20), (id(2), 25)];
+        let got: Vec<(String, u64)> = limits
+            .limits
+            .iter()
+            .map(|(k, l)| (k.clone(), l.requests))
+            .collect();
+        assert_eq!(got, want);
+        assert!(limits
+            .limits
+            .values()
+            .all(|l| l.unit == crate::resources::RateLimitUnit::Hour));
+        let entries = &limits.per_route["default/ai-gateway-route"];
+        assert_eq!(entries.len(), 6);
+        let actions = json!([
+            {"generic_key": {"descriptor_key": id(0), "descriptor_value": "1"}},
+            {"request_headers": {"header_name": "x-user-id", "descriptor_key": "x-user-id"}},
+        ]);
+        assert_eq!(
+            entries[0],
+            json!({"actions": actions, "hits_addend": {"number": 0}})
+        );
+        assert_eq!(
+            entries[1],
+            json!({"actions": actions, "apply_on_stream_done": true,
+                   "hits_addend": {"format": "%FILTER_STATE(wasm.llm_input_token:PLAIN)%"}})
+        );
+        assert_eq!(
+            entries[3]["hits_addend"]["format"],
+            "%FILTER_STATE(wasm.llm_output_token:PLAIN)%"
+        );
+        assert_eq!(
+            entries[5]["hits_addend"]["format"],
+            "%FILTER_STATE(wasm.llm_total_token:PLAIN)%"
+        );
+
+        // What Envoy receives passes Envoy's schema.
+        let route = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            limits.attach("default/ai-gateway-route", json!({"match": {"prefix": "/"}, "route": {"cluster": "c"}}))
+        ]}]});
+        crate::proto::to_any(crate::proto::ROUTE, &route).unwrap();
+        let mut listener = json!({"name": "l", "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {"@type": crate::translate::envoy::HCM_TYPE, "stat_prefix": "l",
+                "route_config": {}, "http_filters": [crate::translate::envoy::router_filter()]},
+        }]}]});
+        add_filter(&mut listener, &Settings::default(), "aigw_ratelimit");
+        let filters = &listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+        assert_eq!(filters[0]["name"], FILTER_NAME);
+        assert_eq!(filters[1]["name"], "envoy.filters.http.router");
+        crate::proto::to_any(crate::proto::LISTENER, &listener).unwrap();
+    }
+
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {listeners: [{name: http, port: 80, protocol: HTTP}]}\n";
+
+    fn route(costs: &str) -> String {
+        format!("apiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: b}}]}}]\n  llmRequestCosts: {costs}\n")
+    }
+
+    fn policy(target: &str, rule: &str) -> String {
+        format!("apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{target}]\n  rateLimit:\n    type: Global\n    global:\n      rules: [{rule}]\n")
+    }
+
+    #[test]
+    fn custom_metadata_key_maps_by_type_and_model_selector() {
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route("[{metadataKey: my_tokens, type: OutputToken}]")),
+            ("p", policy(
+                "{kind: HTTPRoute, name: r}",
+                "{clientSelectors: [{headers: [{name: x-user-id, type: Distinct}, {name: x-ai-eg-model, value: m1}]}], limit: {requests: 5, unit: Minute}, cost: {response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: my_tokens}}}}",
+            )),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let entries = &limits.per_route["default/r"];
+        assert_eq!(
+            entries[0]["hits_addend"],
+            json!({"number": 1}),
+            "request cost defaults to 1"
+        );
+        assert_eq!(
+            entries[1]["hits_addend"]["format"],
+            "%FILTER_STATE(wasm.llm_output_token:PLAIN)%"
+        );
+        assert_eq!(
+            entries[0]["actions"][2],
+            json!({"header_value_match": {"descriptor_key": "x-ai-eg-model", "descriptor_value": "m1",
+                "expect_match": true, "headers": [{"name": "x-ai-eg-model", "string_match": {"exact": "m1"}}]}})
+        );
+    }
+
+    #[test]
+    fn unsupported_costs_are_named() {
+        let rule = |key: &str| {
+            format!("{{limit: {{requests: 5, unit: Hour}}, cost: {{request: {{from: Number, number: 0}}, response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: {key}}}}}}}}}")
+        };
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            (
+                "r",
+                route("[{metadataKey: cel_cost, type: CEL, celExpression: '1'}]"),
+            ),
+            (
+                "p",
+                policy(
+                    "{kind: Gateway, name: gw}",
+                    &format!("{}, {}", rule("cel_cost"), rule("undeclared")),
+                ),
+            ),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        let text: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("CEL") && text[0].contains("not supported yet"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("no llmRequestCosts entry with metadataKey \"undeclared\""),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("spec.rateLimit.global.rules[1].cost.response"),
+            "{text:?}"
+        );
+        // The request-time checks stay.
+        assert_eq!(limits.per_route["default/r"].len(), 2);
+    }
+
+    #[test]
+    fn policies_for_other_targets_do_nothing() {
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route("[]")),
+            (
+                "p",
+                policy(
+                    "{kind: Gateway, name: other}",
+                    "{limit: {requests: 5, unit: Hour}}",
+                ),
+            ),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        assert!(limits.is_empty() && diagnostics.is_empty());
+    }
+}
