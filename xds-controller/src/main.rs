@@ -11,6 +11,7 @@ mod resources;
 mod run;
 mod standalone;
 mod translate;
+mod validate;
 mod xds;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,11 @@ enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Check FILEs against the Envoy AI Gateway CRDs' rules, as the Kubernetes API server would.
+    Validate {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -110,6 +116,7 @@ async fn main() -> std::process::ExitCode {
             run::run(config).await
         }
         Command::Translate { files, common } => translate_command(files, common),
+        Command::Validate { files } => validate::command(&files),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
