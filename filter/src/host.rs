@@ -1,7 +1,11 @@
 //! The thin layer between the pure filter logic and the proxy-wasm ABI.
 //! Nothing here may panic: a panic kills the worker's VM.
 
-use crate::config::{PluginConfig, Role};
+use crate::anthropic::StreamUsage;
+use crate::bedrock::EventStreamToSse;
+use crate::config::{PluginConfig, Role, SchemaName};
+use crate::credentials::Credential;
+use crate::sse::SseSplitter;
 use crate::credentials::CredentialCache;
 use crate::error::{ErrorShape, GatewayError};
 use crate::models::{list_body, lookup, ModelLookup};
@@ -110,6 +114,14 @@ enum ResponseState {
     Untouched,
     Json(JsonBody),
     Stream(OpenAiStream),
+    /// An Anthropic Messages JSON body (native or on Bedrock).
+    AnthropicJson(JsonBody),
+    /// Native Anthropic SSE, passed through and counted.
+    AnthropicSse(SseSplitter, StreamUsage),
+    /// Bedrock's event-stream, re-emitted as Anthropic SSE.
+    BedrockStream(EventStreamToSse),
+    /// A Bedrock error, buffered and re-shaped as an Anthropic error.
+    BedrockError(u16),
 }
 
 /// Router role: runs in the listener before routing.
@@ -251,20 +263,50 @@ impl HttpContext for RouterFilter {
         let Some(facts) = &self.facts else {
             return Action::Continue;
         };
+        let stream = facts.stream;
+        let client_wants_usage = facts.client_wants_usage;
+        let schema = self
+            .get_property(BACKEND_METADATA.to_vec())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .and_then(|b| self.config.backends.get(&b).map(|c| c.schema))
+            .unwrap_or_default();
         let status = response_header(self, ":status").unwrap_or_default();
+        let content_type = response_header(self, "content-type").unwrap_or_default();
         if status != "200" {
+            if schema == SchemaName::AWSAnthropic && !end_of_stream {
+                if let Ok(code) = status.parse::<u16>() {
+                    self.set_http_response_header("content-length", None);
+                    self.set_http_response_header("content-type", Some("application/json"));
+                    self.response = ResponseState::BedrockError(code);
+                }
+            }
             return Action::Continue;
         }
-        let content_type = response_header(self, "content-type").unwrap_or_default();
-        if facts.stream && content_type.starts_with("text/event-stream") {
-            if !facts.client_wants_usage {
-                // The gateway may drop the usage chunk, so the length changes.
+        self.response = match schema {
+            SchemaName::AWSAnthropic
+                if stream && content_type.starts_with("application/vnd.amazon.eventstream") =>
+            {
                 self.set_http_response_header("content-length", None);
+                self.set_http_response_header("content-type", Some("text/event-stream"));
+                ResponseState::BedrockStream(EventStreamToSse::default())
             }
-            self.response = ResponseState::Stream(OpenAiStream::new(facts.client_wants_usage));
-        } else {
-            self.response = ResponseState::Json(JsonBody::default());
-        }
+            SchemaName::AWSAnthropic | SchemaName::Anthropic
+                if stream && content_type.starts_with("text/event-stream") =>
+            {
+                ResponseState::AnthropicSse(SseSplitter::default(), StreamUsage::default())
+            }
+            SchemaName::AWSAnthropic | SchemaName::Anthropic => {
+                ResponseState::AnthropicJson(JsonBody::default())
+            }
+            _ if stream && content_type.starts_with("text/event-stream") => {
+                if !client_wants_usage {
+                    // The gateway may drop the usage chunk, so the length changes.
+                    self.set_http_response_header("content-length", None);
+                }
+                ResponseState::Stream(OpenAiStream::new(client_wants_usage))
+            }
+            _ => ResponseState::Json(JsonBody::default()),
+        };
         if end_of_stream {
             self.publish_usage(None);
         }
@@ -272,16 +314,50 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let ResponseState::BedrockError(status) = self.response {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            let shaped = crate::bedrock::error_body(status, &body);
+            self.set_http_response_body(0, body_size, &shaped);
+            return Action::Continue;
+        }
         let chunk = if body_size > 0 {
-            self.get_http_response_body(0, body_size).unwrap_or_default()
+            self.get_http_response_body(0, body_size)
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
         let (replacement, usage) = match &mut self.response {
-            ResponseState::Untouched => return Action::Continue,
+            ResponseState::Untouched | ResponseState::BedrockError(_) => return Action::Continue,
             ResponseState::Json(body) => {
                 body.push(&chunk);
                 (None, end_of_stream.then(|| body.usage()).flatten())
+            }
+            ResponseState::AnthropicJson(body) => {
+                body.push(&chunk);
+                let usage = end_of_stream
+                    .then(|| body.bytes().and_then(crate::anthropic::usage_from_body))
+                    .flatten();
+                (None, usage)
+            }
+            ResponseState::AnthropicSse(splitter, usage) => {
+                for event in splitter.push(&chunk) {
+                    if let Ok(v) = serde_json::from_str(&event.data) {
+                        usage.observe(&v);
+                    }
+                }
+                if splitter.pending_len() > crate::response::MAX_SSE_EVENT {
+                    splitter.take_rest();
+                }
+                (None, usage.usage())
+            }
+            ResponseState::BedrockStream(stream) => {
+                let out = stream.push(&chunk, end_of_stream);
+                (Some(out), stream.usage())
             }
             ResponseState::Stream(stream) => {
                 let replacement = match stream.push(&chunk, end_of_stream) {
@@ -304,7 +380,12 @@ impl HttpContext for RouterFilter {
         let usage = match &self.response {
             ResponseState::Stream(stream) => stream.usage(),
             ResponseState::Json(body) => body.usage(),
-            ResponseState::Untouched => None,
+            ResponseState::AnthropicJson(body) => {
+                body.bytes().and_then(crate::anthropic::usage_from_body)
+            }
+            ResponseState::AnthropicSse(_, usage) => usage.usage(),
+            ResponseState::BedrockStream(stream) => stream.usage(),
+            ResponseState::Untouched | ResponseState::BedrockError(_) => None,
         };
         self.publish_usage(usage);
     }
@@ -355,6 +436,7 @@ impl UpstreamFilter {
             return self.fail(GatewayError::internal("backend configuration disappeared"));
         };
         let mut credential_value = None;
+        let mut signed = Vec::new();
         if let Some(auth) = &backend.auth {
             let Some(source) = self.config.credentials.clone() else {
                 return self.fail(GatewayError::internal("no credential service is configured"));
@@ -379,6 +461,23 @@ impl UpstreamFilter {
                 Ok(header) => credential_value = header,
                 Err(e) => return self.fail(e),
             }
+            if let Credential::Aws(aws) = &credential {
+                match crate::bedrock::sign(&request, &backend, aws, now) {
+                    Ok(headers) => signed = headers,
+                    Err(e) => return self.fail(e),
+                }
+            }
+        }
+        for name in &request.remove_headers {
+            self.set_http_request_header(name, None);
+        }
+        for (name, value) in &request.set_headers {
+            self.set_http_request_header(name, Some(value));
+        }
+        for (name, value) in &request.default_headers {
+            if self.get_http_request_header_bytes(name).is_none() {
+                self.set_http_request_header(name, Some(value));
+            }
         }
         self.set_http_request_header(":path", Some(&request.path));
         if let Some(host) = &request.host {
@@ -390,6 +489,9 @@ impl UpstreamFilter {
         }
         if let Some((name, value)) = credential_value {
             self.set_http_request_header(name, Some(&value));
+        }
+        for (name, value) in &signed {
+            self.set_http_request_header(name, Some(value));
         }
         Action::Continue
     }

@@ -2,6 +2,9 @@
 //! no I/O, compiled and tested natively; `host` binds it to the proxy-wasm ABI
 //! when built for wasm32.
 
+pub mod anthropic;
+pub mod base64;
+pub mod bedrock;
 pub mod config;
 pub mod credentials;
 pub mod error;

@@ -44,6 +44,11 @@ impl JsonBody {
         }
         Usage::from_openai_body(&self.body)
     }
+
+    /// The body read so far, unless it was too large to keep.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        (!self.overflow).then_some(self.body.as_slice())
+    }
 }
 
 /// Follows an OpenAI SSE stream.

@@ -14,6 +14,12 @@ pub struct UpstreamRequest {
     pub host: Option<String>,
     /// `None`: send the client's body unchanged.
     pub body: Option<Vec<u8>>,
+    /// Headers to set (lowercase names).
+    pub set_headers: Vec<(String, String)>,
+    /// Client headers this backend must not receive.
+    pub remove_headers: Vec<&'static str>,
+    /// Headers to set only when the client sent none of that name.
+    pub default_headers: Vec<(String, String)>,
 }
 
 /// Headers a client may send that must never reach a provider: the client's
@@ -29,6 +35,8 @@ pub fn prepare(
 ) -> Result<UpstreamRequest, GatewayError> {
     match backend.schema {
         SchemaName::OpenAI => prepare_openai(endpoint, query, backend, body),
+        SchemaName::AWSAnthropic => crate::bedrock::prepare(endpoint, backend, body),
+        SchemaName::Anthropic => crate::anthropic::prepare(endpoint, query, backend, body),
         other => Err(GatewayError::client(
             501,
             format!("backend schema {other:?} is not supported yet by this gateway"),
@@ -89,6 +97,9 @@ fn prepare_openai(
         path,
         host: backend.host.clone(),
         body,
+        set_headers: Vec::new(),
+        remove_headers: Vec::new(),
+        default_headers: Vec::new(),
     })
 }
 
@@ -175,7 +186,7 @@ mod tests {
     #[test]
     fn other_schemas_say_not_supported() {
         let b = BackendConfig {
-            schema: SchemaName::AWSAnthropic,
+            schema: SchemaName::GCPVertexAI,
             ..Default::default()
         };
         let e = prepare(Endpoint::AnthropicMessages, "", &b, b"{}").unwrap_err();

@@ -90,6 +90,10 @@ struct RunArgs {
     /// unreachable). Default: fail open, allow and log.
     #[arg(long)]
     rate_limit_fail_closed: bool,
+    /// Standalone only: also trust this PEM CA for upstream TLS (added to
+    /// the system CA bundle), e.g. a test or corporate CA.
+    #[arg(long)]
+    extra_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -112,8 +116,18 @@ async fn main() -> std::process::ExitCode {
                 access_log: args.access_log,
                 redis: args.redis,
                 rate_limit_fail_closed: args.rate_limit_fail_closed,
+                ca_file: None,
             };
-            run::run(config).await
+            match args.extra_ca {
+                Some(extra) => match std::fs::create_dir_all(&config.work_dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| run::ca_bundle_with(&extra, &config.work_dir))
+                {
+                    Ok(path) => run::run(run::RunConfig { ca_file: Some(path), ..config }).await,
+                    Err(e) => Err(e),
+                },
+                None => run::run(config).await,
+            }
         }
         Command::Translate { files, common } => translate_command(files, common),
         Command::Validate { files } => validate::command(&files),
@@ -143,6 +157,7 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         access_log: None,
         redis: None,
         rate_limit_fail_closed: false,
+        ca_file: None,
     };
     let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     let translation = translate::translate(&resources, &run::options(&config, 0, 1));

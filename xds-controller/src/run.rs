@@ -5,7 +5,7 @@ use crate::credentials::CredentialService;
 use crate::error::{has_errors, Diagnostic, Severity};
 use crate::proto;
 use crate::standalone::{self, SecretArg};
-use crate::translate::{envoy::WasmCode, translate, Options, Translation};
+use crate::translate::{envoy::WasmCode, translate, AwsEnvironment, Options, Translation};
 use crate::xds::{AdsServer, Reply, Snapshot};
 use aigw_filter::config::CredentialSource;
 use anyhow::{bail, Context, Result};
@@ -36,6 +36,9 @@ pub struct RunConfig {
     pub redis: Option<String>,
     /// Refuse requests when rate limits cannot be checked (default: allow).
     pub rate_limit_fail_closed: bool,
+    /// CA bundle upstream TLS trusts instead of the system's (`aigw run`
+    /// writes the system bundle plus `--extra-ca` here).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Everything `translate` needs besides the resources, for one run.
@@ -55,14 +58,40 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             token_env: TOKEN_ENV.into(),
             ttl_seconds: 30,
         },
-        ca_file: system_ca_file(),
+        ca_file: config.ca_file.as_ref().map_or_else(system_ca_file, |p| p.display().to_string()),
         access_log: config.access_log.as_ref().map(|p| p.display().to_string()),
         config_version: version,
         rate_limit: crate::translate::ratelimit::Settings {
             failure_mode_deny: config.rate_limit_fail_closed,
         },
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        aws_environment: aws_environment(),
     }
+}
+
+/// AWS credentials from the controller's environment, if complete.
+fn aws_environment() -> Option<AwsEnvironment> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Some(AwsEnvironment {
+        access_key_id: var("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
+        session_token: var("AWS_SESSION_TOKEN"),
+    })
+}
+
+/// Writes the system CA bundle followed by `extra` into `work_dir` and
+/// returns its path: upstream TLS then also trusts the extra CA.
+pub fn ca_bundle_with(extra: &std::path::Path, work_dir: &std::path::Path) -> Result<PathBuf> {
+    let mut bundle = std::fs::read(system_ca_file()).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+        bundle.push(b'\n');
+    }
+    let extra = std::fs::read(extra)
+        .with_context(|| format!("cannot read --extra-ca {}", extra.display()))?;
+    bundle.extend_from_slice(&extra);
+    let path = work_dir.join("ca-bundle.pem");
+    std::fs::write(&path, bundle)?;
+    Ok(path.canonicalize()?)
 }
 
 fn system_ca_file() -> String {

@@ -22,6 +22,8 @@ pub struct ResolvedBackend {
     pub endpoints: Vec<Endpoint>,
     pub config: BackendConfig,
     pub credential: Option<(String, CredentialValue)>,
+    /// Problems that do not stop the backend from being served.
+    pub warnings: Vec<Diagnostic>,
     /// From the route's backendRef.
     pub weight: u32,
     pub priority: u32,
@@ -78,7 +80,8 @@ pub fn resolve(
         ),
         _ => ai.spec.schema.prefix.clone(),
     };
-    let (auth, credential) = security(resources, ai)?;
+    let mut warnings = Vec::new();
+    let (auth, credential) = security(resources, options, ai, &mut warnings)?;
     Ok(ResolvedBackend {
         key: ai.key(),
         endpoints,
@@ -91,6 +94,7 @@ pub fn resolve(
             auth,
         },
         credential,
+        warnings,
         weight: 1,
         priority: 0,
     })
@@ -183,7 +187,9 @@ type Security = (Option<BackendAuth>, Option<(String, CredentialValue)>);
 
 fn security(
     resources: &Resources,
+    options: &Options,
     ai: &Named<crate::resources::AIServiceBackendSpec>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Security, Diagnostic> {
     let by_ref = ai.spec.backend_security_policy_ref.as_ref().map(|r| r.name.clone());
     let policy = resources.backend_security_policies.iter().find(|p| {
@@ -209,21 +215,28 @@ fn security(
         "AnthropicAPIKey" => (AuthKind::AnthropicApiKey, &policy.spec.anthropic_api_key, "spec.anthropicAPIKey"),
         "AzureAPIKey" => (AuthKind::AzureApiKey, &policy.spec.azure_api_key, "spec.azureAPIKey"),
         "AWSCredentials" => {
-            let region = policy
-                .spec
-                .aws_credentials
-                .as_ref()
-                .and_then(|c| c.get("region"))
-                .and_then(|r| r.as_str())
-                .map(str::to_string);
+            let aws = policy.spec.aws_credentials.as_ref();
+            let region = aws.and_then(|c| c.get("region")).and_then(|r| r.as_str()).map(str::to_string);
+            if region.is_none() {
+                return Err(here(
+                    Diagnostic::error("awsCredentials.region is required").field("spec.awsCredentials.region"),
+                ));
+            }
             let auth = BackendAuth {
                 kind: AuthKind::AwsSigV4,
-                credential: id,
+                credential: id.clone(),
                 region,
             };
-            // AWS credentials are resolved by the providers work; until then
-            // the backend is served and requests to it get a clear error.
-            return Ok((Some(auth), None));
+            let value = match aws_credentials(resources, options, policy) {
+                Ok(value) => Some((id, value)),
+                Err(d) => {
+                    // Still served: requests to it get a clear error until
+                    // credentials are given.
+                    warnings.push(here(d));
+                    None
+                }
+            };
+            return Ok((Some(auth), value));
         }
         other => {
             return Err(here(
@@ -260,4 +273,110 @@ fn security(
         region: None,
     };
     Ok((Some(auth), Some((id, CredentialValue::ApiKey(key.trim().to_string())))))
+}
+
+/// AWS credentials for an AWSCredentials policy: the Secret of
+/// `credentialsFile.secretRef` (an AWS INI file under key `credentials`,
+/// profile `credentialsFile.profile` or `default`), else the controller's
+/// environment as passed in [`Options::aws_environment`].
+fn aws_credentials(
+    resources: &Resources,
+    options: &Options,
+    policy: &Named<crate::resources::BackendSecurityPolicySpec>,
+) -> Result<CredentialValue, Diagnostic> {
+    let file = policy.spec.aws_credentials.as_ref().and_then(|c| c.get("credentialsFile"));
+    if let Some(file) = file {
+        let field = "spec.awsCredentials.credentialsFile.secretRef";
+        let secret_ref = file.get("secretRef");
+        let name = secret_ref
+            .and_then(|r| r.get("name"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| Diagnostic::error("credentialsFile needs secretRef.name").field(field))?;
+        let namespace = secret_ref
+            .and_then(|r| r.get("namespace"))
+            .and_then(|n| n.as_str())
+            .unwrap_or(&policy.namespace);
+        let profile = file.get("profile").and_then(|p| p.as_str()).unwrap_or("default");
+        let secret = resources
+            .secrets
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+            .ok_or_else(|| {
+                Diagnostic::error(format!("Secret {namespace}/{name} does not exist")).field(format!("{field}.name"))
+            })?;
+        let text = secret.spec.values.get("credentials").ok_or_else(|| {
+            Diagnostic::error(format!("Secret {namespace}/{name} has no key \"credentials\"")).field(field)
+        })?;
+        return aws_profile(text, profile).ok_or_else(|| {
+            Diagnostic::error(format!(
+                "Secret {namespace}/{name} key \"credentials\" has no profile [{profile}] with aws_access_key_id and aws_secret_access_key"
+            ))
+            .field("spec.awsCredentials.credentialsFile.profile")
+        });
+    }
+    match &options.aws_environment {
+        Some(env) => Ok(CredentialValue::Aws {
+            access_key_id: env.access_key_id.clone(),
+            secret_access_key: env.secret_access_key.clone(),
+            session_token: env.session_token.clone(),
+        }),
+        None => Err(Diagnostic::warning(
+            "no AWS credentials: give spec.awsCredentials.credentialsFile.secretRef, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the controller; requests to this backend fail until then",
+        )
+        .field("spec.awsCredentials.credentialsFile")),
+    }
+}
+
+/// Reads one profile of an AWS shared credentials (INI) file.
+pub fn aws_profile(text: &str, profile: &str) -> Option<CredentialValue> {
+    let mut in_profile = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let section = section.trim();
+            let section = section.strip_prefix("profile ").map(str::trim).unwrap_or(section);
+            in_profile = section == profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+        match key.trim().to_ascii_lowercase().as_str() {
+            "aws_access_key_id" => id = value,
+            "aws_secret_access_key" => secret = value,
+            "aws_session_token" => token = value,
+            _ => {}
+        }
+    }
+    Some(CredentialValue::Aws {
+        access_key_id: id?,
+        secret_access_key: secret?,
+        session_token: token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_profiles() {
+        let text = "# c\n[default]\naws_access_key_id = AK1\naws_secret_access_key=S1\n\n[profile other]\naws_access_key_id=AK2\naws_secret_access_key = S2\naws_session_token = T2\n[empty]\naws_access_key_id=X\n";
+        assert_eq!(
+            aws_profile(text, "default"),
+            Some(CredentialValue::Aws { access_key_id: "AK1".into(), secret_access_key: "S1".into(), session_token: None })
+        );
+        assert_eq!(
+            aws_profile(text, "other"),
+            Some(CredentialValue::Aws { access_key_id: "AK2".into(), secret_access_key: "S2".into(), session_token: Some("T2".into()) })
+        );
+        assert_eq!(aws_profile(text, "empty"), None);
+        assert_eq!(aws_profile(text, "missing"), None);
+    }
 }

@@ -37,6 +37,23 @@ pub struct Options {
     pub created: u64,
     /// What Envoy does when the rate-limit service cannot answer.
     pub rate_limit: ratelimit::Settings,
+    /// AWS credentials from the controller's environment, used by
+    /// AWSCredentials policies that name no credentials file.
+    pub aws_environment: Option<AwsEnvironment>,
+}
+
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsEnvironment {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for AwsEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsEnvironment(<redacted>)")
+    }
 }
 
 /// Everything the controller serves for one configuration.
@@ -228,6 +245,7 @@ fn translate_rule(
         let namespace = r.namespace.clone().unwrap_or_else(|| route.namespace.clone());
         match backend::resolve(resources, options, &namespace, &r.name) {
             Ok(mut b) => {
+                diagnostics.append(&mut b.warnings);
                 b.config.model_name_override = r.model_name_override.clone();
                 b.weight = r.weight.unwrap_or(1);
                 b.priority = r.priority.unwrap_or(0);

@@ -1,0 +1,213 @@
+"""A fake AWS Bedrock runtime over TLS: checks every request's SigV4
+signature independently with botocore, like Bedrock answers a bad one with
+403, and answers InvokeModel (Anthropic Messages JSON) and
+InvokeModelWithResponseStream (binary event-stream frames)."""
+import base64
+import datetime
+import json
+import os
+import re
+import ssl
+import struct
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from fakes import Recorded
+
+HOST = "bedrock-runtime.us-west-2.amazonaws.com"
+AUTH_RE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
+    r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$")
+
+
+def make_test_ca(directory, hostname=HOST):
+    """A CA and a server certificate for `hostname` signed by it, as PEM
+    files in `directory`: returns (ca.pem, server.pem, server-key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aigw test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server-key.pem")]
+    with open(paths[0], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths
+
+
+def frame(headers, payload):
+    """One event-stream message: prelude, string headers, payload, CRCs."""
+    hb = b""
+    for name, value in headers.items():
+        n, v = name.encode(), value.encode()
+        hb += bytes([len(n)]) + n + bytes([7]) + struct.pack(">H", len(v)) + v
+    total = 12 + len(hb) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(hb))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + hb + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def chunk_frame(event):
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode(), "p": "abcdef"})
+    return frame({":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
+                 payload.encode())
+
+
+class FakeBedrock:
+    def __init__(self, cert, key, access_key, secret_key, session_token=None, text="Hello from Bedrock",
+                 usage=(13, 8)):
+        self.credentials = Credentials(access_key, secret_key, session_token)
+        self.text = text
+        self.usage = usage
+        self.requests = []
+        self.signature_checks = []  # (ok, reason) per request
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Recorded(self.command, self.path, dict(self.headers), body)
+                fake.requests.append(request)
+                ok, reason = fake.verify(request)
+                fake.signature_checks.append((ok, reason))
+                if not ok:
+                    return self._send(403, {"content-type": "application/json", "x-amzn-errortype":
+                                            "InvalidSignatureException"},
+                                      json.dumps({"message": "The request signature we calculated does not match "
+                                                             "the signature you provided. " + reason}).encode())
+                m = re.fullmatch(r"/model/([^/]+)/(invoke|invoke-with-response-stream)", self.path)
+                if not m:
+                    return self._send(404, {"content-type": "application/json"},
+                                      b'{"message":"Unknown operation"}')
+                model = unquote(m.group(1))
+                if m.group(2) == "invoke":
+                    return self._send(200, {"content-type": "application/json"},
+                                      json.dumps(fake.message(model)).encode())
+                self.send_response(200)
+                self.send_header("content-type", "application/vnd.amazon.eventstream")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for f in fake.stream_frames(model):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(f), f))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+            def _send(self, status, headers, payload):
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def verify(self, request):
+        """Recomputes the signature with botocore from what arrived."""
+        h = request.headers
+        m = AUTH_RE.match(h.get("authorization", ""))
+        if not m:
+            return False, "no SigV4 authorization header"
+        if m["akid"] != self.credentials.access_key:
+            return False, "unknown access key"
+        if m["service"] != "bedrock" or m["region"] != "us-west-2":
+            return False, f"wrong scope {m['region']}/{m['service']}"
+        signed = m["signed"].split(";")
+        for required in ("host", "x-amz-date"):
+            if required not in signed:
+                return False, f"{required} is not signed"
+        if self.credentials.token and h.get("x-amz-security-token") != self.credentials.token:
+            return False, "missing session token"
+        amz_date = h.get("x-amz-date", "")
+        try:
+            when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            return False, "bad x-amz-date"
+        if abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) > 300:
+            return False, "request time too skewed"
+        headers = {name: h.get(name, "") for name in signed}
+        aws = AWSRequest(method=request.method, url=f"https://{h.get('host', '')}{request.path}",
+                         data=request.body, headers=headers)
+        aws.context["timestamp"] = amz_date
+        signer = SigV4Auth(self.credentials, "bedrock", "us-west-2")
+        canonical = signer.canonical_request(aws)
+        expected = signer.signature(signer.string_to_sign(aws, canonical), aws)
+        if expected != m["signature"]:
+            return False, "signature mismatch"
+        return True, "ok"
+
+    def message(self, model):
+        return {"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": self.text}], "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": self.usage[0], "output_tokens": self.usage[1]}}
+
+    def stream_frames(self, model):
+        words = self.text.split(" ")
+        events = [
+            {"type": "message_start", "message": {
+                "id": "msg_bdrk_02", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": self.usage[0], "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ]
+        for i, w in enumerate(words):
+            events.append({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": "text_delta", "text": w if i == 0 else " " + w}})
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": self.usage[1]}},
+            {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": self.usage[0], "outputTokenCount": self.usage[1],
+                "invocationLatency": 100, "firstByteLatency": 50}},
+        ]
+        return [chunk_frame(e) for e in events]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
