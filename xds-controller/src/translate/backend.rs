@@ -380,3 +380,165 @@ mod tests {
         assert_eq!(aws_profile(text, "missing"), None);
     }
 }
+
+#[cfg(test)]
+mod aws_tests {
+    use super::super::{translate, AwsEnvironment, Options};
+    use crate::credentials::CredentialValue;
+    use crate::error::Severity;
+    use crate::translate::envoy::WasmCode;
+    use aigw_filter::config::CredentialSource;
+
+    const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec: {gatewayClassName: aigw, listeners: [{name: http, port: 80, protocol: HTTP}]}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: bedrock, namespace: default}
+spec: {endpoints: [{fqdn: {hostname: bedrock-runtime.us-west-2.amazonaws.com, port: 443}}]}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {name: bedrock, namespace: default}
+spec:
+  schema: {name: AWSAnthropic, version: bedrock-2023-05-31}
+  backendRef: {name: bedrock, kind: Backend, group: gateway.envoyproxy.io}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {name: route, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: bedrock}]}]
+"#;
+
+    fn options(env: Option<AwsEnvironment>) -> Options {
+        Options {
+            wasm: WasmCode {
+                path: "f.wasm".into(),
+                env_keys: vec![],
+            },
+            listen_address: "127.0.0.1".into(),
+            port_map: Default::default(),
+            resolve: Default::default(),
+            credential_source: CredentialSource {
+                cluster: "c".into(),
+                authority: "a".into(),
+                path: "/p".into(),
+                token_env: "T".into(),
+                ttl_seconds: 30,
+            },
+            ca_file: "/ca.pem".into(),
+            access_log: None,
+            config_version: 1,
+            created: 0,
+            rate_limit: Default::default(),
+            aws_environment: env,
+        }
+    }
+
+    fn run(policy: &str, env: Option<AwsEnvironment>) -> super::super::Translation {
+        let mut resources = Default::default();
+        let mut diagnostics = Vec::new();
+        let text = format!("{BASE}---\n{policy}");
+        crate::load::load_str("test.yaml", &text, &mut resources, &mut diagnostics);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        translate(&resources, &options(env))
+    }
+
+    const ENV_POLICY: &str = r#"
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {name: aws, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]
+  type: AWSCredentials
+  awsCredentials: {region: us-west-2}
+"#;
+
+    #[test]
+    fn credentials_from_the_environment() {
+        let env = AwsEnvironment {
+            access_key_id: "AKID".into(),
+            secret_access_key: "SECRET".into(),
+            session_token: Some("TOKEN".into()),
+        };
+        let t = run(ENV_POLICY, Some(env));
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_eq!(
+            t.credentials.credentials.get("default/aws"),
+            Some(&CredentialValue::Aws {
+                access_key_id: "AKID".into(),
+                secret_access_key: "SECRET".into(),
+                session_token: Some("TOKEN".into()),
+            })
+        );
+        let cluster = serde_json::to_string(&t.clusters).unwrap();
+        assert!(!cluster.contains("SECRET"), "secrets never reach Envoy's config");
+        assert!(cluster.contains("aws_sig_v4") && cluster.contains("us-west-2"));
+    }
+
+    #[test]
+    fn missing_credentials_warn_and_keep_serving() {
+        let t = run(ENV_POLICY, None);
+        assert_eq!(t.clusters.len(), 1, "the backend is still served");
+        assert!(t.credentials.credentials.is_empty());
+        let d = t
+            .diagnostics
+            .iter()
+            .find(|d| d.severity == Severity::Warning)
+            .expect("a warning");
+        assert_eq!(
+            d.resource.as_deref(),
+            Some("BackendSecurityPolicy default/aws")
+        );
+        assert_eq!(
+            d.field.as_deref(),
+            Some("spec.awsCredentials.credentialsFile")
+        );
+        assert!(d.message.contains("AWS_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn credentials_file_secret_wins_over_the_environment() {
+        let policy = r#"
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {name: aws, namespace: default}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]
+  type: AWSCredentials
+  awsCredentials:
+    region: eu-west-1
+    credentialsFile: {secretRef: {name: aws-creds}, profile: prod}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: aws-creds, namespace: default}
+stringData:
+  credentials: "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[prod]\naws_access_key_id = P\naws_secret_access_key = PS\n"
+"#;
+        let env = AwsEnvironment {
+            access_key_id: "ENV".into(),
+            secret_access_key: "ENVS".into(),
+            session_token: None,
+        };
+        let t = run(policy, Some(env));
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert!(matches!(
+            t.credentials.credentials.get("default/aws"),
+            Some(CredentialValue::Aws { access_key_id, .. }) if access_key_id == "P"
+        ));
+        let missing = policy.replace("profile: prod", "profile: nope");
+        let t = run(&missing, None);
+        let d = &t.diagnostics[0];
+        assert!(d.message.contains("[nope]"), "{}", d.message);
+        assert_eq!(
+            d.field.as_deref(),
+            Some("spec.awsCredentials.credentialsFile.profile")
+        );
+    }
+}
