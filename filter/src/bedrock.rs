@@ -84,6 +84,33 @@ pub fn prepare(
     })
 }
 
+/// Moves the client's `anthropic-beta` header (comma-separated flags) into
+/// the body's `anthropic_beta` list, where Bedrock reads it, unless the
+/// body already has one.
+pub fn add_beta(request: &mut UpstreamRequest, header: &str) {
+    let flags: Vec<Value> = header
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(|f| Value::String(f.to_string()))
+        .collect();
+    if flags.is_empty() {
+        return;
+    }
+    let Some(body) = &request.body else { return };
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    if object.contains_key("anthropic_beta") {
+        return;
+    }
+    object.insert("anthropic_beta".into(), Value::Array(flags));
+    request.body = Some(value.to_string().into_bytes());
+}
+
 /// The region to sign for: the policy's, else the one in a
 /// `bedrock-runtime.<region>.amazonaws.com` host.
 pub fn region(backend: &BackendConfig) -> Option<String> {
@@ -376,6 +403,22 @@ mod tests {
                 .status,
             400
         );
+    }
+
+    #[test]
+    fn beta_header_goes_into_the_body() {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let mut r = prepare(Endpoint::AnthropicMessages, &backend(), body).unwrap();
+        add_beta(&mut r, " a-2025-01-01 , b ,");
+        assert_eq!(
+            String::from_utf8(r.body.clone().unwrap()).unwrap(),
+            r#"{"messages":[],"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["a-2025-01-01","b"]}"#
+        );
+        let before = r.body.clone();
+        add_beta(&mut r, "c");
+        assert_eq!(r.body, before, "the client's own anthropic_beta wins");
+        add_beta(&mut r, " , ");
+        assert_eq!(r.body, before);
     }
 
     #[test]

@@ -590,8 +590,15 @@ impl HttpContext for UpstreamFilter {
             return Action::Continue;
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let bedrock = backend.schema == SchemaName::AWSAnthropic;
         match prepare(endpoint, &self.query, backend, &body) {
-            Ok(request) => self.finish(request, false),
+            Ok(mut request) => {
+                // Bedrock takes Anthropic's beta flags in the body.
+                if let Some(beta) = request_header(self, "anthropic-beta").filter(|_| bedrock) {
+                    crate::bedrock::add_beta(&mut request, &beta);
+                }
+                self.finish(request, false)
+            }
             Err(e) => self.fail(e),
         }
     }

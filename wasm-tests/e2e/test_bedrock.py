@@ -75,10 +75,13 @@ def assert_usage_logged(gw, input_tokens, output_tokens):
 def test_messages_non_streaming(gateway, tls, bedrock):
     fake = bedrock(usage=(13, 8))
     gw = start(gateway, tls, fake)
-    r = client(gw).messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+    r = client(gw).messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                                   extra_headers={"anthropic-beta": "beta-one, beta-two"})
     assert r.content[0].text == "Hello from Bedrock"
     assert (r.usage.input_tokens, r.usage.output_tokens) == (13, 8)
     assert_clean_signed_request(fake, stream=False)
+    assert fake.requests[-1].json()["anthropic_beta"] == ["beta-one", "beta-two"]
+    assert "anthropic-beta" not in fake.requests[-1].headers
     assert_usage_logged(gw, 13, 8)
 
 
