@@ -4,6 +4,7 @@ mod bootstrap;
 mod credentials;
 mod demo;
 mod error;
+mod kube_source;
 mod load;
 mod proto;
 mod ratelimit;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Kubernetes mode: watch the cluster's resources, serve xDS, credentials and rate limits.
+    Controller(kube_source::controller::ControllerArgs),
     /// Serve the resources in FILEs (or a configuration from the environment) through Envoy.
     Run(RunArgs),
     /// Print the Envoy configuration FILEs translate to, and start nothing.
@@ -129,6 +132,7 @@ async fn main() -> std::process::ExitCode {
                 None => run::run(config).await,
             }
         }
+        Command::Controller(args) => kube_source::controller::run(args).await,
         Command::Translate { files, common } => translate_command(files, common),
         Command::Validate { files } => validate::command(&files),
     };

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 pub const TOKEN_ENV: &str = "AIGW_CREDENTIAL_TOKEN";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunConfig {
     pub files: Vec<PathBuf>,
     pub secrets: Vec<SecretArg>,

@@ -1,0 +1,198 @@
+//! `aigw controller`: the Kubernetes mode. Serves ADS, the credential
+//! service and the rate-limit service on configurable addresses, and
+//! configures them from the watched resources. Envoy runs elsewhere (its
+//! own Deployment) with a bootstrap pointing here.
+
+use super::{sync, Published, SourceConfig};
+use crate::credentials::CredentialService;
+use crate::ratelimit::{RateLimitServer, Store};
+use crate::run::{RunConfig, TOKEN_ENV};
+use crate::translate::Options;
+use crate::xds::{AdsServer, Snapshot};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Address of the ADS (xDS) gRPC server Envoy connects to.
+    #[arg(long, default_value = "0.0.0.0:18000")]
+    pub xds_address: String,
+    /// Address of the credential service the filter fetches upstream keys from.
+    #[arg(long, default_value = "0.0.0.0:18001")]
+    pub credential_address: String,
+    /// Address of the rate-limit gRPC service.
+    #[arg(long, default_value = "0.0.0.0:18002")]
+    pub rate_limit_address: String,
+    /// The credential service's authority as Envoy reaches it (through the
+    /// bootstrap's aigw_controller cluster).
+    #[arg(long, default_value = "aigw-controller.aigw-system.svc:18001")]
+    pub credential_authority: String,
+    /// Token the filter presents to the credential service; Envoy gets the
+    /// same value in its environment.
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub credential_token: String,
+    /// Path of the filter's .wasm inside the Envoy pods.
+    #[arg(long, default_value = "/etc/aigw/wasm/aigw_filter.wasm")]
+    pub wasm_path: PathBuf,
+    /// CA bundle inside the Envoy pods, for upstream TLS.
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    pub envoy_ca_file: String,
+    /// Address the Gateway listeners bind inside the Envoy pods.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_address: String,
+    /// JSON-lines access log inside the Envoy pods (e.g. /dev/stdout).
+    #[arg(long)]
+    pub access_log: Option<PathBuf>,
+    /// Watch this namespace only (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// API version of the aigateway.envoyproxy.io kinds to watch.
+    #[arg(long, default_value = "v1alpha1")]
+    pub ai_gateway_version: String,
+    /// API version of BackendTLSPolicy to watch (v1alpha3 or v1).
+    #[arg(long, default_value = "v1alpha3")]
+    pub backend_tls_policy_version: String,
+    /// Quiet time after a change before translating, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub debounce_ms: u64,
+    /// Redis URL for rate-limit counters (default: in memory).
+    #[arg(long, env = "AIGW_REDIS")]
+    pub redis: Option<String>,
+    /// Refuse requests when rate limits cannot be checked.
+    #[arg(long)]
+    pub rate_limit_fail_closed: bool,
+}
+
+impl ControllerArgs {
+    pub fn source_config(&self) -> SourceConfig {
+        SourceConfig {
+            namespace: self.namespace.clone(),
+            ai_gateway_version: self.ai_gateway_version.clone(),
+            backend_tls_policy_version: self.backend_tls_policy_version.clone(),
+            debounce: Duration::from_millis(self.debounce_ms),
+            ..SourceConfig::default()
+        }
+    }
+
+    /// The translation's inputs for configuration `version`: paths and
+    /// addresses as seen from the Envoy pods.
+    pub fn options(&self, version: u64) -> Options {
+        let config = RunConfig {
+            wasm: self.wasm_path.clone(),
+            listen_address: self.listen_address.clone(),
+            access_log: self.access_log.clone(),
+            redis: self.redis.clone(),
+            rate_limit_fail_closed: self.rate_limit_fail_closed,
+            ..RunConfig::default()
+        };
+        let mut options = crate::run::options(&config, 0, version);
+        options.credential_source.authority = self.credential_authority.clone();
+        options.ca_file = self.envoy_ca_file.clone();
+        options
+    }
+}
+
+/// Where a published configuration goes.
+#[derive(Clone)]
+pub struct Servers {
+    pub snapshots: Arc<watch::Sender<Arc<Snapshot>>>,
+    pub credentials: CredentialService,
+    pub rate_limiter: RateLimitServer,
+}
+
+impl Servers {
+    pub fn publish(&self, published: &Published) {
+        self.credentials
+            .update(published.translation.credentials.clone());
+        self.rate_limiter
+            .update(published.translation.rate_limits.clone());
+        let _ = self.snapshots.send(published.snapshot.clone());
+    }
+}
+
+async fn bind(address: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for {what}"))
+}
+
+pub async fn run(args: ControllerArgs) -> Result<()> {
+    if args.credential_token.len() < 16 {
+        bail!("{TOKEN_ENV} must be set to a random token of at least 16 characters");
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let xds_listener = bind(&args.xds_address, "xDS").await?;
+    let credential_listener = bind(&args.credential_address, "credentials").await?;
+    let ratelimit_listener = bind(&args.rate_limit_address, "rate limits").await?;
+
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let credentials = CredentialService::new(args.credential_token.clone());
+    let rate_limiter = RateLimitServer::new(
+        match &args.redis {
+            Some(url) => Store::Redis(
+                crate::ratelimit::redis::RedisStore::new(url).map_err(anyhow::Error::msg)?,
+            ),
+            None => Store::Memory(Default::default()),
+        },
+        args.rate_limit_fail_closed,
+    );
+    let servers = Servers {
+        snapshots: Arc::new(snapshot_tx),
+        credentials: credentials.clone(),
+        rate_limiter: rate_limiter.clone(),
+    };
+    let ads = AdsServer::new(snapshot_rx);
+    let xds = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ads.service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
+    );
+    let ratelimit = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(rate_limiter.service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                ratelimit_listener,
+            )),
+    );
+    let router = credentials.router();
+    let creds = tokio::spawn(async move { axum::serve(credential_listener, router).await });
+    eprintln!(
+        "aigw: controller serving xDS on {}, credentials on {}, rate limits on {}",
+        args.xds_address, args.credential_address, args.rate_limit_address
+    );
+
+    let source = args.source_config();
+    let options = |version| args.options(version);
+    let publish = |p: &Published| {
+        servers.publish(p);
+        eprintln!(
+            "aigw: configuration version {} pushed ({} AIGatewayRoutes)",
+            p.version,
+            p.resources.ai_gateway_routes.len()
+        );
+    };
+    tokio::select! {
+        () = sync(client, source, options, publish) => bail!("the Kubernetes watch ended"),
+        r = xds => bail!("the xDS server stopped: {r:?}"),
+        r = ratelimit => bail!("the rate-limit server stopped: {r:?}"),
+        r = creds => bail!("the credential server stopped: {r:?}"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        () = terminate() => Ok(()),
+    }
+}
+
+/// SIGTERM, which Kubernetes sends to stop the pod.
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
