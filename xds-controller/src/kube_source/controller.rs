@@ -44,6 +44,10 @@ pub struct ControllerArgs {
     /// Address the Gateway listeners bind inside the Envoy pods.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_address: String,
+    /// Gateway listener ports below 1024 are bound at port + this offset in
+    /// the Envoy pods (unprivileged), as Envoy Gateway does; 0 binds them as is.
+    #[arg(long, default_value_t = 10000)]
+    pub privileged_port_offset: u16,
     /// JSON-lines access log inside the Envoy pods (e.g. /dev/stdout).
     #[arg(long)]
     pub access_log: Option<PathBuf>,
@@ -92,6 +96,11 @@ impl ControllerArgs {
         let mut options = crate::run::options(&config, 0, version);
         options.credential_source.authority = self.credential_authority.clone();
         options.ca_file = self.envoy_ca_file.clone();
+        if self.privileged_port_offset > 0 {
+            options.port_map = (1..1024)
+                .map(|p| (p, p + self.privileged_port_offset))
+                .collect();
+        }
         options
     }
 }

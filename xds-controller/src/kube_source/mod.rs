@@ -10,6 +10,8 @@
 //! one that served something.
 
 pub mod controller;
+#[cfg(test)]
+mod deploy_tests;
 pub mod status;
 #[cfg(test)]
 mod tests;

@@ -328,7 +328,7 @@ fn seed(fake: &Fake) {
             "gateway.networking.k8s.io/v1",
             "Gateway",
             "gw",
-            json!({"gatewayClassName": "aigw", "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}),
+            json!({"gatewayClassName": "aigw", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}),
         ),
     );
     fake.put(
@@ -371,6 +371,7 @@ struct Seen {
     routes: Vec<String>,
     secrets: Vec<String>,
     listeners: usize,
+    ports: Vec<u64>,
     clusters: Vec<String>,
     credentials: BTreeMap<String, CredentialValue>,
 }
@@ -385,6 +386,7 @@ fn args() -> ControllerArgs {
         wasm_path: "/etc/aigw/wasm/aigw_filter.wasm".into(),
         envoy_ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
         listen_address: "0.0.0.0".into(),
+        privileged_port_offset: 10000,
         access_log: None,
         namespace: None,
         ai_gateway_version: "v1alpha1".into(),
@@ -421,6 +423,12 @@ fn start(fake: &Fake) -> tokio::sync::watch::Receiver<Seen> {
                         .collect(),
                     secrets: names(&p.resources.secrets),
                     listeners: p.translation.listeners.len(),
+                    ports: p
+                        .translation
+                        .listeners
+                        .iter()
+                        .filter_map(|l| l["address"]["socket_address"]["port_value"].as_u64())
+                        .collect(),
                     clusters: p
                         .translation
                         .clusters
@@ -479,6 +487,7 @@ async fn watches_translates_and_writes_status() {
 
     // First configuration: the route is served; the policy's Secret is missing.
     let first = wait_for(&mut seen, "the first configuration", |s| s.version >= 1).await;
+    assert_eq!(first.ports, [10080], "port 80 is bound unprivileged");
     assert_eq!(first.routes, ["default/r1"]);
     assert_eq!(first.listeners, 1);
     assert!(
