@@ -94,8 +94,13 @@ mod tests {
         let mut c = CredentialCache::default();
         assert!(!c.is_fresh(100, 30, 0));
         c.load(BODY, 100).unwrap();
-        assert_eq!(c.get("default/openai"), Some(&Credential::ApiKey("sk-test".into())));
-        assert!(matches!(c.get("default/aws"), Some(Credential::Aws(a)) if a.session_token.as_deref() == Some("TOK")));
+        assert_eq!(
+            c.get("default/openai"),
+            Some(&Credential::ApiKey("sk-test".into()))
+        );
+        assert!(
+            matches!(c.get("default/aws"), Some(Credential::Aws(a)) if a.session_token.as_deref() == Some("TOK"))
+        );
         assert!(c.is_fresh(129, 30, 3));
         assert!(!c.is_fresh(130, 30, 3), "expired by age");
         assert!(!c.is_fresh(101, 30, 4), "older than the configuration");

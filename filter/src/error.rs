@@ -154,6 +154,9 @@ mod tests {
     #[test]
     fn cause_sets_openai_type() {
         assert_eq!(GatewayError::internal("x").openai_type(), "internal_error");
-        assert_eq!(GatewayError::upstream(502, "x").openai_type(), "upstream_error");
+        assert_eq!(
+            GatewayError::upstream(502, "x").openai_type(),
+            "upstream_error"
+        );
     }
 }

@@ -5,12 +5,12 @@ use crate::anthropic::StreamUsage;
 use crate::bedrock::EventStreamToSse;
 use crate::config::{PluginConfig, Role, SchemaName};
 use crate::credentials::Credential;
-use crate::sse::SseSplitter;
 use crate::credentials::CredentialCache;
 use crate::error::{ErrorShape, GatewayError};
 use crate::models::{list_body, lookup, ModelLookup};
 use crate::request::{parse_request, Endpoint, RequestFacts};
 use crate::response::{ChunkOutput, JsonBody, OpenAiStream};
+use crate::sse::SseSplitter;
 use crate::upstream::{credential_header, prepare, UpstreamRequest, CLIENT_HEADERS_REMOVED};
 use crate::usage::Usage;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -24,7 +24,13 @@ const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Internal: the router role tells the upstream role which API was called.
 const ENDPOINT_HEADER: &str = "x-aigw-endpoint";
 /// Endpoint metadata namespace and key that name the backend.
-const BACKEND_METADATA: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "aigw", "backend"];
+const BACKEND_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "aigw",
+    "backend",
+];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -171,7 +177,10 @@ impl RouterFilter {
         if lookup(&self.config.models, &facts.model) == ModelLookup::Unknown {
             let error = GatewayError::client(
                 404,
-                format!("The model `{}` does not exist or is not served by this gateway.", facts.model),
+                format!(
+                    "The model `{}` does not exist or is not served by this gateway.",
+                    facts.model
+                ),
             )
             .with_param("model")
             .with_code("model_not_found");
@@ -179,7 +188,10 @@ impl RouterFilter {
         }
         self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
         self.set_http_request_header(ENDPOINT_HEADER, Some(endpoint.name()));
-        if self.call_foreign_function("clear_route_cache", None).is_err() {
+        if self
+            .call_foreign_function("clear_route_cache", None)
+            .is_err()
+        {
             log(LogLevel::Warn, "aigw: clear_route_cache is not available");
         }
         self.facts = Some(facts);
@@ -218,22 +230,29 @@ impl HttpContext for RouterFilter {
         let endpoint = match Endpoint::classify(&method, &path) {
             Some(Endpoint::Models) => {
                 let body = list_body(&self.config.models, self.config.created);
-                self.send_http_response(200, vec![("content-type", "application/json")], Some(&body));
+                self.send_http_response(
+                    200,
+                    vec![("content-type", "application/json")],
+                    Some(&body),
+                );
                 return Action::Pause;
             }
             Some(endpoint) => endpoint,
             None => {
                 return self.fail(GatewayError::client(
                     404,
-                    format!("{method} {} is not an endpoint of this gateway", path.split('?').next().unwrap_or("")),
+                    format!(
+                        "{method} {} is not an endpoint of this gateway",
+                        path.split('?').next().unwrap_or("")
+                    ),
                 ))
             }
         };
         self.endpoint = Some(endpoint);
         self.shape = endpoint.error_shape();
         let limit = self.config.max_request_bytes;
-        let declared = request_header(self, "content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared =
+            request_header(self, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         if limit > 0 && declared.is_some_and(|n| n > limit) {
             let error = self.too_large();
             return self.fail(error);
@@ -417,7 +436,8 @@ impl UpstreamFilter {
     }
 
     fn shape(&self) -> ErrorShape {
-        self.endpoint.map_or(ErrorShape::OpenAi, Endpoint::error_shape)
+        self.endpoint
+            .map_or(ErrorShape::OpenAi, Endpoint::error_shape)
     }
 
     fn fail(&mut self, error: GatewayError) -> Action {
@@ -426,7 +446,9 @@ impl UpstreamFilter {
     }
 
     fn backend_config(&self) -> Option<&crate::config::BackendConfig> {
-        self.backend.as_ref().and_then(|b| self.config.backends.get(b))
+        self.backend
+            .as_ref()
+            .and_then(|b| self.config.backends.get(b))
     }
 
     /// Writes the rewritten request and its credential. Returns Pause while
@@ -439,11 +461,14 @@ impl UpstreamFilter {
         let mut signed = Vec::new();
         if let Some(auth) = &backend.auth {
             let Some(source) = self.config.credentials.clone() else {
-                return self.fail(GatewayError::internal("no credential service is configured"));
+                return self.fail(GatewayError::internal(
+                    "no credential service is configured",
+                ));
             };
             let now = now_secs(self);
             let fresh = CREDENTIALS.with(|c| {
-                c.borrow().is_fresh(now, source.ttl_seconds, self.config.config_version)
+                c.borrow()
+                    .is_fresh(now, source.ttl_seconds, self.config.config_version)
             });
             // Right after a load, use what was loaded even if it looks stale
             // (an older controller version): fetching again would loop.
@@ -509,7 +534,13 @@ impl UpstreamFilter {
             (":authority", source.authority.as_str()),
             ("authorization", authorization.as_str()),
         ];
-        match self.dispatch_http_call(&source.cluster, headers, None, vec![], Duration::from_secs(5)) {
+        match self.dispatch_http_call(
+            &source.cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_secs(5),
+        ) {
             Ok(_) => {
                 self.pending = Some(request);
                 Action::Pause
@@ -523,14 +554,24 @@ impl UpstreamFilter {
 }
 
 impl Context for UpstreamFilter {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let _ = proxy_wasm::hostcalls::set_effective_context(self.context_id);
-        let Some(request) = self.pending.take() else { return };
+        let Some(request) = self.pending.take() else {
+            return;
+        };
         let status = self
             .get_http_call_response_header_bytes(":status")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
         let now = now_secs(self);
         let loaded = if status == "200" {
             CREDENTIALS.with(|c| c.borrow_mut().load(&body, now))
@@ -555,9 +596,12 @@ impl Context for UpstreamFilter {
 impl HttpContext for UpstreamFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let path = request_header(self, ":path").unwrap_or_default();
-        self.query = path.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
-        self.endpoint = request_header(self, ENDPOINT_HEADER)
-            .and_then(|name| Endpoint::from_name(&name));
+        self.query = path
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default();
+        self.endpoint =
+            request_header(self, ENDPOINT_HEADER).and_then(|name| Endpoint::from_name(&name));
         self.set_http_request_header(ENDPOINT_HEADER, None);
         for name in CLIENT_HEADERS_REMOVED {
             self.set_http_request_header(name, None);
@@ -573,7 +617,9 @@ impl HttpContext for UpstreamFilter {
             return self.fail(error);
         }
         if self.endpoint.is_none() {
-            return self.fail(GatewayError::internal("request did not pass the gateway's router"));
+            return self.fail(GatewayError::internal(
+                "request did not pass the gateway's router",
+            ));
         }
         if end_of_stream {
             return self.fail(GatewayError::bad_request("request body is required"));

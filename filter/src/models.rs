@@ -44,7 +44,9 @@ pub fn list_body(models: &[ModelRoute], created: u64) -> Vec<u8> {
             _ => None,
         })
         .collect();
-    json!({"object": "list", "data": data}).to_string().into_bytes()
+    json!({"object": "list", "data": data})
+        .to_string()
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -82,7 +84,12 @@ mod tests {
         ];
         let v: serde_json::Value = serde_json::from_slice(&list_body(&models, 42)).unwrap();
         assert_eq!(v["object"], "list");
-        let ids: Vec<_> = v["data"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
+        let ids: Vec<_> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect();
         assert_eq!(ids, vec!["a", "b"]);
         assert_eq!(v["data"][0]["created"], 42);
         assert_eq!(v["data"][0]["owned_by"], "acme");

@@ -114,15 +114,19 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
     let model = match object.get("model") {
         Some(Value::String(m)) if m.chars().any(char::is_control) => {
             // The model becomes a header value: no line breaks or NULs.
-            return Err(GatewayError::bad_request("model must not contain control characters")
-                .with_param("model")
-                .with_code("invalid_model"));
+            return Err(
+                GatewayError::bad_request("model must not contain control characters")
+                    .with_param("model")
+                    .with_code("invalid_model"),
+            );
         }
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(GatewayError::bad_request("you must provide a model parameter")
-                .with_param("model")
-                .with_code("missing_model"))
+            return Err(
+                GatewayError::bad_request("you must provide a model parameter")
+                    .with_param("model")
+                    .with_code("missing_model"),
+            )
         }
         Some(_) => {
             return Err(GatewayError::bad_request("model must be a string")
@@ -140,8 +144,10 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
         }
     };
     if stream && !endpoint.can_stream() {
-        return Err(GatewayError::bad_request("this endpoint does not support streaming")
-            .with_param("stream"));
+        return Err(
+            GatewayError::bad_request("this endpoint does not support streaming")
+                .with_param("stream"),
+        );
     }
     let client_wants_usage = object
         .get("stream_options")
@@ -162,12 +168,28 @@ mod tests {
     #[test]
     fn classify_table() {
         let cases = [
-            ("POST", "/v1/chat/completions", Some(Endpoint::ChatCompletions)),
-            ("POST", "/v1/chat/completions?x=1", Some(Endpoint::ChatCompletions)),
-            ("POST", "/v1/chat/completions/", Some(Endpoint::ChatCompletions)),
+            (
+                "POST",
+                "/v1/chat/completions",
+                Some(Endpoint::ChatCompletions),
+            ),
+            (
+                "POST",
+                "/v1/chat/completions?x=1",
+                Some(Endpoint::ChatCompletions),
+            ),
+            (
+                "POST",
+                "/v1/chat/completions/",
+                Some(Endpoint::ChatCompletions),
+            ),
             ("POST", "/v1/completions", Some(Endpoint::Completions)),
             ("POST", "/v1/embeddings", Some(Endpoint::Embeddings)),
-            ("POST", "/anthropic/v1/messages", Some(Endpoint::AnthropicMessages)),
+            (
+                "POST",
+                "/anthropic/v1/messages",
+                Some(Endpoint::AnthropicMessages),
+            ),
             ("GET", "/v1/models", Some(Endpoint::Models)),
             ("GET", "/v1/chat/completions", None),
             ("POST", "/v2/chat/completions", None),
@@ -229,6 +251,11 @@ mod tests {
     fn deeply_nested_json_is_an_error_not_a_crash() {
         let mut body = String::from(r#"{"model":"m","x":"#);
         body.push_str(&"[".repeat(100_000));
-        assert_eq!(parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap_err().status, 400);
+        assert_eq!(
+            parse_request(Endpoint::ChatCompletions, body.as_bytes())
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

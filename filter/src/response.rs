@@ -83,7 +83,11 @@ impl OpenAiStream {
         let mut dropped = false;
         for event in events {
             let parsed: Option<Value> = serde_json::from_str(&event.data).ok();
-            if let Some(usage) = parsed.as_ref().and_then(|v| v.get("usage")).and_then(Usage::from_openai) {
+            if let Some(usage) = parsed
+                .as_ref()
+                .and_then(|v| v.get("usage"))
+                .and_then(Usage::from_openai)
+            {
                 self.usage = Some(usage);
                 let no_choices = parsed
                     .as_ref()

@@ -114,10 +114,12 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_events() {
-        let crlf = String::from_utf8(STREAM.to_vec()).unwrap().replace('\n', "\r\n");
+        let crlf = String::from_utf8(STREAM.to_vec())
+            .unwrap()
+            .replace('\n', "\r\n");
         for stream in [STREAM.to_vec(), crlf.into_bytes()] {
             let mut whole = SseSplitter::default();
-            let want = whole.push(&stream); 
+            let want = whole.push(&stream);
             for a in 0..stream.len() {
                 for b in a..stream.len() {
                     let mut s = SseSplitter::default();

@@ -57,7 +57,11 @@ fn prepare_openai(
             "this endpoint is not available on an OpenAI-schema backend",
         )
     })?;
-    let prefix = backend.prefix.as_deref().unwrap_or("/v1").trim_end_matches('/');
+    let prefix = backend
+        .prefix
+        .as_deref()
+        .unwrap_or("/v1")
+        .trim_end_matches('/');
     let mut path = format!("{prefix}{suffix}");
     if !query.is_empty() {
         path.push('?');
@@ -155,11 +159,19 @@ mod tests {
     #[test]
     fn prefix_query_and_override() {
         let body = br#"{"model":"m","messages":[],"zeta":1,"alpha":2}"#;
-        let r = prepare(Endpoint::Embeddings, "a=b", &backend(Some("/api/v1/"), Some("real")), body)
-            .unwrap();
+        let r = prepare(
+            Endpoint::Embeddings,
+            "a=b",
+            &backend(Some("/api/v1/"), Some("real")),
+            body,
+        )
+        .unwrap();
         assert_eq!(r.path, "/api/v1/embeddings?a=b");
         let text = String::from_utf8(r.body.unwrap()).unwrap();
-        assert_eq!(text, r#"{"model":"real","messages":[],"zeta":1,"alpha":2}"#, "key order kept");
+        assert_eq!(
+            text, r#"{"model":"real","messages":[],"zeta":1,"alpha":2}"#,
+            "key order kept"
+        );
     }
 
     #[test]
@@ -172,7 +184,10 @@ mod tests {
         )
         .unwrap();
         let v: Value = serde_json::from_slice(&r.body.unwrap()).unwrap();
-        assert_eq!(v["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
+        );
         let r = prepare(
             Endpoint::ChatCompletions,
             "",

@@ -67,7 +67,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             u,
-            Usage { input: 20, output: 30, total: 50, cached_input: 4, cache_creation_input: 0, reasoning: 12 }
+            Usage {
+                input: 20,
+                output: 30,
+                total: 50,
+                cached_input: 4,
+                cache_creation_input: 0,
+                reasoning: 12
+            }
         );
     }
 

@@ -65,7 +65,10 @@ impl CredentialService {
 
 async fn serve(State(service): State<CredentialService>, headers: HeaderMap) -> Response {
     let expected = format!("Bearer {}", service.token);
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
@@ -90,7 +93,8 @@ mod tests {
             config_version: 2,
             ..Default::default()
         };
-        set.credentials.insert("default/k".into(), CredentialValue::ApiKey("sk".into()));
+        set.credentials
+            .insert("default/k".into(), CredentialValue::ApiKey("sk".into()));
         let json = serde_json::to_vec(&set).unwrap();
         let mut cache = aigw_filter::credentials::CredentialCache::default();
         cache.load(&json, 0).unwrap();

@@ -29,7 +29,10 @@ async fn chat(body: Bytes) -> Response {
         let error = json!({"error": {"message": "invalid JSON", "type": "invalid_request_error", "param": null, "code": null}});
         return (axum::http::StatusCode::BAD_REQUEST, Json(error)).into_response();
     };
-    let text = format!("Hello from {DEMO_MODEL}! You said: {}", last_user_text(&request));
+    let text = format!(
+        "Hello from {DEMO_MODEL}! You said: {}",
+        last_user_text(&request)
+    );
     let prompt_tokens = last_user_text(&request).split_whitespace().count() as u64 + 1;
     let completion_tokens = text.split_whitespace().count() as u64;
     let usage = json!({
@@ -41,7 +44,11 @@ async fn chat(body: Bytes) -> Response {
     if request["stream"] == json!(true) {
         let mut body = String::new();
         for (i, word) in text.split_inclusive(' ').enumerate() {
-            let delta = if i == 0 { json!({"role": "assistant", "content": word}) } else { json!({"content": word}) };
+            let delta = if i == 0 {
+                json!({"role": "assistant", "content": word})
+            } else {
+                json!({"content": word})
+            };
             let chunk = json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
             body.push_str(&format!("data: {chunk}\n\n"));

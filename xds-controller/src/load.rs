@@ -26,7 +26,10 @@ struct Metadata {
     namespace: Option<String>,
 }
 
-const AI_GATEWAY: &[&str] = &["aigateway.envoyproxy.io/v1alpha1", "aigateway.envoyproxy.io/v1beta1"];
+const AI_GATEWAY: &[&str] = &[
+    "aigateway.envoyproxy.io/v1alpha1",
+    "aigateway.envoyproxy.io/v1beta1",
+];
 const ENVOY_GATEWAY: &[&str] = &["gateway.envoyproxy.io/v1alpha1"];
 const GATEWAY_API: &[&str] = &[
     "gateway.networking.k8s.io/v1",
@@ -36,7 +39,12 @@ const GATEWAY_API: &[&str] = &[
 ];
 
 /// Parses the text of one file, adding what it holds to `resources`.
-pub fn load_str(file: &str, text: &str, resources: &mut Resources, diagnostics: &mut Vec<Diagnostic>) {
+pub fn load_str(
+    file: &str,
+    text: &str,
+    resources: &mut Resources,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let source = Source {
             file: file.to_string(),
@@ -72,61 +80,69 @@ fn load_value(
             return;
         }
     };
-    let namespace = header.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = header
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let describe = format!("{} {}/{}", header.kind, namespace, header.metadata.name);
     let report = |d: Diagnostic| d.at(describe.clone(), &source);
     if header.kind.is_empty() || header.api_version.is_empty() {
-        diagnostics.push(report(Diagnostic::error("apiVersion and kind are required")));
+        diagnostics.push(report(Diagnostic::error(
+            "apiVersion and kind are required",
+        )));
         return;
     }
     if header.metadata.name.is_empty() {
-        diagnostics.push(report(Diagnostic::error("metadata.name is required").field("metadata.name")));
+        diagnostics.push(report(
+            Diagnostic::error("metadata.name is required").field("metadata.name"),
+        ));
         return;
     }
     let api = header.api_version.as_str();
     let in_group = |versions: &[&str]| versions.contains(&api);
     macro_rules! typed {
-        ($kind:literal, $list:ident) => {{
+        ($list:ident) => {{
             match spec_of(&value) {
                 Ok(spec) => resources.$list.push(Named {
-                    kind: $kind,
-                    api_version: header.api_version.clone(),
                     name: header.metadata.name.clone(),
                     namespace: namespace.clone(),
                     source: source.clone(),
                     spec,
                 }),
-                Err((field, message)) => diagnostics.push(report(Diagnostic::error(message).field(field))),
+                Err((field, message)) => {
+                    diagnostics.push(report(Diagnostic::error(message).field(field)))
+                }
             }
         }};
     }
     match (header.kind.as_str(), api) {
-        ("AIGatewayRoute", _) if in_group(AI_GATEWAY) => typed!("AIGatewayRoute", ai_gateway_routes),
-        ("AIServiceBackend", _) if in_group(AI_GATEWAY) => typed!("AIServiceBackend", ai_service_backends),
+        ("AIGatewayRoute", _) if in_group(AI_GATEWAY) => typed!(ai_gateway_routes),
+        ("AIServiceBackend", _) if in_group(AI_GATEWAY) => typed!(ai_service_backends),
         ("BackendSecurityPolicy", _) if in_group(AI_GATEWAY) => {
-            typed!("BackendSecurityPolicy", backend_security_policies)
+            typed!(backend_security_policies)
         }
-        ("Backend", _) if in_group(ENVOY_GATEWAY) => typed!("Backend", backends),
-        ("EnvoyProxy", _) if in_group(ENVOY_GATEWAY) => typed!("EnvoyProxy", envoy_proxies),
+        ("Backend", _) if in_group(ENVOY_GATEWAY) => typed!(backends),
+        ("EnvoyProxy", _) if in_group(ENVOY_GATEWAY) => typed!(envoy_proxies),
         ("ClientTrafficPolicy", _) if in_group(ENVOY_GATEWAY) => {
-            typed!("ClientTrafficPolicy", client_traffic_policies)
+            typed!(client_traffic_policies)
         }
         ("BackendTrafficPolicy", _) if in_group(ENVOY_GATEWAY) => {
-            typed!("BackendTrafficPolicy", backend_traffic_policies)
+            typed!(backend_traffic_policies)
         }
-        ("GatewayClass", _) if in_group(GATEWAY_API) => typed!("GatewayClass", gateway_classes),
-        ("Gateway", _) if in_group(GATEWAY_API) => typed!("Gateway", gateways),
-        ("BackendTLSPolicy", _) if in_group(GATEWAY_API) => typed!("BackendTLSPolicy", backend_tls_policies),
+        ("GatewayClass", _) if in_group(GATEWAY_API) => typed!(gateway_classes),
+        ("Gateway", _) if in_group(GATEWAY_API) => typed!(gateways),
+        ("BackendTLSPolicy", _) if in_group(GATEWAY_API) => typed!(backend_tls_policies),
         ("Secret", "v1") => match secret_of(&value) {
             Ok(data) => resources.secrets.push(Named {
-                kind: "Secret",
-                api_version: header.api_version.clone(),
                 name: header.metadata.name.clone(),
                 namespace,
                 source: source.clone(),
                 spec: data,
             }),
-            Err((field, message)) => diagnostics.push(report(Diagnostic::error(message).field(field))),
+            Err((field, message)) => {
+                diagnostics.push(report(Diagnostic::error(message).field(field)))
+            }
         },
         ("ServiceAccount", "v1") => diagnostics.push(report(Diagnostic::note(
             "ServiceAccount has no effect on the gateway's configuration; ignored",
@@ -138,14 +154,20 @@ fn load_value(
 }
 
 /// Deserializes `spec`, reporting the failing field's path.
-fn spec_of<T: DeserializeOwned + Default>(value: &serde_yaml::Value) -> Result<T, (String, String)> {
+fn spec_of<T: DeserializeOwned + Default>(
+    value: &serde_yaml::Value,
+) -> Result<T, (String, String)> {
     let Some(spec) = value.get("spec") else {
         return Ok(T::default());
     };
     let deserializer = spec.clone();
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            format!("spec.{path}")
+        };
         (field, e.into_inner().to_string())
     })
 }
@@ -165,7 +187,12 @@ fn secret_of(value: &serde_yaml::Value) -> Result<SecretData, (String, String)> 
             .decode(encoded.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| (format!("data.{key}"), "is not base64-encoded UTF-8".to_string()))?;
+            .ok_or_else(|| {
+                (
+                    format!("data.{key}"),
+                    "is not base64-encoded UTF-8".to_string(),
+                )
+            })?;
         values.insert(key, decoded);
     }
     values.extend(map_of("stringData")?);
@@ -215,10 +242,15 @@ metadata: {name: w}
         assert_eq!(r.secrets[0].spec.values["apiKey"], "sk-123");
         assert_eq!(r.secrets[0].spec.values["other"], "plain");
         let error = d.iter().find(|d| d.severity == Severity::Error).unwrap();
-        assert_eq!(error.field.as_deref(), Some("spec.rules[0].backendRefs[0].weight"));
+        assert_eq!(
+            error.field.as_deref(),
+            Some("spec.rules[0].backendRefs[0].weight")
+        );
         assert_eq!(error.resource.as_deref(), Some("AIGatewayRoute team/r"));
         assert_eq!(error.source.as_ref().unwrap().document, 2);
-        assert!(d.iter().any(|d| d.severity == Severity::Warning && d.message.contains("Widget")));
+        assert!(d
+            .iter()
+            .any(|d| d.severity == Severity::Warning && d.message.contains("Widget")));
     }
 
     #[test]
@@ -235,7 +267,11 @@ metadata: {name: w}
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/blueprint");
         let mut r = Resources::default();
         let mut d = Vec::new();
-        for file in ["gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml"] {
+        for file in [
+            "gateway.yaml",
+            "model-backends.yaml",
+            "multi-model-routing/ai-gateway-route.yaml",
+        ] {
             let path = format!("{dir}/{file}");
             let text = std::fs::read_to_string(&path).expect("the seed blueprint in ../shared");
             load_str(&path, &text, &mut r, &mut d);

@@ -19,7 +19,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "aigw", version, about = "AI gateway: one OpenAI-compatible endpoint in front of many LLM providers")]
+#[command(
+    name = "aigw",
+    version,
+    about = "AI gateway: one OpenAI-compatible endpoint in front of many LLM providers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,7 @@ enum Command {
 struct CommonArgs {
     /// Point a hostname at a local address: HOST:PORT=ADDRESS:PORT (repeatable).
     #[arg(long = "resolve", value_parser = standalone::parse_resolve)]
-    resolve: Vec<((String, u16), (String, u16))>,
+    resolve: Vec<(standalone::HostPort, standalone::HostPort)>,
     /// Bind a Gateway listener port elsewhere: GATEWAY_PORT=LOCAL_PORT (repeatable).
     #[arg(long = "map-port", value_parser = standalone::parse_port_map)]
     map_port: Vec<(u16, u16)>,
@@ -126,7 +130,13 @@ async fn main() -> std::process::ExitCode {
                     .map_err(anyhow::Error::from)
                     .and_then(|()| run::ca_bundle_with(&extra, &config.work_dir))
                 {
-                    Ok(path) => run::run(run::RunConfig { ca_file: Some(path), ..config }).await,
+                    Ok(path) => {
+                        run::run(run::RunConfig {
+                            ca_file: Some(path),
+                            ..config
+                        })
+                        .await
+                    }
                     Err(e) => Err(e),
                 },
                 None => run::run(config).await,

@@ -25,8 +25,8 @@ pub fn to_any(type_url: &str, json: &Value) -> Result<prost_types_any::Any, Stri
     let descriptor = pool()
         .get_message_by_name(name)
         .ok_or_else(|| format!("unknown message type {name}"))?;
-    let message = DynamicMessage::deserialize(descriptor, json)
-        .map_err(|e| format!("{name}: {e}"))?;
+    let message =
+        DynamicMessage::deserialize(descriptor, json).map_err(|e| format!("{name}: {e}"))?;
     Ok(prost_types_any::Any {
         type_url: type_url.to_string(),
         value: message.encode_to_vec(),
@@ -40,7 +40,10 @@ pub mod prost_types_any {
 
 /// The `name` field every xDS resource has.
 pub fn resource_name(json: &Value) -> String {
-    json.get("name").and_then(Value::as_str).unwrap_or_default().to_string()
+    json.get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -62,6 +65,8 @@ mod tests {
         let any = to_any(CLUSTER, &cluster).unwrap();
         assert!(!any.value.is_empty());
         let wrong = json!({"name": "c", "connect_timeuot": "1s"});
-        assert!(to_any(CLUSTER, &wrong).unwrap_err().contains("connect_timeuot"));
+        assert!(to_any(CLUSTER, &wrong)
+            .unwrap_err()
+            .contains("connect_timeuot"));
     }
 }

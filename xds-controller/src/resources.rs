@@ -21,8 +21,6 @@ impl std::fmt::Display for Source {
 /// A resource with its identity.
 #[derive(Debug, Clone)]
 pub struct Named<T> {
-    pub kind: &'static str,
-    pub api_version: String,
     pub name: String,
     pub namespace: String,
     pub source: Source,
@@ -33,10 +31,6 @@ impl<T> Named<T> {
     /// `namespace/name`
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
-    }
-    /// `Kind namespace/name from file (document n)`, for messages.
-    pub fn describe(&self) -> String {
-        format!("{} {} in {}", self.kind, self.key(), self.source)
     }
 }
 
@@ -70,8 +64,6 @@ pub struct TargetRef {
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
-    #[serde(default)]
-    pub gateway_class_name: String,
     pub listeners: Vec<GatewayListener>,
 }
 
@@ -117,7 +109,9 @@ impl Quantity {
             Quantity::Number(n) => return Ok(*n),
             Quantity::Text(t) => t.trim(),
         };
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, suffix) = text.split_at(split);
         let number: u64 = digits
             .parse()
@@ -192,8 +186,6 @@ pub struct BackendObjectRef {
     pub namespace: Option<String>,
     #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
-    pub group: Option<String>,
     #[serde(default)]
     pub port: Option<u16>,
 }
@@ -362,12 +354,9 @@ pub struct CostMetadata {
     pub key: String,
 }
 
-
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteRule {
-    #[serde(default)]
-    pub name: Option<String>,
     #[serde(default)]
     pub matches: Vec<RouteMatch>,
     #[serde(default)]
@@ -453,8 +442,6 @@ pub struct TlsValidation {
     pub well_known_ca_certificates: Option<String>,
     #[serde(default)]
     pub hostname: Option<String>,
-    #[serde(default)]
-    pub ca_certificate_refs: Vec<TargetRef>,
 }
 
 /// A Secret's decoded values by key.

@@ -58,13 +58,19 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             token_env: TOKEN_ENV.into(),
             ttl_seconds: 30,
         },
-        ca_file: config.ca_file.as_ref().map_or_else(system_ca_file, |p| p.display().to_string()),
+        ca_file: config
+            .ca_file
+            .as_ref()
+            .map_or_else(system_ca_file, |p| p.display().to_string()),
         access_log: config.access_log.as_ref().map(|p| p.display().to_string()),
         config_version: version,
         rate_limit: crate::translate::ratelimit::Settings {
             failure_mode_deny: config.rate_limit_fail_closed,
         },
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         aws_environment: aws_environment(),
     }
 }
@@ -95,11 +101,15 @@ pub fn ca_bundle_with(extra: &std::path::Path, work_dir: &std::path::Path) -> Re
 }
 
 fn system_ca_file() -> String {
-    ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or("/etc/ssl/certs/ca-certificates.crt")
-        .to_string()
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or("/etc/ssl/certs/ca-certificates.crt")
+    .to_string()
 }
 
 /// Encodes a translation into an xDS snapshot; a resource Envoy's schema
@@ -119,7 +129,9 @@ pub fn snapshot(translation: &Translation, version: u64) -> (Snapshot, Vec<Diagn
         for item in items {
             match proto::to_any(type_url, item) {
                 Ok(any) => list.push((proto::resource_name(item), any)),
-                Err(e) => diagnostics.push(Diagnostic::error(format!("internal: generated invalid Envoy config: {e}"))),
+                Err(e) => diagnostics.push(Diagnostic::error(format!(
+                    "internal: generated invalid Envoy config: {e}"
+                ))),
             }
         }
     }
@@ -139,23 +151,35 @@ struct Loaded {
     snapshot: Snapshot,
 }
 
-fn load(config: &RunConfig, extra_yaml: Option<&str>, credential_port: u16, version: u64) -> Loaded {
+fn load(
+    config: &RunConfig,
+    extra_yaml: Option<&str>,
+    credential_port: u16,
+    version: u64,
+) -> Loaded {
     let (mut resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     if let Some(yaml) = extra_yaml {
         crate::load::load_str("(environment)", yaml, &mut resources, &mut diagnostics);
     }
     let mut translation = translate(&resources, &options(config, credential_port, version));
     let (snapshot, more) = snapshot(&translation, version);
-    diagnostics.extend(translation.diagnostics.drain(..));
+    diagnostics.append(&mut translation.diagnostics);
     diagnostics.extend(more);
     translation.diagnostics = diagnostics;
-    Loaded { translation, snapshot }
+    Loaded {
+        translation,
+        snapshot,
+    }
 }
 
 fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
     files
         .iter()
-        .map(|f| std::fs::metadata(f).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len())))
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+        })
         .collect()
 }
 
@@ -168,8 +192,12 @@ fn random_token() -> String {
 /// Extra configuration when no file is given: the environment's OpenAI
 /// settings, or else the built-in demo model served on `demo_port`.
 fn environment_config(demo_port: u16) -> Result<(String, Vec<SecretArg>, String)> {
-    let key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
-    let base = std::env::var("OPENAI_BASE_URL").ok().filter(|u| !u.is_empty());
+    let key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let base = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     let secret = || SecretArg {
         namespace: "default".into(),
         name: "upstream-key".into(),
@@ -178,8 +206,16 @@ fn environment_config(demo_port: u16) -> Result<(String, Vec<SecretArg>, String)
     if base.is_some() || key.is_some() {
         let url = base.unwrap_or_else(|| "https://api.openai.com/v1".into());
         let parsed = standalone::parse_base_url(&url).map_err(anyhow::Error::msg)?;
-        let secrets = if key.is_some() { vec![secret()] } else { vec![] };
-        return Ok((standalone::environment_yaml(&parsed, key.is_some()), secrets, format!("OpenAI-compatible upstream {url}")));
+        let secrets = if key.is_some() {
+            vec![secret()]
+        } else {
+            vec![]
+        };
+        return Ok((
+            standalone::environment_yaml(&parsed, key.is_some()),
+            secrets,
+            format!("OpenAI-compatible upstream {url}"),
+        ));
     }
     let base = standalone::BaseUrl {
         host: "127.0.0.1".into(),
@@ -192,12 +228,19 @@ fn environment_config(demo_port: u16) -> Result<(String, Vec<SecretArg>, String)
             "- matches: [{{headers: [{{name: x-ai-eg-model, value: {}}}]}}]\n    backendRefs: [{{name: upstream}}]",
             crate::demo::DEMO_MODEL
         ));
-    Ok((yaml, vec![], "the built-in demo model (set OPENAI_BASE_URL or OPENAI_API_KEY, or pass -f FILE)".into()))
+    Ok((
+        yaml,
+        vec![],
+        "the built-in demo model (set OPENAI_BASE_URL or OPENAI_API_KEY, or pass -f FILE)".into(),
+    ))
 }
 
 pub async fn run(mut config: RunConfig) -> Result<()> {
     if !config.wasm.is_file() {
-        bail!("the filter {} does not exist; build it with scripts/build-filter.sh", config.wasm.display());
+        bail!(
+            "the filter {} does not exist; build it with scripts/build-filter.sh",
+            config.wasm.display()
+        );
     }
     config.wasm = config.wasm.canonicalize()?;
     std::fs::create_dir_all(&config.work_dir)?;
@@ -233,7 +276,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     credentials.update(first.translation.credentials.clone());
     let rate_limiter = crate::ratelimit::RateLimitServer::new(
         match &config.redis {
-            Some(url) => crate::ratelimit::Store::Redis(crate::ratelimit::redis::RedisStore::new(url).map_err(anyhow::Error::msg)?),
+            Some(url) => crate::ratelimit::Store::Redis(
+                crate::ratelimit::redis::RedisStore::new(url).map_err(anyhow::Error::msg)?,
+            ),
             None => crate::ratelimit::Store::Memory(Default::default()),
         },
         config.rate_limit_fail_closed,
@@ -242,7 +287,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(rate_limiter.service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(ratelimit_listener)),
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                ratelimit_listener,
+            )),
     );
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first.snapshot));
     let ads = AdsServer::new(snapshot_rx);
@@ -264,7 +311,10 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         ratelimit: ratelimit_port,
     };
     let bootstrap_path = config.work_dir.join("envoy-bootstrap.json");
-    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap("aigw-standalone", "127.0.0.1", &ports))?)?;
+    std::fs::write(
+        &bootstrap_path,
+        serde_json::to_vec_pretty(&bootstrap("aigw-standalone", "127.0.0.1", &ports))?,
+    )?;
     let mut command = tokio::process::Command::new(&config.envoy);
     command
         .arg("-c")
@@ -349,8 +399,14 @@ async fn terminate() {
 async fn stop(envoy: &mut tokio::process::Child) {
     if let Some(pid) = envoy.id() {
         // SIGTERM lets Envoy close its listeners; kill if it lingers.
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-        if tokio::time::timeout(Duration::from_secs(5), envoy.wait()).await.is_ok() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(5), envoy.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
     }

@@ -31,7 +31,9 @@ pub fn parse_secret_arg(text: &str) -> Result<SecretArg, String> {
     } else if let Some(path) = from.strip_prefix("file:") {
         SecretFrom::File(PathBuf::from(path))
     } else {
-        return Err(format!("--secret {text:?}: the value must start with env: or file:"));
+        return Err(format!(
+            "--secret {text:?}: the value must start with env: or file:"
+        ));
     };
     Ok(SecretArg {
         namespace: namespace.to_string(),
@@ -40,11 +42,14 @@ pub fn parse_secret_arg(text: &str) -> Result<SecretArg, String> {
     })
 }
 
+/// A host and port.
+pub type HostPort = (String, u16);
+
 /// `--resolve host:port=address:port`
-pub fn parse_resolve(text: &str) -> Result<((String, u16), (String, u16)), String> {
+pub fn parse_resolve(text: &str) -> Result<(HostPort, HostPort), String> {
     let err = || format!("--resolve {text:?}: expected HOST:PORT=ADDRESS:PORT");
     let (from, to) = text.split_once('=').ok_or_else(err)?;
-    let split = |s: &str| -> Option<(String, u16)> {
+    let split = |s: &str| -> Option<HostPort> {
         let (h, p) = s.rsplit_once(':')?;
         Some((h.to_string(), p.parse().ok()?))
     };
@@ -71,14 +76,14 @@ pub fn load(files: &[PathBuf], secrets: &[SecretArg]) -> (Resources, Vec<Diagnos
     }
     for secret in secrets {
         let value = match &secret.from {
-            SecretFrom::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            SecretFrom::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
             SecretFrom::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
         };
         match value {
             Ok(value) => resources.secrets.push(Named {
-                kind: "Secret",
-                api_version: "v1".into(),
                 name: secret.name.clone(),
                 namespace: secret.namespace.clone(),
                 source: Source {
@@ -198,7 +203,10 @@ mod tests {
         assert_eq!(parse_port_map("80=8080").unwrap(), (80, 8080));
         let s = parse_secret_arg("team/key=env:K").unwrap();
         assert_eq!((s.namespace.as_str(), s.name.as_str()), ("team", "key"));
-        assert_eq!(parse_secret_arg("key=file:/x").unwrap().from, SecretFrom::File("/x".into()));
+        assert_eq!(
+            parse_secret_arg("key=file:/x").unwrap().from,
+            SecretFrom::File("/x".into())
+        );
         assert!(parse_secret_arg("key=K").is_err());
     }
 
@@ -206,11 +214,21 @@ mod tests {
     fn base_urls() {
         assert_eq!(
             parse_base_url("http://localhost:11434/v1").unwrap(),
-            BaseUrl { host: "localhost".into(), port: 11434, tls: false, prefix: "/v1".into() }
+            BaseUrl {
+                host: "localhost".into(),
+                port: 11434,
+                tls: false,
+                prefix: "/v1".into()
+            }
         );
         assert_eq!(
             parse_base_url("https://api.openai.com").unwrap(),
-            BaseUrl { host: "api.openai.com".into(), port: 443, tls: true, prefix: "/v1".into() }
+            BaseUrl {
+                host: "api.openai.com".into(),
+                port: 443,
+                tls: true,
+                prefix: "/v1".into()
+            }
         );
         assert!(parse_base_url("ftp://x").is_err());
     }

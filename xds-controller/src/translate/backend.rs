@@ -59,7 +59,11 @@ pub fn resolve(
         .ai_service_backends
         .iter()
         .find(|b| b.namespace == namespace && b.name == name)
-        .ok_or_else(|| Diagnostic::error(format!("AIServiceBackend {namespace}/{name} does not exist")))?;
+        .ok_or_else(|| {
+            Diagnostic::error(format!(
+                "AIServiceBackend {namespace}/{name} does not exist"
+            ))
+        })?;
     let here = |d: Diagnostic| d.at(format!("AIServiceBackend {}", ai.key()), &ai.source);
     let schema = schema_name(&ai.spec.schema.name).ok_or_else(|| {
         here(Diagnostic::error(format!(
@@ -126,9 +130,11 @@ fn endpoints(
                     (Some(f), _) => targets.push((f.hostname.clone(), f.port)),
                     (None, Some(ip)) => targets.push((ip.address.clone(), ip.port)),
                     (None, None) => {
-                        return Err(Diagnostic::error("only fqdn and ip endpoints are supported")
-                            .at(format!("Backend {}", backend.key()), &backend.source)
-                            .field(format!("spec.endpoints[{i}]")))
+                        return Err(
+                            Diagnostic::error("only fqdn and ip endpoints are supported")
+                                .at(format!("Backend {}", backend.key()), &backend.source)
+                                .field(format!("spec.endpoints[{i}]")),
+                        )
                     }
                 }
             }
@@ -146,13 +152,18 @@ fn endpoints(
             vec![(format!("{}.{namespace}.svc.cluster.local", r.name), port)]
         }
         other => {
-            return Err(Diagnostic::error(format!("backendRef kind {other} is not supported"))
-                .field("spec.backendRef.kind"))
+            return Err(
+                Diagnostic::error(format!("backendRef kind {other} is not supported"))
+                    .field("spec.backendRef.kind"),
+            )
         }
     };
     let tls_policy = resources.backend_tls_policies.iter().find(|p| {
         p.namespace == namespace
-            && p.spec.target_refs.iter().any(|t| ref_matches(t, "gateway.envoyproxy.io", "Backend", &r.name))
+            && p.spec
+                .target_refs
+                .iter()
+                .any(|t| ref_matches(t, "gateway.envoyproxy.io", "Backend", &r.name))
     });
     let host = targets.first().map(|(h, _)| h.clone());
     let mut out = Vec::new();
@@ -166,7 +177,13 @@ fn endpoints(
                     .at(format!("BackendTLSPolicy {}", p.key()), &p.source)
                     .field("spec.validation"));
                 }
-                Some(p.spec.validation.hostname.clone().unwrap_or_else(|| hostname.clone()))
+                Some(
+                    p.spec
+                        .validation
+                        .hostname
+                        .clone()
+                        .unwrap_or_else(|| hostname.clone()),
+                )
             }
             None if port == 443 => Some(hostname.clone()),
             None => None,
@@ -191,35 +208,58 @@ fn security(
     ai: &Named<crate::resources::AIServiceBackendSpec>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<Security, Diagnostic> {
-    let by_ref = ai.spec.backend_security_policy_ref.as_ref().map(|r| r.name.clone());
+    let by_ref = ai
+        .spec
+        .backend_security_policy_ref
+        .as_ref()
+        .map(|r| r.name.clone());
     let policy = resources.backend_security_policies.iter().find(|p| {
         p.namespace == ai.namespace
             && (by_ref.as_deref() == Some(p.name.as_str())
-                || p.spec
-                    .target_refs
-                    .iter()
-                    .any(|t| ref_matches(t, "aigateway.envoyproxy.io", "AIServiceBackend", &ai.name)))
+                || p.spec.target_refs.iter().any(|t| {
+                    ref_matches(t, "aigateway.envoyproxy.io", "AIServiceBackend", &ai.name)
+                }))
     });
     let Some(policy) = policy else {
         if let Some(name) = by_ref {
-            return Err(Diagnostic::error(format!("BackendSecurityPolicy {}/{name} does not exist", ai.namespace))
-                .at(format!("AIServiceBackend {}", ai.key()), &ai.source)
-                .field("spec.backendSecurityPolicyRef"));
+            return Err(Diagnostic::error(format!(
+                "BackendSecurityPolicy {}/{name} does not exist",
+                ai.namespace
+            ))
+            .at(format!("AIServiceBackend {}", ai.key()), &ai.source)
+            .field("spec.backendSecurityPolicyRef"));
         }
         return Ok((None, None));
     };
-    let here = |d: Diagnostic| d.at(format!("BackendSecurityPolicy {}", policy.key()), &policy.source);
+    let here = |d: Diagnostic| {
+        d.at(
+            format!("BackendSecurityPolicy {}", policy.key()),
+            &policy.source,
+        )
+    };
     let id = policy.key();
     let (kind, key_spec, field) = match policy.spec.policy_type.as_str() {
         "APIKey" => (AuthKind::ApiKey, &policy.spec.api_key, "spec.apiKey"),
-        "AnthropicAPIKey" => (AuthKind::AnthropicApiKey, &policy.spec.anthropic_api_key, "spec.anthropicAPIKey"),
-        "AzureAPIKey" => (AuthKind::AzureApiKey, &policy.spec.azure_api_key, "spec.azureAPIKey"),
+        "AnthropicAPIKey" => (
+            AuthKind::AnthropicApiKey,
+            &policy.spec.anthropic_api_key,
+            "spec.anthropicAPIKey",
+        ),
+        "AzureAPIKey" => (
+            AuthKind::AzureApiKey,
+            &policy.spec.azure_api_key,
+            "spec.azureAPIKey",
+        ),
         "AWSCredentials" => {
             let aws = policy.spec.aws_credentials.as_ref();
-            let region = aws.and_then(|c| c.get("region")).and_then(|r| r.as_str()).map(str::to_string);
+            let region = aws
+                .and_then(|c| c.get("region"))
+                .and_then(|r| r.as_str())
+                .map(str::to_string);
             if region.is_none() {
                 return Err(here(
-                    Diagnostic::error("awsCredentials.region is required").field("spec.awsCredentials.region"),
+                    Diagnostic::error("awsCredentials.region is required")
+                        .field("spec.awsCredentials.region"),
                 ));
             }
             let auth = BackendAuth {
@@ -240,15 +280,23 @@ fn security(
         }
         other => {
             return Err(here(
-                Diagnostic::error(format!("security policy type {other:?} is not supported yet")).field("spec.type"),
+                Diagnostic::error(format!(
+                    "security policy type {other:?} is not supported yet"
+                ))
+                .field("spec.type"),
             ))
         }
     };
     let secret_ref = key_spec
         .as_ref()
         .and_then(|k| k.secret_ref.as_ref())
-        .ok_or_else(|| here(Diagnostic::error("secretRef is required").field(format!("{field}.secretRef"))))?;
-    let secret_namespace = secret_ref.namespace.clone().unwrap_or_else(|| policy.namespace.clone());
+        .ok_or_else(|| {
+            here(Diagnostic::error("secretRef is required").field(format!("{field}.secretRef")))
+        })?;
+    let secret_namespace = secret_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| policy.namespace.clone());
     let secret = resources
         .secrets
         .iter()
@@ -261,18 +309,20 @@ fn security(
             .field(format!("{field}.secretRef.name")))
         })?;
     let key = secret.spec.values.get("apiKey").ok_or_else(|| {
-        here(Diagnostic::error(format!(
-            "Secret {} has no key \"apiKey\"",
-            secret.key()
-        ))
-        .field(format!("{field}.secretRef")))
+        here(
+            Diagnostic::error(format!("Secret {} has no key \"apiKey\"", secret.key()))
+                .field(format!("{field}.secretRef")),
+        )
     })?;
     let auth = BackendAuth {
         kind,
         credential: id.clone(),
         region: None,
     };
-    Ok((Some(auth), Some((id, CredentialValue::ApiKey(key.trim().to_string())))))
+    Ok((
+        Some(auth),
+        Some((id, CredentialValue::ApiKey(key.trim().to_string()))),
+    ))
 }
 
 /// AWS credentials for an AWSCredentials policy: the Secret of
@@ -284,28 +334,41 @@ fn aws_credentials(
     options: &Options,
     policy: &Named<crate::resources::BackendSecurityPolicySpec>,
 ) -> Result<CredentialValue, Diagnostic> {
-    let file = policy.spec.aws_credentials.as_ref().and_then(|c| c.get("credentialsFile"));
+    let file = policy
+        .spec
+        .aws_credentials
+        .as_ref()
+        .and_then(|c| c.get("credentialsFile"));
     if let Some(file) = file {
         let field = "spec.awsCredentials.credentialsFile.secretRef";
         let secret_ref = file.get("secretRef");
         let name = secret_ref
             .and_then(|r| r.get("name"))
             .and_then(|n| n.as_str())
-            .ok_or_else(|| Diagnostic::error("credentialsFile needs secretRef.name").field(field))?;
+            .ok_or_else(|| {
+                Diagnostic::error("credentialsFile needs secretRef.name").field(field)
+            })?;
         let namespace = secret_ref
             .and_then(|r| r.get("namespace"))
             .and_then(|n| n.as_str())
             .unwrap_or(&policy.namespace);
-        let profile = file.get("profile").and_then(|p| p.as_str()).unwrap_or("default");
+        let profile = file
+            .get("profile")
+            .and_then(|p| p.as_str())
+            .unwrap_or("default");
         let secret = resources
             .secrets
             .iter()
             .find(|s| s.namespace == namespace && s.name == name)
             .ok_or_else(|| {
-                Diagnostic::error(format!("Secret {namespace}/{name} does not exist")).field(format!("{field}.name"))
+                Diagnostic::error(format!("Secret {namespace}/{name} does not exist"))
+                    .field(format!("{field}.name"))
             })?;
         let text = secret.spec.values.get("credentials").ok_or_else(|| {
-            Diagnostic::error(format!("Secret {namespace}/{name} has no key \"credentials\"")).field(field)
+            Diagnostic::error(format!(
+                "Secret {namespace}/{name} has no key \"credentials\""
+            ))
+            .field(field)
         })?;
         return aws_profile(text, profile).ok_or_else(|| {
             Diagnostic::error(format!(
@@ -338,14 +401,19 @@ pub fn aws_profile(text: &str, profile: &str) -> Option<CredentialValue> {
         }
         if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             let section = section.trim();
-            let section = section.strip_prefix("profile ").map(str::trim).unwrap_or(section);
+            let section = section
+                .strip_prefix("profile ")
+                .map(str::trim)
+                .unwrap_or(section);
             in_profile = section == profile;
             continue;
         }
         if !in_profile {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
         match key.trim().to_ascii_lowercase().as_str() {
             "aws_access_key_id" => id = value,
@@ -370,11 +438,19 @@ mod tests {
         let text = "# c\n[default]\naws_access_key_id = AK1\naws_secret_access_key=S1\n\n[profile other]\naws_access_key_id=AK2\naws_secret_access_key = S2\naws_session_token = T2\n[empty]\naws_access_key_id=X\n";
         assert_eq!(
             aws_profile(text, "default"),
-            Some(CredentialValue::Aws { access_key_id: "AK1".into(), secret_access_key: "S1".into(), session_token: None })
+            Some(CredentialValue::Aws {
+                access_key_id: "AK1".into(),
+                secret_access_key: "S1".into(),
+                session_token: None
+            })
         );
         assert_eq!(
             aws_profile(text, "other"),
-            Some(CredentialValue::Aws { access_key_id: "AK2".into(), secret_access_key: "S2".into(), session_token: Some("T2".into()) })
+            Some(CredentialValue::Aws {
+                access_key_id: "AK2".into(),
+                secret_access_key: "S2".into(),
+                session_token: Some("T2".into())
+            })
         );
         assert_eq!(aws_profile(text, "empty"), None);
         assert_eq!(aws_profile(text, "missing"), None);
@@ -477,7 +553,10 @@ spec:
             })
         );
         let cluster = serde_json::to_string(&t.clusters).unwrap();
-        assert!(!cluster.contains("SECRET"), "secrets never reach Envoy's config");
+        assert!(
+            !cluster.contains("SECRET"),
+            "secrets never reach Envoy's config"
+        );
         assert!(cluster.contains("aws_sig_v4") && cluster.contains("us-west-2"));
     }
 

@@ -10,8 +10,10 @@ pub const HCM_TYPE: &str =
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const UPSTREAM_CODEC_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec";
-const HTTP_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-const TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const HTTP_OPTIONS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const TLS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 /// Endpoint metadata namespace the filter reads the backend name from.
 pub const METADATA_NAMESPACE: &str = "aigw";
@@ -109,13 +111,15 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
         };
         json!({"type": "error", "error": {"type": anthropic_kind, "message": message}}).to_string()
     } else {
-        json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            .to_string()
     }
 }
 
 /// Local reply mappers: Envoy's own error replies in the client's API shape.
 pub fn local_reply_config(max_request_bytes: u64) -> Value {
-    let too_large = format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
+    let too_large =
+        format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
     let cases: [(Value, &str, &str, &str); 5] = [
         (
             json!({"response_flag_filter": {"flags": ["RL"]}}),

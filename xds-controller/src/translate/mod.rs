@@ -70,7 +70,11 @@ pub struct Translation {
     pub rate_limits: crate::ratelimit::decision::RateLimitConfig,
 }
 
-fn attaches_to(refs: &[TargetRef], route_ns: &str, gateway: &Named<crate::resources::GatewaySpec>) -> bool {
+fn attaches_to(
+    refs: &[TargetRef],
+    route_ns: &str,
+    gateway: &Named<crate::resources::GatewaySpec>,
+) -> bool {
     refs.iter().any(|r| {
         r.name == gateway.name
             && r.kind.as_deref().is_none_or(|k| k == "Gateway")
@@ -90,11 +94,16 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     let mut out = Translation::default();
     out.rate_limits.domain = ratelimit::DOMAIN.to_string();
     let mut diagnostics = Vec::new();
-    let mut rules_by_route: Vec<(&Named<crate::resources::AIGatewayRouteSpec>, Vec<TranslatedRule>)> = Vec::new();
+    let mut rules_by_route: Vec<(
+        &Named<crate::resources::AIGatewayRouteSpec>,
+        Vec<TranslatedRule>,
+    )> = Vec::new();
     for route in &resources.ai_gateway_routes {
         let mut rules = Vec::new();
         for (index, rule) in route.spec.rules.iter().enumerate() {
-            if let Some(t) = translate_rule(resources, options, route, index, rule, &mut diagnostics) {
+            if let Some(t) =
+                translate_rule(resources, options, route, index, rule, &mut diagnostics)
+            {
                 rules.push(t);
             }
         }
@@ -103,15 +112,20 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     let mut all_backends: BTreeMap<String, ResolvedBackend> = BTreeMap::new();
     for (_, rules) in &rules_by_route {
         for rule in rules {
-            out.clusters.push(cluster(options, &rule.cluster_name, &rule.backends));
+            out.clusters
+                .push(cluster(options, &rule.cluster_name, &rule.backends));
             for b in &rule.backends {
-                all_backends.entry(b.key.clone()).or_insert_with(|| b.clone());
+                all_backends
+                    .entry(b.key.clone())
+                    .or_insert_with(|| b.clone());
             }
         }
     }
     for backend in all_backends.values() {
         if let Some((id, value)) = &backend.credential {
-            out.credentials.credentials.insert(id.clone(), value.clone());
+            out.credentials
+                .credentials
+                .insert(id.clone(), value.clone());
         }
     }
     out.credentials.config_version = options.config_version;
@@ -123,7 +137,10 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     }
     for gateway in &resources.gateways {
         let buffer_limit = buffer_limit(resources, gateway, &mut diagnostics);
-        let attached: Vec<(&Named<crate::resources::AIGatewayRouteSpec>, &TranslatedRule)> = rules_by_route
+        let attached: Vec<(
+            &Named<crate::resources::AIGatewayRouteSpec>,
+            &TranslatedRule,
+        )> = rules_by_route
             .iter()
             .filter(|(route, _)| {
                 let refs = if route.spec.parent_refs.is_empty() {
@@ -146,20 +163,31 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
         for listener in &gateway.spec.listeners {
             if listener.protocol != "HTTP" {
                 diagnostics.push(
-                    Diagnostic::error(format!("listener protocol {} is not supported yet; only HTTP", listener.protocol))
-                        .at(format!("Gateway {}", gateway.key()), &gateway.source)
-                        .field(format!("spec.listeners[{}].protocol", listener.name)),
+                    Diagnostic::error(format!(
+                        "listener protocol {} is not supported yet; only HTTP",
+                        listener.protocol
+                    ))
+                    .at(format!("Gateway {}", gateway.key()), &gateway.source)
+                    .field(format!("spec.listeners[{}].protocol", listener.name)),
                 );
                 continue;
             }
             let name = format!("{}/{}/{}", gateway.namespace, gateway.name, listener.name);
-            let port = options.port_map.get(&listener.port).copied().unwrap_or(listener.port);
+            let port = options
+                .port_map
+                .get(&listener.port)
+                .copied()
+                .unwrap_or(listener.port);
             let mut models = Vec::new();
             let mut route_entries = Vec::new();
             let mut backends = BTreeMap::new();
             for (route, rule) in &attached {
                 models.extend(rule.models.iter().cloned());
-                route_entries.extend(rule.routes.iter().map(|e| limits.attach(&route.key(), e.clone())));
+                route_entries.extend(
+                    rule.routes
+                        .iter()
+                        .map(|e| limits.attach(&route.key(), e.clone())),
+                );
                 for b in &rule.backends {
                     backends.insert(b.key.clone(), b.config.clone());
                 }
@@ -183,22 +211,27 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             }));
             let mut listener = listener_json(options, &name, port, buffer_limit, &router_config);
             if !limits.is_empty() {
-                ratelimit::add_filter(&mut listener, &options.rate_limit, crate::bootstrap::RATELIMIT_CLUSTER);
+                ratelimit::add_filter(
+                    &mut listener,
+                    &options.rate_limit,
+                    crate::bootstrap::RATELIMIT_CLUSTER,
+                );
             }
             out.listeners.push(listener);
             let names = models
                 .iter()
-                .filter_map(|m| match &m.matcher {
-                    ModelMatch::Exact(id) => Some(id.clone()),
-                    ModelMatch::Prefix(p) if p.is_empty() => Some("* (any model)".into()),
-                    ModelMatch::Prefix(p) => Some(format!("{p}*")),
-                    ModelMatch::Regex(r) => Some(format!("/{r}/")),
+                .map(|m| match &m.matcher {
+                    ModelMatch::Exact(id) => id.clone(),
+                    ModelMatch::Prefix(p) if p.is_empty() => "* (any model)".into(),
+                    ModelMatch::Prefix(p) => format!("{p}*"),
+                    ModelMatch::Regex(r) => format!("/{r}/"),
                 })
                 .collect();
-            out.served.push((options.listen_address.clone(), port, names));
+            out.served
+                .push((options.listen_address.clone(), port, names));
         }
     }
-    diagnostics.sort_by(|a, b| b.severity.cmp(&a.severity));
+    diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out.diagnostics = diagnostics;
     out
 }
@@ -209,10 +242,21 @@ fn buffer_limit(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> u64 {
     for policy in &resources.client_traffic_policies {
-        let targets = policy.spec.target_refs.iter().chain(policy.spec.target_ref.iter());
+        let targets = policy
+            .spec
+            .target_refs
+            .iter()
+            .chain(policy.spec.target_ref.iter());
         let applies = policy.namespace == gateway.namespace
-            && targets.clone().any(|t| t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway"));
-        let Some(limit) = policy.spec.connection.as_ref().and_then(|c| c.buffer_limit.as_ref()) else {
+            && targets.clone().any(|t| {
+                t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway")
+            });
+        let Some(limit) = policy
+            .spec
+            .connection
+            .as_ref()
+            .and_then(|c| c.buffer_limit.as_ref())
+        else {
             continue;
         };
         if !applies {
@@ -222,7 +266,10 @@ fn buffer_limit(
             Ok(bytes) => return bytes,
             Err(e) => diagnostics.push(
                 Diagnostic::error(e)
-                    .at(format!("ClientTrafficPolicy {}", policy.key()), &policy.source)
+                    .at(
+                        format!("ClientTrafficPolicy {}", policy.key()),
+                        &policy.source,
+                    )
                     .field("spec.connection.bufferLimit"),
             ),
         }
@@ -242,7 +289,10 @@ fn translate_rule(
     let cluster_name = format!("aigw/{}/{}/rule/{index}", route.namespace, route.name);
     let mut backends = Vec::new();
     for (j, r) in rule.backend_refs.iter().enumerate() {
-        let namespace = r.namespace.clone().unwrap_or_else(|| route.namespace.clone());
+        let namespace = r
+            .namespace
+            .clone()
+            .unwrap_or_else(|| route.namespace.clone());
         match backend::resolve(resources, options, &namespace, &r.name) {
             Ok(mut b) => {
                 diagnostics.append(&mut b.warnings);
@@ -263,7 +313,8 @@ fn translate_rule(
     }
     if backends.is_empty() {
         diagnostics.push(here(
-            Diagnostic::error("rule has no usable backend; it is not served").field(format!("spec.rules[{index}]")),
+            Diagnostic::error("rule has no usable backend; it is not served")
+                .field(format!("spec.rules[{index}]")),
         ));
         return None;
     }
@@ -283,14 +334,21 @@ fn translate_rule(
     let owned_by = route.name.clone();
     let mut models = Vec::new();
     let mut routes = Vec::new();
-    let matches: Vec<_> = if rule.matches.is_empty() { vec![Default::default()] } else { rule.matches.clone() };
+    let matches: Vec<_> = if rule.matches.is_empty() {
+        vec![Default::default()]
+    } else {
+        rule.matches.clone()
+    };
     for (m_index, m) in matches.iter().enumerate() {
         let mut headers = Vec::new();
         let mut model = None;
         for (h_index, h) in m.headers.iter().enumerate() {
             let kind = h.match_type.as_deref().unwrap_or("Exact");
             let (string_match, model_match) = match kind {
-                "Exact" => (json!({"exact": h.value}), ModelMatch::Exact(h.value.clone())),
+                "Exact" => (
+                    json!({"exact": h.value}),
+                    ModelMatch::Exact(h.value.clone()),
+                ),
                 "RegularExpression" => (
                     json!({"safe_regex": {"regex": h.value}}),
                     ModelMatch::Regex(h.value.clone()),
@@ -306,7 +364,8 @@ fn translate_rule(
             if h.name.eq_ignore_ascii_case(MODEL_HEADER) {
                 model = Some(model_match);
             }
-            headers.push(json!({"name": h.name.to_ascii_lowercase(), "string_match": string_match}));
+            headers
+                .push(json!({"name": h.name.to_ascii_lowercase(), "string_match": string_match}));
         }
         models.push(ModelRoute {
             matcher: model.unwrap_or(ModelMatch::Prefix(String::new())),
@@ -344,13 +403,24 @@ pub fn parse_duration(text: &str) -> Option<u64> {
             _ => return None,
         })?)?;
     }
-    digits.is_empty().then_some(total).filter(|_| !text.is_empty())
+    digits
+        .is_empty()
+        .then_some(total)
+        .filter(|_| !text.is_empty())
 }
 
-fn listener_json(options: &Options, name: &str, port: u16, buffer_limit: u64, router: &PluginConfig) -> Value {
+fn listener_json(
+    options: &Options,
+    name: &str,
+    port: u16,
+    buffer_limit: u64,
+    router: &PluginConfig,
+) -> Value {
     // Envoy's own buffer limit sits above the filter's so that the filter,
     // which answers in the client's API shape, sees an oversized body first.
-    let envoy_limit = buffer_limit.saturating_add(1 << 20).min(u64::from(u32::MAX));
+    let envoy_limit = buffer_limit
+        .saturating_add(1 << 20)
+        .min(u64::from(u32::MAX));
     json!({
         "name": name,
         "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
@@ -414,7 +484,10 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         created: options.created,
         models: Vec::new(),
         max_request_bytes: 0,
-        backends: backends.iter().map(|b| (b.key.clone(), b.config.clone())).collect(),
+        backends: backends
+            .iter()
+            .map(|b| (b.key.clone(), b.config.clone()))
+            .collect(),
         credentials: Some(options.credential_source.clone()),
     };
     let mut cluster = json!({
