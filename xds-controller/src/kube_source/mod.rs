@@ -11,6 +11,8 @@
 
 pub mod controller;
 #[cfg(test)]
+pub mod crd;
+#[cfg(test)]
 mod deploy_tests;
 pub mod status;
 #[cfg(test)]
