@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/aigw_filter.wasm
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 build_with_rustup() {
   rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 \
@@ -26,8 +27,8 @@ build_with_debian() {
   RUSTFLAGS="-C linker=wasm-ld -C link-self-contained=no -L $wasi_lib" \
   CARGO_TARGET_DIR=target/wasm-deb \
     cargo build --release -p aigw-filter --target wasm32-wasip1 -Zbuild-std=std,panic_abort
-  mkdir -p target/wasm32-wasip1/release
-  cp target/wasm-deb/wasm32-wasip1/release/aigw_filter.wasm target/wasm32-wasip1/release/
+  mkdir -p "$TARGET_DIR/wasm32-wasip1/release"
+  cp target/wasm-deb/wasm32-wasip1/release/aigw_filter.wasm "$TARGET_DIR/wasm32-wasip1/release/"
 }
 
 if [ "${AIGW_WASM_TOOLCHAIN:-auto}" != debian ] && build_with_rustup 2>/dev/null; then
@@ -35,5 +36,6 @@ if [ "${AIGW_WASM_TOOLCHAIN:-auto}" != debian ] && build_with_rustup 2>/dev/null
 else
   build_with_debian
 fi
-cp target/wasm32-wasip1/release/aigw_filter.wasm "$OUT"
+mkdir -p target
+cp "$TARGET_DIR/wasm32-wasip1/release/aigw_filter.wasm" "$OUT"
 echo "built $OUT ($(wc -c <"$OUT") bytes)"

@@ -8,10 +8,12 @@ use crate::credentials::Credential;
 use crate::credentials::CredentialCache;
 use crate::error::{ErrorShape, GatewayError};
 use crate::models::{list_body, lookup, ModelLookup};
-use crate::request::{parse_request, Endpoint, RequestFacts};
+use crate::request::{handoff, parse_handoff, parse_request, Endpoint, RequestFacts};
 use crate::response::{ChunkOutput, JsonBody, OpenAiStream};
 use crate::sse::SseSplitter;
-use crate::upstream::{credential_header, prepare, UpstreamRequest, CLIENT_HEADERS_REMOVED};
+use crate::upstream::{
+    credential_header, prepare, prepare_headers_only, UpstreamRequest, CLIENT_HEADERS_REMOVED,
+};
 use crate::usage::Usage;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -187,7 +189,7 @@ impl RouterFilter {
             return self.fail(error);
         }
         self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
-        self.set_http_request_header(ENDPOINT_HEADER, Some(endpoint.name()));
+        self.set_http_request_header(ENDPOINT_HEADER, Some(&handoff(endpoint, &facts)));
         if self
             .call_foreign_function("clear_route_cache", None)
             .is_err()
@@ -417,6 +419,10 @@ struct UpstreamFilter {
     backend: Option<String>,
     endpoint: Option<Endpoint>,
     query: String,
+    /// The router asked for stream usage, so the body must be rewritten.
+    needs_stream_usage: bool,
+    /// The request was rewritten in the headers phase; the body passes as is.
+    done: bool,
     /// The rewritten request, kept while credentials are fetched.
     pending: Option<UpstreamRequest>,
     body_size: usize,
@@ -430,6 +436,8 @@ impl UpstreamFilter {
             backend: None,
             endpoint: None,
             query: String::new(),
+            needs_stream_usage: false,
+            done: false,
             pending: None,
             body_size: 0,
         }
@@ -449,6 +457,35 @@ impl UpstreamFilter {
         self.backend
             .as_ref()
             .and_then(|b| self.config.backends.get(b))
+    }
+
+    /// The fast path: when the body needs no change and any credential is at
+    /// hand, rewrite the headers now and let the body stream through.
+    fn headers_only(&mut self) -> Option<Action> {
+        let endpoint = self.endpoint?;
+        let backend = self.backend_config()?;
+        let model = request_header(self, MODEL_HEADER).unwrap_or_default();
+        let request = prepare_headers_only(
+            endpoint,
+            &self.query,
+            backend,
+            &model,
+            self.needs_stream_usage,
+        )?;
+        if backend.auth.is_some() {
+            let source = self.config.credentials.as_ref()?;
+            let now = now_secs(self);
+            let fresh = CREDENTIALS.with(|c| {
+                c.borrow()
+                    .is_fresh(now, source.ttl_seconds, self.config.config_version)
+            });
+            if !fresh {
+                // Fetching needs a pause; the buffered path handles it.
+                return None;
+            }
+        }
+        self.done = true;
+        Some(self.finish(request, false))
     }
 
     /// Writes the rewritten request and its credential. Returns Pause while
@@ -600,8 +637,9 @@ impl HttpContext for UpstreamFilter {
             .split_once('?')
             .map(|(_, q)| q.to_string())
             .unwrap_or_default();
-        self.endpoint =
-            request_header(self, ENDPOINT_HEADER).and_then(|name| Endpoint::from_name(&name));
+        let handoff = request_header(self, ENDPOINT_HEADER).and_then(|v| parse_handoff(&v));
+        self.endpoint = handoff.map(|(endpoint, _)| endpoint);
+        self.needs_stream_usage = handoff.is_some_and(|(_, needs)| needs);
         self.set_http_request_header(ENDPOINT_HEADER, None);
         for name in CLIENT_HEADERS_REMOVED {
             self.set_http_request_header(name, None);
@@ -624,10 +662,16 @@ impl HttpContext for UpstreamFilter {
         if end_of_stream {
             return self.fail(GatewayError::bad_request("request body is required"));
         }
+        if let Some(action) = self.headers_only() {
+            return action;
+        }
         Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.done {
+            return Action::Continue;
+        }
         if !end_of_stream {
             return Action::Pause;
         }

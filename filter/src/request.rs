@@ -83,6 +83,24 @@ impl Endpoint {
     }
 }
 
+/// What the router role hands the upstream role in an internal header: the
+/// endpoint, and whether the gateway must ask for stream usage (so the body
+/// must be rewritten). `chat` or `chat;stream-usage`.
+pub fn handoff(endpoint: Endpoint, facts: &RequestFacts) -> String {
+    if facts.stream && !facts.client_wants_usage {
+        format!("{};stream-usage", endpoint.name())
+    } else {
+        endpoint.name().to_string()
+    }
+}
+
+/// Reads [`handoff`]'s value: the endpoint and whether stream usage must be
+/// asked for.
+pub fn parse_handoff(value: &str) -> Option<(Endpoint, bool)> {
+    let (name, flag) = value.split_once(';').unwrap_or((value, ""));
+    Some((Endpoint::from_name(name)?, flag == "stream-usage"))
+}
+
 const ALL: [Endpoint; 6] = [
     Endpoint::ChatCompletions,
     Endpoint::Completions,
@@ -206,6 +224,28 @@ mod tests {
             assert_eq!(Endpoint::from_name(e.name()), Some(e));
         }
         assert_eq!(Endpoint::from_name("nope"), None);
+    }
+
+    #[test]
+    fn handoff_round_trip() {
+        let facts = |stream, usage| RequestFacts {
+            model: "m".into(),
+            stream,
+            client_wants_usage: usage,
+        };
+        for (f, want) in [
+            (facts(true, false), true),
+            (facts(true, true), false),
+            (facts(false, false), false),
+        ] {
+            let value = handoff(Endpoint::ChatCompletions, &f);
+            assert_eq!(
+                parse_handoff(&value),
+                Some((Endpoint::ChatCompletions, want)),
+                "{value}"
+            );
+        }
+        assert_eq!(parse_handoff("nope;stream-usage"), None);
     }
 
     #[test]

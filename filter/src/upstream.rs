@@ -45,12 +45,38 @@ pub fn prepare(
     }
 }
 
-fn prepare_openai(
+/// The request for an OpenAI-schema backend when its body needs no change
+/// (no model override, no stream usage to ask for): then the upstream role
+/// rewrites headers only and never buffers the body.
+pub fn prepare_headers_only(
     endpoint: Endpoint,
     query: &str,
     backend: &BackendConfig,
-    body: &[u8],
-) -> Result<UpstreamRequest, GatewayError> {
+    model: &str,
+    needs_stream_usage: bool,
+) -> Option<UpstreamRequest> {
+    let override_differs = backend
+        .model_name_override
+        .as_deref()
+        .is_some_and(|m| m != model);
+    if backend.schema != SchemaName::OpenAI || needs_stream_usage || override_differs {
+        return None;
+    }
+    Some(UpstreamRequest {
+        path: openai_path(endpoint, query, backend).ok()?,
+        host: backend.host.clone(),
+        body: None,
+        set_headers: Vec::new(),
+        remove_headers: Vec::new(),
+        default_headers: Vec::new(),
+    })
+}
+
+fn openai_path(
+    endpoint: Endpoint,
+    query: &str,
+    backend: &BackendConfig,
+) -> Result<String, GatewayError> {
     let suffix = endpoint.openai_suffix().ok_or_else(|| {
         GatewayError::client(
             404,
@@ -67,6 +93,16 @@ fn prepare_openai(
         path.push('?');
         path.push_str(query);
     }
+    Ok(path)
+}
+
+fn prepare_openai(
+    endpoint: Endpoint,
+    query: &str,
+    backend: &BackendConfig,
+    body: &[u8],
+) -> Result<UpstreamRequest, GatewayError> {
+    let path = openai_path(endpoint, query, backend)?;
     let facts = parse_request(endpoint, body)?;
     let override_model = backend
         .model_name_override
@@ -154,6 +190,29 @@ mod tests {
         assert_eq!(r.path, "/v1/chat/completions");
         assert_eq!(r.body, None);
         assert_eq!(r.host.as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn headers_only_when_the_body_needs_no_change() {
+        let plain = backend(None, None);
+        let r = prepare_headers_only(Endpoint::ChatCompletions, "", &plain, "m", false).unwrap();
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.body, None);
+        assert!(prepare_headers_only(Endpoint::ChatCompletions, "", &plain, "m", true).is_none());
+        let same = backend(None, Some("m"));
+        assert!(prepare_headers_only(Endpoint::ChatCompletions, "", &same, "m", false).is_some());
+        let other = backend(None, Some("x"));
+        assert!(prepare_headers_only(Endpoint::ChatCompletions, "", &other, "m", false).is_none());
+        let bedrock = BackendConfig {
+            schema: SchemaName::AWSAnthropic,
+            ..Default::default()
+        };
+        assert!(
+            prepare_headers_only(Endpoint::AnthropicMessages, "", &bedrock, "m", false).is_none()
+        );
+        assert!(
+            prepare_headers_only(Endpoint::AnthropicMessages, "", &plain, "m", false).is_none()
+        );
     }
 
     #[test]

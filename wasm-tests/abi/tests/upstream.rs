@@ -12,6 +12,12 @@ const CREDENTIALS_OK: &[u8] =
 
 /// Headers as the upstream role sees them: after the router role ran.
 fn upstream_headers(path: &str) -> Vec<(&'static str, String)> {
+    upstream_headers_with(path, "chat")
+}
+
+/// Same, with the router's handoff value (`chat;stream-usage` when the body
+/// must ask for stream usage).
+fn upstream_headers_with(path: &str, handoff: &str) -> Vec<(&'static str, String)> {
     vec![
         (":method", "POST".into()),
         (":path", path.into()),
@@ -19,7 +25,7 @@ fn upstream_headers(path: &str) -> Vec<(&'static str, String)> {
         ("content-type", "application/json".into()),
         ("content-length", BODY.len().to_string()),
         ("x-ai-eg-model", "gpt-4o-mini".into()),
-        ("x-aigw-endpoint", "chat".into()),
+        ("x-aigw-endpoint", handoff.into()),
         // The client's own credentials must never reach a provider.
         ("authorization", "Bearer client-secret".into()),
         ("x-api-key", "client-secret-2".into()),
@@ -27,14 +33,25 @@ fn upstream_headers(path: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Starts a request on a stream whose picked endpoint names `backend`.
+/// Starts a request on a stream whose picked endpoint names `backend`; the
+/// upstream role must hold the headers (it needs the body or a credential).
 fn start(vm: &mut Vm, backend: &str, path: &str) -> Result<u32, VmError> {
+    let (ctx, action) = start_with(vm, backend, path, "chat")?;
+    assert_eq!(action, Action::Pause, "the upstream role must hold headers");
+    Ok(ctx)
+}
+
+fn start_with(
+    vm: &mut Vm,
+    backend: &str,
+    path: &str,
+    handoff: &str,
+) -> Result<(u32, Action), VmError> {
     let ctx = vm.create_stream()?;
     vm.set_stream_property(ctx, &BACKEND_METADATA, backend.as_bytes());
-    let action = vm.request_headers(ctx, &refs(&upstream_headers(path)), false)?;
-    assert_eq!(action, Action::Pause, "the upstream role must hold headers");
+    let action = vm.request_headers(ctx, &refs(&upstream_headers_with(path, handoff)), false)?;
     assert!(vm.stream(ctx).local_response().is_none());
-    Ok(ctx)
+    Ok((ctx, action))
 }
 
 fn assert_client_credentials_gone(vm: &Vm, ctx: u32) {
@@ -53,7 +70,15 @@ fn assert_client_credentials_gone(vm: &Vm, ctx: u32) {
 #[test]
 fn backend_without_auth_keeps_body_and_rewrites_path() -> Result<(), VmError> {
     let mut vm = vm_with(&upstream_config())?;
-    let ctx = start(&mut vm, "default/local", "/v1/chat/completions?trace=1")?;
+    let (ctx, action) = start_with(
+        &mut vm,
+        "default/local",
+        "/v1/chat/completions?trace=1",
+        "chat",
+    )?;
+    // Nothing in the body changes: headers are rewritten at once and the
+    // body streams through unbuffered.
+    assert_eq!(action, Action::Continue);
     let action = vm.request_body(ctx, BODY, true)?;
     assert_eq!(action, Action::Continue);
     let s = vm.stream(ctx);
@@ -100,7 +125,13 @@ fn model_override_rewrites_body_and_content_length() -> Result<(), VmError> {
 #[test]
 fn streaming_request_asks_the_backend_for_usage() -> Result<(), VmError> {
     let mut vm = vm_with(&upstream_config())?;
-    let ctx = start(&mut vm, "default/local", "/v1/chat/completions")?;
+    let (ctx, action) = start_with(
+        &mut vm,
+        "default/local",
+        "/v1/chat/completions",
+        "chat;stream-usage",
+    )?;
+    assert_eq!(action, Action::Pause, "the body must be rewritten");
     let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
     vm.request_body(ctx, body, true)?;
     let s = vm.stream(ctx);
