@@ -130,6 +130,7 @@ fn load_value(
         ("BackendTrafficPolicy", _) if in_group(ENVOY_GATEWAY) => {
             typed!(backend_traffic_policies)
         }
+        ("SecurityPolicy", _) if in_group(ENVOY_GATEWAY) => typed!(security_policies),
         ("GatewayClass", _) if in_group(GATEWAY_API) => typed!(gateway_classes),
         ("Gateway", _) if in_group(GATEWAY_API) => typed!(gateways),
         ("BackendTLSPolicy", _) if in_group(GATEWAY_API) => typed!(backend_tls_policies),

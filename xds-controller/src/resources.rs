@@ -47,6 +47,8 @@ pub struct Resources {
     pub backend_tls_policies: Vec<Named<BackendTLSPolicySpec>>,
     pub backend_traffic_policies: Vec<Named<BackendTrafficPolicySpec>>,
     pub secrets: Vec<Named<SecretData>>,
+    /// Envoy Gateway SecurityPolicy (client authentication; see translate/auth.rs).
+    pub security_policies: Vec<Named<crate::translate::auth::SecurityPolicySpec>>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default, PartialEq)]

@@ -106,6 +106,8 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
             "request_too_large" => "request_too_large",
             "model_not_found" => "not_found_error",
             "rate_limit_exceeded" => "rate_limit_error",
+            "invalid_api_key" => "authentication_error",
+            "permission_denied" => "permission_error",
             "upstream_timeout" | "upstream_unavailable" => "api_error",
             _ => "api_error",
         };
@@ -120,7 +122,22 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
 pub fn local_reply_config(max_request_bytes: u64) -> Value {
     let too_large =
         format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
-    let cases: [(Value, &str, &str, &str); 5] = [
+    let status = |code: u32| json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": format!("aigw.local_reply.{code}")}}}});
+    let cases: [(Value, &str, &str, &str); 7] = [
+        // Refusals of the auth filters (translate/auth.rs). Their message
+        // names no key and no client.
+        (
+            status(401),
+            "authentication failed: the request carries no valid credential for this gateway",
+            "invalid_request_error",
+            "invalid_api_key",
+        ),
+        (
+            status(403),
+            "permission denied: this client may not use this route",
+            "invalid_request_error",
+            "permission_denied",
+        ),
         (
             json!({"response_flag_filter": {"flags": ["RL"]}}),
             "rate limit exceeded: this client's request or token budget is used up; retry later",

@@ -1,6 +1,7 @@
 //! The pure translation from resources to what Envoy and the filter need:
 //! listeners, routes, clusters and the credentials the filter will fetch.
 
+pub mod auth;
 pub mod backend;
 pub mod envoy;
 pub mod ratelimit;
@@ -160,6 +161,21 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             &mut diagnostics,
         );
         out.rate_limits.limits.extend(limits.limits.clone());
+        let auth = auth::for_gateway(
+            resources,
+            &auth::Env {
+                resolve: &options.resolve,
+                ca_file: &options.ca_file,
+            },
+            gateway,
+            attached.iter().map(|(route, _)| *route),
+            &mut diagnostics,
+        );
+        for c in &auth.clusters {
+            if !out.clusters.iter().any(|have| have["name"] == c["name"]) {
+                out.clusters.push(c.clone());
+            }
+        }
         for listener in &gateway.spec.listeners {
             if listener.protocol != "HTTP" {
                 diagnostics.push(
@@ -186,7 +202,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 route_entries.extend(
                     rule.routes
                         .iter()
-                        .map(|e| limits.attach(&route.key(), e.clone())),
+                        .map(|e| auth.attach(&route.key(), limits.attach(&route.key(), e.clone()))),
                 );
                 for b in &rule.backends {
                     backends.insert(b.key.clone(), b.config.clone());
@@ -210,6 +226,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 "virtual_hosts": [{"name": name, "domains": domains, "routes": route_entries}],
             }));
             let mut listener = listener_json(options, &name, port, buffer_limit, &router_config);
+            if !auth.is_empty() {
+                auth.add_filters(&mut listener);
+            }
             if !limits.is_empty() {
                 ratelimit::add_filter(
                     &mut listener,
