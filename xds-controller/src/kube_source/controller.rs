@@ -97,8 +97,8 @@ impl ControllerArgs {
         options.credential_source.authority = self.credential_authority.clone();
         options.ca_file = self.envoy_ca_file.clone();
         if self.privileged_port_offset > 0 {
-            options.port_map = (1..1024)
-                .map(|p| (p, p + self.privileged_port_offset))
+            options.port_map = (1..1024u16)
+                .filter_map(|p| Some((p, p.checked_add(self.privileged_port_offset)?)))
                 .collect();
         }
         options

@@ -163,4 +163,8 @@ fn envoy_bootstrap_points_at_the_controller_service() {
         Some(80 + u64::from(args.privileged_port_offset))
     );
     assert_eq!(args.options(1).port_map.get(&80), Some(&10080));
+    let mut large = args.clone();
+    large.privileged_port_offset = 65000;
+    let map = large.options(1).port_map;
+    assert_eq!((map.get(&80), map.get(&600)), (Some(&65080), None));
 }

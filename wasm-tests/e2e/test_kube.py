@@ -1,0 +1,288 @@
+"""Kubernetes mode end to end: `aigw controller` reads its configuration
+from a fake Kubernetes API server (list + streaming watch over HTTP, as
+kubectl-applied objects would arrive), a real Envoy gets it over ADS, and
+the provider key comes from a Secret that arrives after the policy naming
+it. Status conditions are patched back to the API server."""
+import base64
+import json
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import AIGW, ENVOY, ROOT, WASM, free_port
+from test_openai import post
+
+TOKEN = "e2e-credential-token-0123456789"
+
+
+class FakeApiServer:
+    """Collections by URL path; watches stream newline-delimited
+    WatchEvents until the test ends; PATCHes are recorded."""
+
+    def __init__(self, paths):
+        self.lock = threading.Lock()
+        self.version = 100
+        self.collections = {p: {"objects": {}, "watchers": []} for p in paths}
+        self.patches = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, value):
+                body = json.dumps(value).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                with fake.lock:
+                    collection = fake.collections.get(url.path)
+                    if collection is None:
+                        return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                "reason": "NotFound", "code": 404, "message": "not found"})
+                    if query.get("watch") != ["true"]:
+                        items = list(collection["objects"].values())
+                        return self._send(200, {"apiVersion": "v1", "kind": "List", "items": items,
+                                                "metadata": {"resourceVersion": str(fake.version)}})
+                    events = queue.Queue()
+                    collection["watchers"].append(events)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                try:
+                    while True:
+                        try:
+                            line = events.get(timeout=0.5)
+                        except queue.Empty:
+                            continue
+                        if line is None:
+                            break
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_PATCH(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                with fake.lock:
+                    path = urllib.parse.urlparse(self.path).path
+                    fake.patches.append((self.command, path, self.headers.get("content-type"), body))
+                self._send(200, {"apiVersion": "v1", "kind": "Unknown", "metadata": {"name": "x"}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _emit(self, path, kind, obj):
+        with self.lock:
+            self.version += 1
+            obj = json.loads(json.dumps(obj))
+            obj["metadata"]["resourceVersion"] = str(self.version)
+            key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+            collection = self.collections[path]
+            if kind == "DELETED":
+                collection["objects"].pop(key, None)
+            else:
+                collection["objects"][key] = obj
+            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            for w in collection["watchers"]:
+                w.put(line)
+
+    def put(self, path, obj):
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        self._emit(path, "MODIFIED" if key in self.collections[path]["objects"] else "ADDED", obj)
+
+    def delete(self, path, namespace, name):
+        self._emit(path, "DELETED", self.collections[path]["objects"][(namespace, name)])
+
+    def close(self):
+        with self.lock:
+            for c in self.collections.values():
+                for w in c["watchers"]:
+                    w.put(None)
+        self.server.shutdown()
+
+
+AI = "/apis/aigateway.envoyproxy.io/v1alpha1/"
+EG = "/apis/gateway.envoyproxy.io/v1alpha1/"
+GW = "/apis/gateway.networking.k8s.io/v1/"
+PATHS = [AI + "aigatewayroutes", AI + "aiservicebackends", AI + "backendsecuritypolicies",
+         EG + "backends", EG + "clienttrafficpolicies", EG + "backendtrafficpolicies", EG + "envoyproxies",
+         GW + "gatewayclasses", GW + "gateways",
+         "/apis/gateway.networking.k8s.io/v1alpha3/backendtlspolicies", "/api/v1/secrets"]
+
+
+def obj(api_version, kind, name, spec):
+    return {"apiVersion": api_version, "kind": kind, "spec": spec,
+            "metadata": {"name": name, "namespace": "default", "generation": 1}}
+
+
+def bootstrap(xds, creds, ratelimit, admin):
+    def cluster(name, port, http2):
+        c = {"name": name, "type": "STATIC", "connect_timeout": "2s",
+             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+        if http2:
+            c["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        return c
+
+    return {
+        "node": {"id": "aigw-envoy", "cluster": "aigw"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": "aigw_xds"}}],
+                           "set_node_on_first_message_only": True},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}},
+        "static_resources": {"clusters": [cluster("aigw_xds", xds, True),
+                                          cluster("aigw_controller", creds, False),
+                                          cluster("aigw_ratelimit", ratelimit, True)]},
+    }
+
+
+@pytest.fixture
+def cluster(providers):
+    provider = providers(name="kube")
+    api = FakeApiServer(PATHS)
+    work = tempfile.mkdtemp(prefix="aigw-kube-")
+    kubeconfig = os.path.join(work, "kubeconfig")
+    with open(kubeconfig, "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+                   "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api.port}"}}],
+                   "users": [{"name": "fake", "user": {"token": "test"}}],
+                   "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}, f)
+    xds, creds, ratelimit, admin, listen = (free_port() for _ in range(5))
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "AIGW_CREDENTIAL_TOKEN": TOKEN}
+    log = open(os.path.join(work, "controller.log"), "w")
+    controller = subprocess.Popen(
+        [AIGW, "controller", f"--xds-address=127.0.0.1:{xds}", f"--credential-address=127.0.0.1:{creds}",
+         f"--rate-limit-address=127.0.0.1:{ratelimit}", f"--credential-authority=127.0.0.1:{creds}",
+         f"--wasm-path={WASM}", "--listen-address=127.0.0.1", f"--privileged-port-offset={listen - 80}",
+         "--debounce-ms=50"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    boot = os.path.join(work, "bootstrap.json")
+    with open(boot, "w") as f:
+        json.dump(bootstrap(xds, creds, ratelimit, admin), f)
+    envoy_log = open(os.path.join(work, "envoy.log"), "w")
+    envoy = subprocess.Popen([ENVOY, "-c", boot, "--log-level", "warning", "--concurrency", "1",
+                              "--base-id", str(os.getpid() + 7)],
+                             stdout=envoy_log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def output():
+        with open(os.path.join(work, "controller.log")) as f:
+            return f.read()
+
+    yield api, provider, f"http://127.0.0.1:{listen}", output
+    for p in (envoy, controller):
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    api.close()
+    log.close()
+    envoy_log.close()
+
+
+def wait_until(check, what, output, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{output()}")
+
+
+def debug(api):
+    return "\n".join(f"{m} {p}" for m, p, _, _ in api.patches)
+
+
+def chat(url):
+    try:
+        return post(url + "/v1/chat/completions",
+                    {"model": "kube-model", "messages": [{"role": "user", "content": "hi"}]})
+    except OSError:  # Envoy has not bound the listener yet
+        return 0, {}, b""
+
+
+def test_controller_configures_envoy_from_kubernetes(cluster):
+    api, provider, url, output = cluster
+    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
+                                 {"gatewayClassName": "aigw",
+                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
+    api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
+                                 {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
+    api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
+                                          {"schema": {"name": "OpenAI"},
+                                           "backendRef": {"name": "backend", "kind": "Backend",
+                                                          "group": "gateway.envoyproxy.io"}}))
+    api.put(AI + "backendsecuritypolicies", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "BackendSecurityPolicy", "key",
+        {"targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": "backend"}],
+         "type": "APIKey", "apiKey": {"secretRef": {"name": "provider-key"}}}))
+    api.put(AI + "aigatewayroutes", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
+        {"parentRefs": [{"name": "gw"}],
+         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
+                    "backendRefs": [{"name": "backend"}]}]}))
+
+    # The policy's Secret is missing: status says so, naming the field.
+    def policy_status():
+        return [p for p in api.patches if p[1].endswith("/backendsecuritypolicies/key/status")]
+    patches = wait_until(policy_status, "the policy's status", lambda: output() + debug(api))
+    method, path, content_type, body = patches[-1]
+    assert (method, content_type) == ("PATCH", "application/merge-patch+json")
+    assert path == AI + "namespaces/default/backendsecuritypolicies/key/status"
+    resolved = next(c for c in body["status"]["conditions"] if c["type"] == "ResolvedRefs")
+    assert resolved["status"] == "False"
+    assert resolved["message"].startswith("spec.apiKey.secretRef.name: Secret default/provider-key does not exist")
+
+    # The Secret arrives: Envoy serves the model with the key from the Secret.
+    api.put("/api/v1/secrets", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                "metadata": {"name": "provider-key", "namespace": "default"},
+                                "data": {"apiKey": base64.b64encode(b"sk-from-secret").decode()}})
+    status, _, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(chat(url)),
+                                 "a served chat completion", output)
+    assert json.loads(body)["choices"][0]["message"]["content"] == "kube answered kube-model"
+    assert provider.requests[-1].headers["authorization"] == "Bearer sk-from-secret"
+    wait_until(lambda: any(c["type"] == "ResolvedRefs" and c["status"] == "True"
+                           for c in policy_status()[-1][3]["status"]["conditions"]),
+               "the policy to resolve", output)
+
+    # The Secret is rotated: the new key is used.
+    api.put("/api/v1/secrets", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                "metadata": {"name": "provider-key", "namespace": "default"},
+                                "data": {"apiKey": base64.b64encode(b"sk-rotated").decode()}})
+
+    def rotated():
+        chat(url)
+        return provider.requests and provider.requests[-1].headers["authorization"] == "Bearer sk-rotated"
+    wait_until(rotated, "the rotated key", output, timeout=60)
+
+    # The route is deleted: the model is no longer served.
+    api.delete(AI + "aigatewayroutes", "default", "route")
+    wait_until(lambda: chat(url)[0] == 404, "the model to go away", output)
