@@ -128,6 +128,7 @@ EG = "/apis/gateway.envoyproxy.io/v1alpha1/"
 GW = "/apis/gateway.networking.k8s.io/v1/"
 PATHS = [AI + "aigatewayroutes", AI + "aiservicebackends", AI + "backendsecuritypolicies",
          EG + "backends", EG + "clienttrafficpolicies", EG + "backendtrafficpolicies", EG + "envoyproxies",
+         EG + "securitypolicies",
          GW + "gatewayclasses", GW + "gateways",
          "/apis/gateway.networking.k8s.io/v1alpha3/backendtlspolicies", "/api/v1/secrets"]
 

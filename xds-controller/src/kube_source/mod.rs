@@ -154,6 +154,14 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             false,
         ),
         kind(
+            ENVOY_GATEWAY_GROUP,
+            "v1alpha1",
+            "SecurityPolicy",
+            "securitypolicies",
+            true,
+            false,
+        ),
+        kind(
             GATEWAY_API_GROUP,
             "v1",
             "GatewayClass",
@@ -356,20 +364,32 @@ fn same_specs(a: &BTreeMap<ObjectKey, Object>, b: &BTreeMap<ObjectKey, Object>) 
             .all(|((ka, a), (kb, b))| ka == kb && a.value == b.value)
 }
 
-/// Collects `(namespace, name)` of every `secretRef` in `value`.
+/// Collects `(namespace, name)` of every Secret `value` refers to: each
+/// `secretRef` (BackendSecurityPolicy) and `credentialRefs[]` entry
+/// (SecurityPolicy apiKeyAuth).
 fn secret_refs(value: &Value, namespace: &str, out: &mut BTreeSet<ObjectKey>) {
+    let mut add = |reference: &Value| {
+        let kind = reference.get("kind").and_then(Value::as_str);
+        if let (Some(name), None | Some("Secret")) =
+            (reference.get("name").and_then(Value::as_str), kind)
+        {
+            let ns = reference
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(namespace);
+            out.insert((ns.to_string(), name.to_string()));
+        }
+    };
     match value {
         Value::Object(map) => {
             for (key, child) in map {
-                if key == "secretRef" {
-                    if let Some(name) = child.get("name").and_then(Value::as_str) {
-                        let ns = child
-                            .get("namespace")
-                            .and_then(Value::as_str)
-                            .unwrap_or(namespace);
-                        out.insert((ns.to_string(), name.to_string()));
-                    }
+                match (key.as_str(), child) {
+                    ("secretRef", _) => add(child),
+                    ("credentialRefs", Value::Array(items)) => items.iter().for_each(&mut add),
+                    _ => {}
                 }
+            }
+            for child in map.values() {
                 secret_refs(child, namespace, out);
             }
         }

@@ -291,6 +291,7 @@ fn fake_cluster() -> Fake {
         SECRETS,
         "/apis/gateway.envoyproxy.io/v1alpha1/clienttrafficpolicies",
         "/apis/gateway.envoyproxy.io/v1alpha1/backendtrafficpolicies",
+        "/apis/gateway.envoyproxy.io/v1alpha1/securitypolicies",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
         "/apis/gateway.networking.k8s.io/v1alpha3/backendtlspolicies",
     ])
@@ -645,6 +646,20 @@ fn store_replaces_objects_on_relist_and_ignores_status_changes() {
         "kubernetes:AIGatewayRoute/default/b"
     );
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
+}
+
+#[test]
+fn secret_references_are_found() {
+    let mut out = BTreeSet::new();
+    let policy = json!({"spec": {
+        "apiKey": {"secretRef": {"name": "a"}},
+        "awsCredentials": {"credentialsFile": {"secretRef": {"name": "b", "namespace": "other"}}},
+        "apiKeyAuth": {"credentialRefs": [{"name": "c"}, {"group": "", "kind": "Secret", "name": "d"},
+                                          {"kind": "ConfigMap", "name": "not-a-secret"}]}
+    }});
+    secret_refs(&policy, "team", &mut out);
+    let names: Vec<String> = out.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+    assert_eq!(names, ["other/b", "team/a", "team/c", "team/d"]);
 }
 
 #[test]
