@@ -229,7 +229,8 @@ pub enum LlmCostType {
     Cel,
 }
 
-/// Envoy Gateway's BackendTrafficPolicy; only `rateLimit` is acted on.
+/// Envoy Gateway's BackendTrafficPolicy: `rateLimit`, `retry`, `timeout`,
+/// `healthCheck.passive` and `circuitBreaker` are acted on.
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendTrafficPolicySpec {
@@ -239,6 +240,126 @@ pub struct BackendTrafficPolicySpec {
     pub target_ref: Option<TargetRef>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitSpec>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub timeout: Option<TimeoutSpec>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+}
+
+/// `spec.retry`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    #[serde(default)]
+    pub num_attempts_per_priority: Option<u32>,
+    #[serde(default)]
+    pub retry_on: Option<RetryOn>,
+    #[serde(default)]
+    pub per_retry: Option<PerRetry>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryOn {
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    #[serde(default)]
+    pub http_status_codes: Vec<u16>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PerRetry {
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub back_off: Option<BackOff>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackOff {
+    #[serde(default)]
+    pub base_interval: Option<String>,
+    #[serde(default)]
+    pub max_interval: Option<String>,
+}
+
+/// `spec.timeout`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutSpec {
+    #[serde(default)]
+    pub http: Option<HttpTimeout>,
+    #[serde(default)]
+    pub tcp: Option<TcpTimeout>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTimeout {
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    #[serde(default)]
+    pub connection_idle_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpTimeout {
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+}
+
+/// `spec.healthCheck`; only `passive` (outlier detection) is acted on.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    #[serde(default)]
+    pub passive: Option<PassiveHealthCheck>,
+    #[serde(default)]
+    pub active: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PassiveHealthCheck {
+    #[serde(default)]
+    pub split_external_local_origin_errors: Option<bool>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub consecutive_local_origin_failures: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default, rename = "consecutive5XxErrors")]
+    pub consecutive_5xx_errors: Option<u32>,
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `spec.circuitBreaker`.
+#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerSpec {
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<u32>,
+    #[serde(default)]
+    pub max_parallel_retries: Option<u32>,
+    #[serde(default)]
+    pub max_requests_per_connection: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -402,6 +523,9 @@ pub struct RouteBackendRef {
 pub struct RouteTimeouts {
     #[serde(default)]
     pub request: Option<String>,
+    /// Gateway API's per-attempt timeout.
+    #[serde(default)]
+    pub backend_request: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]

@@ -189,10 +189,6 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
     json!({"mappers": mappers})
 }
 
-pub fn duration(seconds: u64) -> String {
-    format!("{seconds}s")
-}
-
 /// A JSON-lines access log with the request's model, backend and usage.
 pub fn access_log(path: &str) -> Value {
     let token = |name: &str| format!("%FILTER_STATE(wasm.{name}:PLAIN)%");

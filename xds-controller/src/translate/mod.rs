@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backend;
 pub mod envoy;
 pub mod ratelimit;
+pub mod resilience;
 
 use crate::credentials::CredentialSet;
 use crate::error::Diagnostic;
@@ -16,8 +17,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
-/// Default request timeout of AI routes.
-const DEFAULT_ROUTE_TIMEOUT_SECONDS: u64 = 60;
 /// Body limit when no ClientTrafficPolicy sets one.
 const DEFAULT_BUFFER_LIMIT: u64 = 50 << 20;
 
@@ -89,6 +88,7 @@ struct TranslatedRule {
     models: Vec<ModelRoute>,
     routes: Vec<Value>,
     backends: Vec<ResolvedBackend>,
+    resilience: resilience::RuleResilience,
 }
 
 pub fn translate(resources: &Resources, options: &Options) -> Translation {
@@ -113,8 +113,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     let mut all_backends: BTreeMap<String, ResolvedBackend> = BTreeMap::new();
     for (_, rules) in &rules_by_route {
         for rule in rules {
-            out.clusters
-                .push(cluster(options, &rule.cluster_name, &rule.backends));
+            let mut c = cluster(options, &rule.cluster_name, &rule.backends);
+            rule.resilience.apply_cluster(&mut c);
+            out.clusters.push(c);
             for b in &rule.backends {
                 all_backends
                     .entry(b.key.clone())
@@ -337,19 +338,11 @@ fn translate_rule(
         ));
         return None;
     }
-    let timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_deref()) {
-        None => envoy::duration(DEFAULT_ROUTE_TIMEOUT_SECONDS),
-        Some(t) => match parse_duration(t) {
-            Some(seconds) => envoy::duration(seconds),
-            None => {
-                diagnostics.push(here(
-                    Diagnostic::error(format!("{t:?} is not a duration such as 30s or 2m"))
-                        .field(format!("spec.rules[{index}].timeouts.request")),
-                ));
-                return None;
-            }
-        },
-    };
+    let mut priorities: Vec<u32> = backends.iter().map(|b| b.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    let resilience =
+        resilience::for_rule(resources, route, index, rule, priorities.len(), diagnostics)?;
     let owned_by = route.name.clone();
     let mut models = Vec::new();
     let mut routes = Vec::new();
@@ -390,42 +383,21 @@ fn translate_rule(
             matcher: model.unwrap_or(ModelMatch::Prefix(String::new())),
             owned_by: owned_by.clone(),
         });
-        routes.push(json!({
+        let mut entry = json!({
             "name": format!("{}/{}/rule/{index}/match/{m_index}", route.namespace, route.name),
             "match": {"prefix": "/", "headers": headers},
-            "route": {"cluster": cluster_name, "timeout": timeout},
-        }));
+            "route": {"cluster": cluster_name},
+        });
+        resilience.apply_route(&mut entry);
+        routes.push(entry);
     }
     Some(TranslatedRule {
         cluster_name,
         models,
         routes,
         backends,
+        resilience,
     })
-}
-
-/// `30s`, `2m`, `1h`, `1h30m` or `1m30s`, as Gateway API durations.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: u64 = digits.parse().ok()?;
-        digits.clear();
-        total = total.checked_add(n.checked_mul(match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        })?)?;
-    }
-    digits
-        .is_empty()
-        .then_some(total)
-        .filter(|_| !text.is_empty())
 }
 
 fn listener_json(
