@@ -502,14 +502,15 @@ pub async fn sync(
                     }
                     last_printed = printed;
                 }
-                status.write(&store, &published.translation.diagnostics).await;
-                if !acceptable(&published.translation, serving) {
+                if acceptable(&published.translation, serving) {
+                    version += 1;
+                    serving = published.translation.listeners.len();
+                    publish(&published);
+                } else {
                     eprintln!("aigw: the changed configuration has errors and serves nothing; keeping the previous one");
-                    continue;
                 }
-                version += 1;
-                serving = published.translation.listeners.len();
-                publish(&published);
+                // After the push, so that status round trips never delay it.
+                status.write(&store, &published.translation.diagnostics).await;
             }
         }
     }

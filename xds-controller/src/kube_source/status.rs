@@ -1,12 +1,16 @@
 //! Status write-back: `status.conditions` (Accepted, ResolvedRefs) of the
 //! aigateway.envoyproxy.io objects, from the diagnostics that name them.
 
-use super::{source_name, Object, ObjectKey, Store};
+use super::{source_name, ObjectKey, Store};
 use crate::error::{Diagnostic, Severity};
+use futures::stream::{self, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Status patches in flight at once.
+const CONCURRENT_PATCHES: usize = 16;
 
 /// Longest condition message written (the API allows 32768).
 const MAX_MESSAGE: usize = 4096;
@@ -196,7 +200,8 @@ impl StatusWriter {
         let now = k8s_openapi::jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
-        let mut live = Vec::new();
+        let mut live = BTreeSet::new();
+        let mut patches = Vec::new();
         for (index, kind) in store.kinds().iter().enumerate() {
             if !kind.status {
                 continue;
@@ -208,51 +213,48 @@ impl StatusWriter {
                     kind.resource.kind.clone(),
                     (namespace.clone(), name.clone()),
                 );
-                live.push(id.clone());
-                self.write_one(kind, namespace, name, object, found, &now, id)
-                    .await;
+                live.insert(id.clone());
+                let wanted =
+                    conditions(&decide(found), object.generation, &object.conditions, &now);
+                let essential = essence(&wanted);
+                if essential == essence(&object.conditions)
+                    || self.sent.get(&id) == Some(&essential)
+                {
+                    continue;
+                }
+                patches.push((kind.resource.clone(), id, wanted, essential));
             }
         }
         self.sent.retain(|id, _| live.contains(id));
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn write_one(
-        &mut self,
-        kind: &super::Kind,
-        namespace: &str,
-        name: &str,
-        object: &Object,
-        diagnostics: &[&Diagnostic],
-        now: &str,
-        id: (String, ObjectKey),
-    ) {
-        let wanted = conditions(
-            &decide(diagnostics),
-            object.generation,
-            &object.conditions,
-            now,
-        );
-        let essential = essence(&wanted);
-        if essential == essence(&object.conditions) || self.sent.get(&id) == Some(&essential) {
-            return;
-        }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &kind.resource);
-        let patch = json!({"status": {"conditions": wanted}});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
+        let client = self.client.clone();
+        let results: Vec<_> = stream::iter(patches)
+            .map(move |(resource, id, wanted, essential)| {
+                let client = client.clone();
+                async move {
+                    let (namespace, name) = (id.1 .0.clone(), id.1 .1.clone());
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client, &namespace, &resource);
+                    let patch = json!({"status": {"conditions": wanted}});
+                    let result = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await;
+                    if let Err(e) = &result {
+                        eprintln!(
+                            "aigw: cannot write the status of {} {namespace}/{name}: {e}",
+                            resource.kind
+                        );
+                    }
+                    (id, essential, result.is_ok())
+                }
+            })
+            .buffer_unordered(CONCURRENT_PATCHES)
+            .collect()
+            .await;
+        for (id, essential, ok) in results {
+            if ok {
                 self.sent.insert(id, essential);
-            }
-            Err(e) => {
+            } else {
                 self.sent.remove(&id);
-                eprintln!(
-                    "aigw: cannot write the status of {} {namespace}/{name}: {e}",
-                    kind.resource.kind
-                );
             }
         }
     }
