@@ -558,6 +558,40 @@ impl UpstreamFilter {
         Action::Continue
     }
 
+    /// When the provider of every backend of this cluster asked to slow
+    /// down (429 with retry-after), none is called until the first one's
+    /// time is up: the client gets a 429 with the time left. (Envoy does
+    /// not retry a local answer of an upstream filter, so while any backend
+    /// is available the request goes on and the retry policy fails over.)
+    fn cooling_down(&mut self) -> Option<Action> {
+        let now = now_secs(self);
+        let mut left = u64::MAX;
+        for backend in self.config.backends.keys() {
+            let (bytes, _) = self.get_shared_data(&crate::failover::Cooldown::key(backend));
+            let remaining = crate::failover::Cooldown::parse(&bytes?)?.remaining(now)?;
+            left = left.min(remaining);
+        }
+        if left == u64::MAX {
+            return None;
+        }
+        let error = GatewayError::upstream(
+            429,
+            format!("the provider asked the gateway to slow down; retry after {left} s"),
+        )
+        .with_code("rate_limit_exceeded");
+        let left = left.to_string();
+        self.send_http_response(
+            429,
+            vec![
+                ("content-type", "application/json"),
+                ("retry-after", left.as_str()),
+                (crate::failover::COOLDOWN_HEADER, "1"),
+            ],
+            Some(&error.body(self.shape())),
+        );
+        Some(Action::Pause)
+    }
+
     fn fetch_credentials(
         &mut self,
         request: UpstreamRequest,
@@ -631,7 +665,44 @@ impl Context for UpstreamFilter {
 }
 
 impl HttpContext for UpstreamFilter {
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if response_header(self, ":status").as_deref() == Some("429")
+            && response_header(self, crate::failover::COOLDOWN_HEADER).is_none()
+        {
+            let wait = response_header(self, "retry-after")
+                .and_then(|v| crate::failover::retry_after_seconds(&v));
+            if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
+                let until = crate::failover::Cooldown {
+                    until: now_secs(self).saturating_add(wait),
+                };
+                let key = crate::failover::Cooldown::key(backend);
+                let _ = self.set_shared_data(&key, Some(&until.encode()), None);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // Envoy hands every attempt the same header map: restore the
+        // original request before rewriting it for this attempt's backend.
+        match self.get_property(vec![crate::failover::ORIGINAL_HEADERS_PROPERTY]) {
+            Some(saved) => {
+                if let Some(headers) = crate::failover::decode_headers(&saved) {
+                    let pairs = headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_slice()))
+                        .collect();
+                    self.set_http_request_headers_bytes(pairs);
+                }
+            }
+            None => {
+                let headers = self.get_http_request_headers_bytes();
+                self.set_property(
+                    vec![crate::failover::ORIGINAL_HEADERS_PROPERTY],
+                    Some(&crate::failover::encode_headers(&headers)),
+                );
+            }
+        }
         let path = request_header(self, ":path").unwrap_or_default();
         self.query = path
             .split_once('?')
@@ -658,6 +729,9 @@ impl HttpContext for UpstreamFilter {
             return self.fail(GatewayError::internal(
                 "request did not pass the gateway's router",
             ));
+        }
+        if let Some(action) = self.cooling_down() {
+            return action;
         }
         if end_of_stream {
             return self.fail(GatewayError::bad_request("request body is required"));

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod eventstream;
+pub mod failover;
 pub mod models;
 pub mod request;
 pub mod response;

@@ -1,0 +1,408 @@
+"""Failover across providers through a real Envoy: backendRef priorities,
+the default AI retry policy and BackendTrafficPolicy retry/timeouts. Every
+attempt is rewritten afresh from the client's original request for the
+backend it lands on (OpenAI passthrough, OpenAI with a model override,
+Anthropic native, Bedrock signed anew), and the client sees one answer in
+its own API shape with the usage of the attempt that answered."""
+import json
+import os
+import socket
+import time
+
+import anthropic
+import openai
+import pytest
+
+from conftest import free_port, write_yaml
+from fake_bedrock import HOST, FakeBedrock, make_test_ca
+from fakes import openai_echo
+from test_anthropic import anthropic_fake
+
+AWS = {"AWS_ACCESS_KEY_ID": "AKIDAIGWTEST", "AWS_SECRET_ACCESS_KEY": "aigw/test+secret/key"}
+CLIENT_KEY = "client-key-must-not-leak"
+PROVIDER_KEY = "sk-provider-secret"
+MODEL = "m"
+USER = [{"role": "user", "content": "hi"}]
+
+HEAD = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: aigw
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: key}
+stringData: {apiKey: %s}
+""" % PROVIDER_KEY
+
+
+def backend_yaml(name, schema, port, host=None):
+    endpoint = (f"{{fqdn: {{hostname: {host}, port: 443}}}}" if host
+                else f"{{ip: {{address: 127.0.0.1, port: {port}}}}}")
+    text = f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}}}
+spec:
+  endpoints: [{endpoint}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: {name}}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+"""
+    policy = {"OpenAI": ("APIKey", "apiKey"), "Anthropic": ("AnthropicAPIKey", "anthropicAPIKey")}.get(schema)
+    if policy:
+        text += f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}-key}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
+  type: {policy[0]}
+  {policy[1]}: {{secretRef: {{name: key}}}}
+"""
+    elif schema == "AWSAnthropic":
+        text += f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}-aws}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
+  type: AWSCredentials
+  awsCredentials: {{region: us-west-2}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {{name: {name}-tls}}
+spec:
+  targetRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: {name}}}]
+  validation: {{wellKnownCACertificates: System, hostname: {host}}}
+"""
+    return text
+
+
+def config(backends, policy="", model=MODEL):
+    """backends: [(name, schema, port, priority, extra ref fields)]"""
+    text = HEAD
+    refs = []
+    for name, schema, port, priority, extra in backends:
+        text += backend_yaml(name, schema, port, HOST if schema == "AWSAnthropic" else None)
+        refs.append(f"{{name: {name}, priority: {priority}{extra}}}")
+    text += f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]
+    backendRefs: [{", ".join(refs)}]
+"""
+    if policy:
+        text += f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: resilience}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+{policy}"""
+    return text
+
+
+def status(code, headers=None, body=None):
+    payload = body if body is not None else json.dumps(
+        {"error": {"message": f"provider failed with {code}", "type": "server_error"}}).encode()
+
+    def respond(request):
+        return code, {"content-type": "application/json", **(headers or {})}, payload
+    return respond
+
+
+def hang(seconds, then):
+    def respond(request):
+        time.sleep(seconds)
+        return then(request)
+    return respond
+
+
+@pytest.fixture
+def tls(tmp_path):
+    return make_test_ca(str(tmp_path))
+
+
+@pytest.fixture
+def bedrock(tls):
+    made = []
+
+    def make(**kwargs):
+        fake = FakeBedrock(tls[1], tls[2], access_key=AWS["AWS_ACCESS_KEY_ID"],
+                           secret_key=AWS["AWS_SECRET_ACCESS_KEY"], **kwargs)
+        made.append(fake)
+        return fake
+    yield make
+    for f in made:
+        f.close()
+
+
+def start(gateway, tmp_path, text, bedrock_fake=None, tls=None):
+    kwargs = {}
+    if bedrock_fake:
+        kwargs = {"resolve": [f"{HOST}:443=127.0.0.1:{bedrock_fake.port}"],
+                  "extra_args": ["--extra-ca", tls[0]], "env": AWS}
+    return gateway([write_yaml(tmp_path, "gw.yaml", text)], **kwargs)
+
+
+def oai(gw):
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+
+def claude(gw):
+    return anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+
+def last_log(gw):
+    return gw.access_log()[-1]
+
+
+def assert_usage(gw, input_tokens, output_tokens):
+    log = last_log(gw)
+    assert (log["input_tokens"], log["output_tokens"], log["total_tokens"]) == (
+        str(input_tokens), str(output_tokens), str(input_tokens + output_tokens)), log
+
+
+def assert_no_secrets(sent):
+    text = json.dumps(sent.headers)
+    assert CLIENT_KEY not in text
+
+
+# --- OpenAI to OpenAI: body rewritten on one attempt, passed through on the other
+
+
+@pytest.mark.parametrize("override_on", ["primary", "secondary"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_500_fails_over_with_the_original_request(tmp_path, providers, gateway, override_on, stream):
+    primary = providers(status(500), name="primary")
+    secondary = providers(name="secondary")
+    extra = {"primary": ", modelNameOverride: primary-model", "secondary": ""}
+    extra2 = {"primary": "", "secondary": ", modelNameOverride: secondary-model"}
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, extra[override_on]),
+        ("secondary", "OpenAI", secondary.port, 1, extra2[override_on]),
+    ]))
+    expected_model = "secondary-model" if override_on == "secondary" else MODEL
+    if stream:
+        chunks = list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert not any(c.usage for c in chunks), "the gateway's usage chunk reached the client"
+    else:
+        r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        text = r.choices[0].message.content
+        assert r.usage.total_tokens == 18
+    assert text == f"secondary answered {expected_model}"
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+    first, second = primary.requests[0], secondary.requests[0]
+    assert first.json()["model"] == ("primary-model" if override_on == "primary" else MODEL)
+    assert second.json()["model"] == expected_model
+    assert second.path == "/v1/chat/completions"
+    assert second.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert second.json()["messages"] == USER
+    if stream:
+        assert second.json()["stream_options"] == {"include_usage": True}
+    for sent in (first, second):
+        assert_no_secrets(sent)
+        assert "x-aigw-endpoint" not in sent.headers
+    assert_usage(gw, 11, 7)
+    assert str(last_log(gw)["status"]) == "200"
+
+
+def test_refused_connection_fails_over(tmp_path, providers, gateway):
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", free_port(), 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ]))
+    for _ in range(3):
+        r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        assert r.choices[0].message.content == f"secondary answered {MODEL}"
+    assert len(secondary.requests) == 3
+    assert_usage(gw, 11, 7)
+
+
+# --- Across schemas: Anthropic native <-> Claude on Bedrock (SigV4 per attempt)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_500_fails_over_to_bedrock_signed_anew(tmp_path, providers, gateway, bedrock, tls, stream):
+    primary = providers(status(500, body=json.dumps(
+        {"type": "error", "error": {"type": "api_error", "message": "overloaded"}}).encode()), name="anthropic")
+    fake = bedrock(usage=(13, 8))
+    gw = start(gateway, tmp_path, config([
+        ("anthropic", "Anthropic", primary.port, 0, ""),
+        ("bedrock", "AWSAnthropic", 0, 1, ", modelNameOverride: anthropic.claude-3-haiku-20240307-v1:0"),
+    ]), fake, tls)
+    if stream:
+        with claude(gw).messages.stream(model=MODEL, max_tokens=64, messages=USER) as s:
+            text = "".join(s.text_stream)
+    else:
+        text = claude(gw).messages.create(model=MODEL, max_tokens=64, messages=USER).content[0].text
+    assert text == "Hello from Bedrock"
+    assert len(primary.requests) == 1 and len(fake.requests) == 1
+    assert primary.requests[0].path == "/v1/messages"
+    assert fake.signature_checks == [(True, "ok")]
+    sent = fake.requests[0]
+    action = "invoke-with-response-stream" if stream else "invoke"
+    assert sent.path == f"/model/anthropic.claude-3-haiku-20240307-v1%3A0/{action}"
+    assert "model" not in sent.json() and sent.json()["messages"] == USER
+    assert "x-api-key" not in sent.headers and "anthropic-version" not in sent.headers
+    assert_usage(gw, 13, 8)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bedrock_500_fails_over_to_anthropic_with_the_original_request(
+        tmp_path, providers, gateway, bedrock, tls, stream):
+    fake = bedrock()
+    secondary = providers(anthropic_fake, name="anthropic")
+    gw = start(gateway, tmp_path, config([
+        ("bedrock", "AWSAnthropic", 0, 0, ", modelNameOverride: anthropic.claude-3-haiku-20240307-v1:0"),
+        ("anthropic", "Anthropic", secondary.port, 1, ""),
+    ], policy="""  retry:
+    numRetries: 1
+    retryOn: {triggers: [connect-failure, reset], httpStatusCodes: [403, 500]}
+"""), fake, tls)
+    # Make Bedrock refuse every request (a key it does not know): 403.
+    fake.credentials = type(fake.credentials)("AKIDOTHER", "x", None)
+    if stream:
+        with claude(gw).messages.stream(model=MODEL, max_tokens=16, messages=USER) as s:
+            text = "".join(s.text_stream)
+    else:
+        text = claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER).content[0].text
+    assert text == "Hello from Anthropic"
+    assert len(fake.requests) == 1 and len(secondary.requests) == 1
+    sent = secondary.requests[0]
+    assert sent.path == "/v1/messages"
+    assert sent.json()["model"] == MODEL and sent.json()["messages"] == USER
+    assert sent.json().get("stream", False) == stream
+    assert "anthropic_version" not in sent.json()
+    assert sent.headers["x-api-key"] == PROVIDER_KEY
+    assert "anthropic-version" in sent.headers
+    for h in ("x-amz-date", "x-amz-content-sha256", "x-amz-security-token"):
+        assert h not in sent.headers, h
+    assert not sent.headers.get("authorization", "").startswith("AWS4")
+    assert_usage(gw, 12, 4)
+
+
+# --- Timeouts
+
+
+def test_hang_before_headers_is_retried_after_the_per_try_timeout(tmp_path, providers, gateway):
+    primary = providers(hang(5, openai_echo("primary")), name="primary")
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ], policy="""  retry:
+    numRetries: 1
+    perRetry: {timeout: 1s}
+"""))
+    started = time.time()
+    r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+    assert r.choices[0].message.content == f"secondary answered {MODEL}"
+    assert time.time() - started < 4
+    assert_usage(gw, 11, 7)
+
+
+def test_request_timeout_in_the_clients_shape(tmp_path, providers, gateway):
+    primary = providers(hang(5, openai_echo("primary")), name="primary")
+    gw = start(gateway, tmp_path, config([("primary", "OpenAI", primary.port, 0, "")],
+                                         policy="  timeout: {http: {requestTimeout: 1s}}\n"))
+    with pytest.raises(openai.APIStatusError) as e:
+        oai(gw).chat.completions.create(model=MODEL, messages=USER)
+    assert e.value.status_code == 504
+    assert e.value.body["code"] == "upstream_timeout"
+
+
+# --- Everything fails
+
+
+@pytest.mark.parametrize("schema", ["OpenAI", "Anthropic"])
+def test_all_backends_down_is_a_503_in_the_clients_shape(tmp_path, gateway, schema):
+    gw = start(gateway, tmp_path, config([
+        ("primary", schema, free_port(), 0, ""),
+        ("secondary", schema, free_port(), 1, ""),
+    ]))
+    if schema == "OpenAI":
+        with pytest.raises(openai.APIStatusError) as e:
+            oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        assert e.value.body["code"] == "upstream_unavailable"
+    else:
+        with pytest.raises(anthropic.APIStatusError) as e:
+            claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER)
+        assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "api_error"
+    assert e.value.status_code == 503
+    assert PROVIDER_KEY not in json.dumps(e.value.body) and "127.0.0.1" not in json.dumps(e.value.body)
+    assert "URX" in last_log(gw)["response_flags"] or "UF" in last_log(gw)["response_flags"]
+
+
+def test_all_backends_500_is_the_last_upstream_answer(tmp_path, providers, gateway):
+    primary = providers(status(500), name="primary")
+    secondary = providers(status(502), name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ]))
+    with pytest.raises(openai.APIStatusError) as e:
+        oai(gw).chat.completions.create(model=MODEL, messages=USER)
+    assert e.value.status_code == 502
+    assert e.value.body["message"] == "provider failed with 502"
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+
+
+# --- 429 with retry-after: out of rotation for that long
+
+
+def test_429_fails_over_to_the_next_priority(tmp_path, providers, gateway):
+    primary = providers(status(429, {"retry-after": "3"}), name="primary")
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ]))
+    for _ in range(3):
+        r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        assert r.choices[0].message.content == f"secondary answered {MODEL}"
+    assert len(secondary.requests) == 3
+    assert_usage(gw, 11, 7)
+
+
+def test_429_everywhere_answers_locally_until_retry_after(tmp_path, providers, gateway):
+    """Every backend asked to slow down: no provider is called again until
+    the first retry-after is over; the client gets 429 and the time left."""
+    a = providers(status(429, {"retry-after": "30"}), name="a")
+    b = providers(status(429, {"retry-after": "2"}), name="b")
+    gw = start(gateway, tmp_path, config([
+        ("a", "OpenAI", a.port, 0, ""),
+        ("b", "OpenAI", b.port, 1, ""),
+    ]))
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError) as e:
+            oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        assert 1 <= int(e.value.response.headers["retry-after"]) <= 2
+    assert e.value.body["code"] == "rate_limit_exceeded"
+    assert (len(a.requests), len(b.requests)) == (1, 1)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER)
+    assert e.value.status_code == 429 and e.value.body["type"] == "error"
+    time.sleep(2.2)
+    b.respond = openai_echo("b")
+    r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+    assert r.choices[0].message.content == f"b answered {MODEL}"
+    # a is still cooling but b is not, so the request went on: a was called
+    # (Envoy does not retry an upstream filter's local answer) and the retry
+    # policy failed over to b.
+    assert (len(a.requests), len(b.requests)) == (2, 2)
