@@ -426,6 +426,8 @@ struct UpstreamFilter {
     /// The rewritten request, kept while credentials are fetched.
     pending: Option<UpstreamRequest>,
     body_size: usize,
+    /// The response headers are held until the stream's first content event.
+    holding_stream: bool,
 }
 
 impl UpstreamFilter {
@@ -440,6 +442,7 @@ impl UpstreamFilter {
             done: false,
             pending: None,
             body_size: 0,
+            holding_stream: false,
         }
     }
 
@@ -665,10 +668,16 @@ impl Context for UpstreamFilter {
 }
 
 impl HttpContext for UpstreamFilter {
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if response_header(self, ":status").as_deref() == Some("429")
-            && response_header(self, crate::failover::COOLDOWN_HEADER).is_none()
-        {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let status = response_header(self, ":status").unwrap_or_default();
+        let content_type = response_header(self, "content-type").unwrap_or_default();
+        if status == "200" && !end_of_stream && content_type.starts_with("text/event-stream") {
+            // Nothing reaches the router until the first content event, so an
+            // attempt that fails or stalls before it can still be retried.
+            self.holding_stream = true;
+            return Action::Pause;
+        }
+        if status == "429" && response_header(self, crate::failover::COOLDOWN_HEADER).is_none() {
             let wait = response_header(self, "retry-after")
                 .and_then(|v| crate::failover::retry_after_seconds(&v));
             if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
@@ -678,6 +687,41 @@ impl HttpContext for UpstreamFilter {
                 let key = crate::failover::Cooldown::key(backend);
                 let _ = self.set_shared_data(&key, Some(&until.encode()), None);
             }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.holding_stream {
+            return Action::Continue;
+        }
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        let start = crate::failover::sse_stream_start(&body);
+        let failed = match start {
+            crate::failover::StreamStart::Content => false,
+            crate::failover::StreamStart::Error => true,
+            crate::failover::StreamStart::NeedMore
+                if !end_of_stream && body_size < crate::failover::MAX_HELD_STREAM_BYTES =>
+            {
+                return Action::Pause;
+            }
+            crate::failover::StreamStart::NeedMore => end_of_stream,
+        };
+        self.holding_stream = false;
+        if failed {
+            // A retriable status for the router; if no retry is left, the
+            // client gets it as an error in its own shape.
+            let error = GatewayError::upstream(
+                502,
+                "the model provider's stream failed before its first token",
+            )
+            .with_code("upstream_stream_error");
+            self.set_http_response_header(":status", Some("502"));
+            self.set_http_response_header("content-type", Some("application/json"));
+            self.set_http_response_header("content-length", None);
+            self.set_http_response_body(0, body_size, &error.body(self.shape()));
         }
         Action::Continue
     }

@@ -406,3 +406,93 @@ def test_429_everywhere_answers_locally_until_retry_after(tmp_path, providers, g
     # (Envoy does not retry an upstream filter's local answer) and the retry
     # policy failed over to b.
     assert (len(a.requests), len(b.requests)) == (2, 2)
+
+
+# --- Streams: held until the first content event, so early failures fail over
+
+
+def sse(events):
+    return [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
+
+
+ROLE_CHUNK = {"id": "c0", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
+              "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+WORD_CHUNK = {"id": "c0", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
+              "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+
+
+def error_first(request):
+    return 200, {"content-type": "text/event-stream"}, sse(
+        [ROLE_CHUNK, {"error": {"message": "overloaded", "type": "server_error"}}])
+
+
+def stall_before_first_event(request):
+    def chunks():
+        yield b": connected\n\n"
+        time.sleep(5)
+        yield from sse([WORD_CHUNK])
+    return 200, {"content-type": "text/event-stream"}, chunks()
+
+
+def cut_before_first_event(request):
+    def chunks():
+        yield sse([ROLE_CHUNK])[0]
+        raise ConnectionAbortedError("cut")
+    return 200, {"content-type": "text/event-stream"}, chunks()
+
+
+def cut_after_content(request):
+    def chunks():
+        yield from sse([ROLE_CHUNK, WORD_CHUNK])
+        time.sleep(0.2)
+        raise ConnectionAbortedError("cut")
+    return 200, {"content-type": "text/event-stream"}, chunks()
+
+
+@pytest.mark.parametrize("failure", ["error_first", "stall", "cut_before_first_event"])
+def test_stream_failing_before_its_first_token_fails_over(tmp_path, providers, gateway, failure):
+    respond = {"error_first": error_first, "stall": stall_before_first_event,
+               "cut_before_first_event": cut_before_first_event}[failure]
+    primary = providers(respond, name="primary")
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ], policy="""  retry:
+    numRetries: 1
+    retryOn: {triggers: [connect-failure, reset, retriable-status-codes], httpStatusCodes: [502, 503]}
+    perRetry: {timeout: 2s}
+"""))
+    started = time.time()
+    chunks = list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"secondary answered {MODEL}"
+    assert "partial" not in text
+    assert time.time() - started < 4.5
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+    assert_usage(gw, 11, 7)
+
+
+def test_stream_error_first_with_no_backend_left_is_an_error_in_the_clients_shape(tmp_path, providers, gateway):
+    only = providers(error_first, name="only")
+    gw = start(gateway, tmp_path, config([("only", "OpenAI", only.port, 0, "")]))
+    with pytest.raises(openai.APIStatusError) as e:
+        list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+    assert e.value.status_code == 502
+    assert e.value.body["code"] == "upstream_stream_error"
+    assert len(only.requests) == 2  # the default policy retried once
+
+
+def test_stream_cut_after_content_is_not_retried(tmp_path, providers, gateway):
+    primary = providers(cut_after_content, name="primary")
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ]))
+    received = []
+    with pytest.raises(openai.APIError):
+        for c in oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True):
+            received.extend(ch.delta.content or "" for ch in c.choices)
+    assert "".join(received) == "partial"
+    assert len(secondary.requests) == 0
