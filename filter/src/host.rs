@@ -3,6 +3,7 @@
 
 use crate::anthropic::StreamUsage;
 use crate::bedrock::EventStreamToSse;
+use crate::chat_response::{ChatResponse, Source};
 use crate::config::{PluginConfig, Role, SchemaName};
 use crate::credentials::Credential;
 use crate::credentials::CredentialCache;
@@ -130,6 +131,8 @@ enum ResponseState {
     BedrockStream(EventStreamToSse),
     /// A Bedrock error, buffered and re-shaped as an Anthropic error.
     BedrockError(u16),
+    /// An OpenAI chat client answered by Anthropic or Bedrock: translated.
+    Chat(Box<ChatResponse>),
 }
 
 /// Router role: runs in the listener before routing.
@@ -293,6 +296,37 @@ impl HttpContext for RouterFilter {
             .unwrap_or_default();
         let status = response_header(self, ":status").unwrap_or_default();
         let content_type = response_header(self, "content-type").unwrap_or_default();
+        let chat_source =
+            Source::for_schema(schema).filter(|_| self.endpoint == Some(Endpoint::ChatCompletions));
+        if let Some(source) = chat_source {
+            // An OpenAI chat client: the answer is translated to OpenAI's shapes.
+            if end_of_stream {
+                self.publish_usage(None);
+                return Action::Continue;
+            }
+            let model = self
+                .facts
+                .as_ref()
+                .map(|f| f.model.clone())
+                .unwrap_or_default();
+            let id = response_header(self, "x-amzn-requestid")
+                .filter(|r| r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .map_or_else(|| "chatcmpl-aigw".to_string(), |r| format!("chatcmpl-{r}"));
+            let chat = ChatResponse::new(
+                source,
+                status.parse().unwrap_or(502),
+                &content_type,
+                stream,
+                client_wants_usage,
+                &model,
+                &id,
+                now_secs(self),
+            );
+            self.set_http_response_header("content-length", None);
+            self.set_http_response_header("content-type", Some(chat.content_type()));
+            self.response = ResponseState::Chat(Box::new(chat));
+            return Action::Continue;
+        }
         if status != "200" {
             if schema == SchemaName::AWSAnthropic && !end_of_stream {
                 if let Ok(code) = status.parse::<u16>() {
@@ -335,6 +369,29 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let ResponseState::Chat(chat) = &self.response {
+            // Whole bodies are gathered (Envoy buffers while paused) and
+            // translated at the end; streams chunk by chunk.
+            if chat.buffers() && !end_of_stream {
+                return Action::Pause;
+            }
+            let chunk = if body_size > 0 {
+                self.get_http_response_body(0, body_size)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let ResponseState::Chat(chat) = &mut self.response else {
+                return Action::Continue;
+            };
+            let out = chat.push(&chunk, end_of_stream);
+            let usage = chat.usage();
+            self.set_http_response_body(0, body_size, &out);
+            if end_of_stream {
+                self.publish_usage(usage);
+            }
+            return Action::Continue;
+        }
         if let ResponseState::BedrockError(status) = self.response {
             if !end_of_stream {
                 return Action::Pause;
@@ -353,7 +410,9 @@ impl HttpContext for RouterFilter {
             Vec::new()
         };
         let (replacement, usage) = match &mut self.response {
-            ResponseState::Untouched | ResponseState::BedrockError(_) => return Action::Continue,
+            ResponseState::Untouched | ResponseState::BedrockError(_) | ResponseState::Chat(_) => {
+                return Action::Continue
+            }
             ResponseState::Json(body) => {
                 body.push(&chunk);
                 (None, end_of_stream.then(|| body.usage()).flatten())
@@ -406,6 +465,7 @@ impl HttpContext for RouterFilter {
             }
             ResponseState::AnthropicSse(_, usage) => usage.usage(),
             ResponseState::BedrockStream(stream) => stream.usage(),
+            ResponseState::Chat(chat) => chat.usage(),
             ResponseState::Untouched | ResponseState::BedrockError(_) => None,
         };
         self.publish_usage(usage);

@@ -5,12 +5,16 @@
 pub mod anthropic;
 pub mod base64;
 pub mod bedrock;
+pub mod chat;
+pub mod chat_response;
 pub mod config;
+pub mod converse;
 pub mod credentials;
 pub mod error;
 pub mod eventstream;
 pub mod failover;
 pub mod models;
+pub mod openai_to_anthropic;
 pub mod request;
 pub mod response;
 pub mod sigv4;

@@ -33,11 +33,18 @@ pub fn prepare(
     backend: &BackendConfig,
     body: &[u8],
 ) -> Result<UpstreamRequest, GatewayError> {
-    match backend.schema {
-        SchemaName::OpenAI => prepare_openai(endpoint, query, backend, body),
-        SchemaName::AWSAnthropic => crate::bedrock::prepare(endpoint, backend, body),
-        SchemaName::Anthropic => crate::anthropic::prepare(endpoint, query, backend, body),
-        other => Err(GatewayError::client(
+    match (endpoint, backend.schema) {
+        (_, SchemaName::OpenAI) => prepare_openai(endpoint, query, backend, body),
+        // OpenAI chat clients in front of Claude and Bedrock Converse.
+        (Endpoint::ChatCompletions, SchemaName::Anthropic | SchemaName::AWSAnthropic) => {
+            crate::openai_to_anthropic::prepare(query, backend, body)
+        }
+        (Endpoint::ChatCompletions, SchemaName::AWSBedrock) => {
+            crate::converse::prepare(backend, body)
+        }
+        (_, SchemaName::AWSAnthropic) => crate::bedrock::prepare(endpoint, backend, body),
+        (_, SchemaName::Anthropic) => crate::anthropic::prepare(endpoint, query, backend, body),
+        (_, other) => Err(GatewayError::client(
             501,
             format!("backend schema {other:?} is not supported yet by this gateway"),
         )

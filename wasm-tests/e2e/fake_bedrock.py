@@ -1,7 +1,9 @@
 """A fake AWS Bedrock runtime over TLS: checks every request's SigV4
 signature independently with botocore, like Bedrock answers a bad one with
 403, and answers InvokeModel (Anthropic Messages JSON) and
-InvokeModelWithResponseStream (binary event-stream frames)."""
+InvokeModelWithResponseStream (binary event-stream frames), Converse and
+ConverseStream (with a tool call when tools are offered and no tool result
+came back yet)."""
 import base64
 import datetime
 import json
@@ -79,6 +81,12 @@ def frame(headers, payload):
     return message + struct.pack(">I", zlib.crc32(message))
 
 
+def converse_frame(event_type, event):
+    """One ConverseStream event: the event's JSON is the payload."""
+    return frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
+                 json.dumps({**event, "p": "abcdef"}).encode())
+
+
 def chunk_frame(event):
     payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode(), "p": "abcdef"})
     return frame({":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
@@ -113,7 +121,8 @@ class FakeBedrock:
                                             "InvalidSignatureException"},
                                       json.dumps({"message": "The request signature we calculated does not match "
                                                              "the signature you provided. " + reason}).encode())
-                m = re.fullmatch(r"/model/([^/]+)/(invoke|invoke-with-response-stream)", self.path)
+                m = re.fullmatch(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)",
+                                 self.path)
                 if not m:
                     return self._send(404, {"content-type": "application/json"},
                                       b'{"message":"Unknown operation"}')
@@ -121,11 +130,17 @@ class FakeBedrock:
                 if m.group(2) == "invoke":
                     return self._send(200, {"content-type": "application/json"},
                                       json.dumps(fake.message(model)).encode())
+                if m.group(2) == "converse":
+                    return self._send(200, {"content-type": "application/json",
+                                            "x-amzn-requestid": "2b6a0a6e-1111-4a2b-9c3d-000000000001"},
+                                      json.dumps(fake.converse(request.json())).encode())
+                frames = (fake.stream_frames(model) if m.group(2) == "invoke-with-response-stream"
+                          else fake.converse_frames(request.json()))
                 self.send_response(200)
                 self.send_header("content-type", "application/vnd.amazon.eventstream")
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                for f in fake.stream_frames(model):
+                for f in frames:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(f), f))
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
@@ -207,6 +222,50 @@ class FakeBedrock:
                 "invocationLatency": 100, "firstByteLatency": 50}},
         ]
         return [chunk_frame(e) for e in events]
+
+    def converse_plan(self, body):
+        """What Converse answers: a tool call (text first) when tools are
+        offered and the last turn holds no tool result, else text."""
+        last = body["messages"][-1]["content"]
+        results = [c["toolResult"] for c in last if "toolResult" in c]
+        tools = (body.get("toolConfig") or {}).get("tools") or []
+        if tools and not results:
+            name = tools[0]["toolSpec"]["name"]
+            return "Let me check.", {"toolUseId": "tooluse_bdrk_1", "name": name, "input": {"city": "Paris"}}
+        if results:
+            return "Tool said: " + results[0]["content"][0]["text"], None
+        return self.text, None
+
+    def converse_usage(self):
+        return {"inputTokens": self.usage[0], "outputTokens": self.usage[1],
+                "totalTokens": self.usage[0] + self.usage[1]}
+
+    def converse(self, body):
+        text, tool = self.converse_plan(body)
+        content = [{"text": text}] + ([{"toolUse": tool}] if tool else [])
+        return {"output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": "tool_use" if tool else "end_turn",
+                "usage": self.converse_usage(), "metrics": {"latencyMs": 120}}
+
+    def converse_frames(self, body):
+        text, tool = self.converse_plan(body)
+        frames = [converse_frame("messageStart", {"role": "assistant"})]
+        for i, w in enumerate(text.split(" ")):
+            frames.append(converse_frame("contentBlockDelta", {
+                "contentBlockIndex": 0, "delta": {"text": w if i == 0 else " " + w}}))
+        frames.append(converse_frame("contentBlockStop", {"contentBlockIndex": 0}))
+        if tool:
+            frames.append(converse_frame("contentBlockStart", {"contentBlockIndex": 1, "start": {
+                "toolUse": {"toolUseId": tool["toolUseId"], "name": tool["name"]}}}))
+            arguments = json.dumps(tool["input"])
+            for piece in (arguments[:5], arguments[5:]):
+                frames.append(converse_frame("contentBlockDelta", {
+                    "contentBlockIndex": 1, "delta": {"toolUse": {"input": piece}}}))
+            frames.append(converse_frame("contentBlockStop", {"contentBlockIndex": 1}))
+        frames.append(converse_frame("messageStop", {"stopReason": "tool_use" if tool else "end_turn"}))
+        frames.append(converse_frame("metadata", {"usage": self.converse_usage(),
+                                                  "metrics": {"latencyMs": 120}}))
+        return frames
 
     def close(self):
         self.server.shutdown()
