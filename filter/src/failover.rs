@@ -98,6 +98,15 @@ impl Cooldown {
 /// stream's first content event.
 pub const MAX_HELD_STREAM_BYTES: usize = 64 << 10;
 
+/// Largest JSON answer the upstream role holds to check that it parses;
+/// larger ones pass unchecked (Envoy's upstream buffer limit is 1 MiB).
+pub const MAX_CHECKED_JSON_BYTES: usize = 256 << 10;
+
+/// Whether a complete JSON answer is well-formed.
+pub fn json_is_valid(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
 /// What the start of a server-sent-event stream says about the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStart {
@@ -166,6 +175,13 @@ pub fn sse_stream_start(buffer: &[u8]) -> StreamStart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_validity() {
+        assert!(json_is_valid(br#"{"choices":[]}"#));
+        assert!(!json_is_valid(br#"{"choices":["#));
+        assert!(!json_is_valid(b"<html>bad gateway</html>"));
+    }
 
     #[test]
     fn stream_start() {

@@ -488,6 +488,8 @@ struct UpstreamFilter {
     body_size: usize,
     /// The response headers are held until the stream's first content event.
     holding_stream: bool,
+    /// A JSON answer is held until it is known to parse.
+    holding_json: bool,
 }
 
 impl UpstreamFilter {
@@ -503,6 +505,7 @@ impl UpstreamFilter {
             pending: None,
             body_size: 0,
             holding_stream: false,
+            holding_json: false,
         }
     }
 
@@ -655,6 +658,16 @@ impl UpstreamFilter {
         Some(Action::Pause)
     }
 
+    /// Turns a held 200 answer into a retriable 502; if no retry is left,
+    /// the client gets it as an error in its own shape.
+    fn fail_response(&mut self, body_size: usize, message: &str) {
+        let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
+        self.set_http_response_header(":status", Some("502"));
+        self.set_http_response_header("content-type", Some("application/json"));
+        self.set_http_response_header("content-length", None);
+        self.set_http_response_body(0, body_size, &error.body(self.shape()));
+    }
+
     fn fetch_credentials(
         &mut self,
         request: UpstreamRequest,
@@ -737,6 +750,10 @@ impl HttpContext for UpstreamFilter {
             self.holding_stream = true;
             return Action::Pause;
         }
+        if status == "200" && !end_of_stream && content_type.starts_with("application/json") {
+            self.holding_json = true;
+            return Action::Pause;
+        }
         if status == "429" && response_header(self, crate::failover::COOLDOWN_HEADER).is_none() {
             let wait = response_header(self, "retry-after")
                 .and_then(|v| crate::failover::retry_after_seconds(&v));
@@ -752,6 +769,23 @@ impl HttpContext for UpstreamFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.holding_json {
+            if body_size > crate::failover::MAX_CHECKED_JSON_BYTES {
+                self.holding_json = false;
+                return Action::Continue;
+            }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            self.holding_json = false;
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            if !crate::failover::json_is_valid(&body) {
+                self.fail_response(body_size, "the model provider's answer was not valid JSON");
+            }
+            return Action::Continue;
+        }
         if !self.holding_stream {
             return Action::Continue;
         }
@@ -771,17 +805,10 @@ impl HttpContext for UpstreamFilter {
         };
         self.holding_stream = false;
         if failed {
-            // A retriable status for the router; if no retry is left, the
-            // client gets it as an error in its own shape.
-            let error = GatewayError::upstream(
-                502,
+            self.fail_response(
+                body_size,
                 "the model provider's stream failed before its first token",
-            )
-            .with_code("upstream_stream_error");
-            self.set_http_response_header(":status", Some("502"));
-            self.set_http_response_header("content-type", Some("application/json"));
-            self.set_http_response_header("content-length", None);
-            self.set_http_response_body(0, body_size, &error.body(self.shape()));
+            );
         }
         Action::Continue
     }

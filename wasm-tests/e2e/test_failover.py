@@ -479,7 +479,7 @@ def test_stream_error_first_with_no_backend_left_is_an_error_in_the_clients_shap
     with pytest.raises(openai.APIStatusError) as e:
         list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
     assert e.value.status_code == 502
-    assert e.value.body["code"] == "upstream_stream_error"
+    assert e.value.body["code"] == "upstream_response_error"
     assert len(only.requests) == 2  # the default policy retried once
 
 
@@ -496,3 +496,40 @@ def test_stream_cut_after_content_is_not_retried(tmp_path, providers, gateway):
             received.extend(ch.delta.content or "" for ch in c.choices)
     assert "".join(received) == "partial"
     assert len(secondary.requests) == 0
+
+
+# --- A 200 whose body is not what the API promises
+
+
+def malformed(request):
+    return 200, {"content-type": "application/json"}, b'{"choices": [{"message": '
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_body_fails_over(tmp_path, providers, gateway, stream):
+    primary = providers(malformed, name="primary")
+    secondary = providers(name="secondary")
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("secondary", "OpenAI", secondary.port, 1, ""),
+    ], policy="""  retry:
+    retryOn: {triggers: [connect-failure, reset], httpStatusCodes: [502]}
+"""))
+    if stream:
+        # A JSON answer to a stream request is checked the same way.
+        chunks = list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = oai(gw).chat.completions.create(model=MODEL, messages=USER).choices[0].message.content
+    assert text == f"secondary answered {MODEL}"
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+    assert_usage(gw, 11, 7)
+
+
+def test_malformed_body_everywhere_is_a_502_in_the_clients_shape(tmp_path, providers, gateway):
+    only = providers(malformed, name="only")
+    gw = start(gateway, tmp_path, config([("only", "Anthropic", only.port, 0, "")]))
+    with pytest.raises(anthropic.APIStatusError) as e:
+        claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER)
+    assert e.value.status_code == 502
+    assert e.value.body["type"] == "error" and "not valid JSON" in e.value.body["error"]["message"]
