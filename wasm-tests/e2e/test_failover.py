@@ -67,7 +67,7 @@ spec:
   type: {policy[0]}
   {policy[1]}: {{secretRef: {{name: key}}}}
 """
-    elif schema == "AWSAnthropic":
+    elif schema in ("AWSAnthropic", "AWSBedrock"):
         text += f"""---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: BackendSecurityPolicy
@@ -92,7 +92,7 @@ def config(backends, policy="", model=MODEL):
     text = HEAD
     refs = []
     for name, schema, port, priority, extra in backends:
-        text += backend_yaml(name, schema, port, HOST if schema == "AWSAnthropic" else None)
+        text += backend_yaml(name, schema, port, HOST if schema.startswith("AWS") else None)
         refs.append(f"{{name: {name}, priority: {priority}{extra}}}")
     text += f"""---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
@@ -533,3 +533,39 @@ def test_malformed_body_everywhere_is_a_502_in_the_clients_shape(tmp_path, provi
         claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER)
     assert e.value.status_code == 502
     assert e.value.body["type"] == "error" and "not valid JSON" in e.value.body["error"]["message"]
+
+
+# --- The OpenAI API on an OpenAI primary, failing over to Claude on Bedrock
+# (InvokeModel) or to Bedrock Converse: translated and signed anew
+
+
+@pytest.mark.parametrize("schema,model_id,action", [
+    ("AWSAnthropic", "anthropic.claude-3-haiku-20240307-v1:0", "invoke"),
+    ("AWSBedrock", "amazon.nova-pro-v1:0", "converse"),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_500_fails_over_to_bedrock_in_the_openai_shape(
+        tmp_path, providers, gateway, bedrock, tls, schema, model_id, action, stream):
+    primary = providers(status(500), name="primary")
+    fake = bedrock(usage=(13, 8))
+    gw = start(gateway, tmp_path, config([
+        ("primary", "OpenAI", primary.port, 0, ""),
+        ("bedrock", schema, 0, 1, f", modelNameOverride: {json.dumps(model_id)}"),
+    ]), fake, tls)
+    if stream:
+        chunks = list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        text = r.choices[0].message.content
+        assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (13, 8)
+    assert text == "Hello from Bedrock"
+    assert len(primary.requests) == 1 and len(fake.requests) == 1
+    assert primary.requests[0].path == "/v1/chat/completions"
+    assert primary.requests[0].headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+    assert fake.signature_checks == [(True, "ok")]
+    sent = fake.requests[0]
+    suffix = {"invoke": "invoke-with-response-stream", "converse": "converse-stream"}[action] if stream else action
+    assert sent.path == f"/model/{model_id.replace(':', '%3A')}/{suffix}"
+    assert PROVIDER_KEY not in json.dumps(sent.headers) and CLIENT_KEY not in json.dumps(sent.headers)
+    assert_usage(gw, 13, 8)
