@@ -58,6 +58,12 @@ fn now_secs(ctx: &dyn Context) -> u64 {
         .unwrap_or(0)
 }
 
+fn now_ns(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 struct Root {
     config: Rc<PluginConfig>,
 }
@@ -143,6 +149,7 @@ struct RouterFilter {
     facts: Option<RequestFacts>,
     response: ResponseState,
     usage_published: bool,
+    observer: crate::metrics::Observer,
 }
 
 impl RouterFilter {
@@ -154,6 +161,7 @@ impl RouterFilter {
             facts: None,
             response: ResponseState::Untouched,
             usage_published: false,
+            observer: crate::metrics::Observer::default(),
         }
     }
 
@@ -226,6 +234,7 @@ impl Context for RouterFilter {}
 
 impl HttpContext for RouterFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.observer.start_ns = Some(now_ns(self));
         let method = request_header(self, ":method").unwrap_or_default();
         let path = request_header(self, ":path").unwrap_or_default();
         self.shape = Endpoint::error_shape_for_path(&path);
@@ -284,6 +293,7 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.observe_response_headers();
         let Some(facts) = &self.facts else {
             return Action::Continue;
         };
@@ -369,6 +379,7 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.observe_body(body_size);
         if let ResponseState::Chat(chat) = &self.response {
             // Whole bodies are gathered (Envoy buffers while paused) and
             // translated at the end; streams chunk by chunk.
@@ -469,6 +480,76 @@ impl HttpContext for RouterFilter {
             ResponseState::Untouched | ResponseState::BedrockError(_) => None,
         };
         self.publish_usage(usage);
+        self.record_metrics(usage);
+    }
+}
+
+/// Metrics and access-log properties (see `metrics.rs`).
+impl RouterFilter {
+    fn observe_response_headers(&mut self) {
+        let backend = self
+            .get_property(BACKEND_METADATA.to_vec())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if let Some(name) = &backend {
+            self.set_property(vec!["backend"], Some(name.as_bytes()));
+            if let Some(b) = self.config.backends.get(name) {
+                let provider = crate::metrics::provider_name(b.schema);
+                self.set_property(vec!["provider"], Some(provider.as_bytes()));
+            }
+        }
+        self.observer.backend = backend;
+    }
+
+    fn observe_body(&mut self, body_size: usize) {
+        let stream = self.facts.as_ref().is_some_and(|f| f.stream);
+        if self.observer.body(now_ns(self), body_size) && stream {
+            let first = self.observer.first_byte_ns.unwrap_or(0);
+            if let Some(ms) = self.observer.ms_since_start(first) {
+                self.set_property(vec!["ttft_ms"], Some(ms.to_string().as_bytes()));
+            }
+        }
+        if body_size > 0 && self.facts.is_some() && self.observer.wants_model() {
+            let size = body_size.min(crate::metrics::MODEL_SCAN_LIMIT);
+            let body = self.get_http_response_body(0, size).unwrap_or_default();
+            self.observer.scan(&body);
+            if let Some(model) = self.observer.response_model.clone() {
+                self.set_property(vec!["response_model"], Some(model.as_bytes()));
+            }
+        }
+    }
+
+    fn record_metrics(&mut self, usage: Option<Usage>) {
+        if self.observer.recorded {
+            return;
+        }
+        self.observer.recorded = true;
+        let status = self
+            .get_property(vec!["response", "code"])
+            .map_or(0, |b| property_u64(&b));
+        // A refused request (unknown model, bad body) has no endpoint left.
+        let endpoint = self.endpoint.or_else(|| {
+            let method = request_header(self, ":method").unwrap_or_default();
+            let path = request_header(self, ":path").unwrap_or_default();
+            Endpoint::classify(&method, &path).filter(|e| *e != Endpoint::Models)
+        });
+        let outcome = crate::metrics::Outcome {
+            endpoint,
+            request_model: self.facts.as_ref().map(|f| f.model.clone()),
+            stream: self.facts.as_ref().is_some_and(|f| f.stream),
+            status: u16::try_from(status).unwrap_or(0),
+            usage,
+            end_ns: now_ns(self),
+        };
+        let records = crate::metrics::records(&self.config, &self.observer, &outcome);
+        crate::metrics::sink::apply(&records);
+    }
+}
+
+/// An integer property: Envoy hands them over as 8 little-endian bytes.
+fn property_u64(bytes: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(raw) => u64::from_le_bytes(raw),
+        Err(_) => String::from_utf8_lossy(bytes).trim().parse().unwrap_or(0),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod error;
 pub mod eventstream;
 pub mod failover;
+pub mod metrics;
 pub mod models;
 pub mod openai_to_anthropic;
 pub mod request;

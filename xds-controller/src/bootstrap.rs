@@ -48,10 +48,33 @@ pub fn bootstrap(node_id: &str, controller_address: &str, ports: &BootstrapPorts
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
+        "stats_config": stats_config(),
         "static_resources": {"clusters": [
             static_cluster(XDS_CLUSTER, controller_address, ports.xds, true),
             static_cluster(CONTROLLER_CLUSTER, controller_address, ports.credentials, false),
             static_cluster(RATELIMIT_CLUSTER, controller_address, ports.ratelimit, true),
         ]},
+    })
+}
+
+/// Turns the labels the filter encodes in its metric names into Prometheus
+/// labels (see `aigw_filter::metrics`), with buckets that suit tokens and
+/// milliseconds.
+pub fn stats_config() -> Value {
+    use aigw_filter::metrics::{tag_regex, TAGS, TOKEN_USAGE};
+    let tags: Vec<Value> = TAGS
+        .iter()
+        .map(|(key, label)| json!({"tag_name": label, "regex": tag_regex(key)}))
+        .collect();
+    let tokens: Vec<u64> = (0..14).map(|i| 1u64 << (2 * i)).collect();
+    let ms = [
+        1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000,
+    ];
+    json!({
+        "stats_tags": tags,
+        "histogram_bucket_settings": [
+            {"match": {"contains": format!("{TOKEN_USAGE};")}, "buckets": tokens},
+            {"match": {"contains": "_milliseconds;"}, "buckets": ms},
+        ],
     })
 }

@@ -213,6 +213,11 @@ pub fn access_log(path: &str) -> Value {
                 "total_tokens": token("llm_total_token"),
                 "cached_input_tokens": token("llm_cached_input_token"),
                 "reasoning_tokens": token("llm_reasoning_token"),
+                "cache_creation_input_tokens": token("llm_cache_creation_input_token"),
+                "response_model": token("response_model"),
+                "backend": token("backend"),
+                "provider": token("provider"),
+                "time_to_first_token_ms": token("ttft_ms"),
             }},
         },
     })

@@ -1,0 +1,572 @@
+//! GenAI metrics after the OpenTelemetry semantic conventions, exported
+//! through Envoy's stats.
+//!
+//! Envoy's wasm metrics have no labels, so the labels ride in the metric
+//! name and the bootstrap's `stats_config.stats_tags` (one regex per label,
+//! see [`TAGS`]) turn them back into Prometheus labels:
+//!
+//! ```text
+//! gen_ai_client_token_usage;op=chat;provider=openai;req_model=gpt-4o;resp_model=gpt-4o;backend=default/openai;token=input
+//!   -> gen_ai_client_token_usage{gen_ai_operation_name="chat",gen_ai_provider_name="openai",...}
+//! ```
+//!
+//! Label values never contain `;` or `=` (see [`sanitize`]), so each
+//! `;key=value` segment is found without ambiguity. Cardinality is bounded:
+//! a request model is its own label only when a route names it exactly,
+//! others are `other`; a response model only when it is (a variant of) the
+//! model asked for or a configured one.
+//!
+//! Durations are integer milliseconds: Envoy histograms take integers.
+
+use crate::config::{BackendConfig, ModelMatch, PluginConfig, SchemaName};
+use crate::request::Endpoint;
+use crate::usage::Usage;
+
+/// Histogram: input and output tokens per request (`gen_ai.client.token.usage`).
+pub const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
+/// Counter: exact token sums by type (input, output, total, cached_input,
+/// cache_creation_input, reasoning).
+pub const TOKENS_TOTAL: &str = "aigw_token_usage_total";
+/// Counter: requests by outcome.
+pub const REQUESTS_TOTAL: &str = "aigw_requests_total";
+/// Histogram: whole request, ms (`gen_ai.server.request.duration`).
+pub const REQUEST_DURATION: &str = "gen_ai_server_request_duration_milliseconds";
+/// Histogram: streams only, ms (`gen_ai.server.time_to_first_token`).
+pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_milliseconds";
+/// Histogram: streams only, ms (`gen_ai.server.time_per_output_token`).
+pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_milliseconds";
+
+/// `(key in the metric name, Prometheus label)`, in name order.
+pub const TAGS: [(&str, &str); 7] = [
+    ("op", "gen_ai_operation_name"),
+    ("provider", "gen_ai_provider_name"),
+    ("req_model", "gen_ai_request_model"),
+    ("resp_model", "gen_ai_response_model"),
+    ("backend", "aigw_backend"),
+    ("error", "error_type"),
+    ("token", "gen_ai_token_type"),
+];
+
+/// The Envoy tag-extraction regex of a name key: the first group is cut
+/// from the name, the second is the label's value.
+pub fn tag_regex(key: &str) -> String {
+    format!("(;{key}=([^;]*))")
+}
+
+/// Label values this long are cut.
+const MAX_VALUE: usize = 96;
+/// Response bytes searched for the `model` field.
+pub const MODEL_SCAN_LIMIT: usize = 64 << 10;
+/// Distinct metric names one VM defines at most; beyond, nothing is recorded.
+pub const MAX_METRICS: usize = 4096;
+pub const OTHER: &str = "other";
+
+/// A label value safe inside a metric name: no `;`, `=`, whitespace or
+/// control characters (they become `_`), at most 96 bytes.
+pub fn sanitize(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_VALUE));
+    for c in value.chars() {
+        let c = if c == ';' || c == '=' || c.is_whitespace() || c.is_control() {
+            '_'
+        } else {
+            c
+        };
+        if out.len() + c.len_utf8() > MAX_VALUE {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        OTHER.into()
+    } else {
+        out
+    }
+}
+
+/// `gen_ai.operation.name`.
+pub fn operation_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::AnthropicMessages => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::AnthropicCountTokens => "count_tokens",
+        Endpoint::Models => "models",
+    }
+}
+
+/// `gen_ai.provider.name` of a backend schema.
+pub fn provider_name(schema: SchemaName) -> &'static str {
+    match schema {
+        SchemaName::OpenAI => "openai",
+        SchemaName::Anthropic => "anthropic",
+        SchemaName::AWSAnthropic | SchemaName::AWSBedrock => "aws.bedrock",
+        SchemaName::AzureOpenAI => "azure.ai.openai",
+        SchemaName::GCPVertexAI | SchemaName::GCPAnthropic => "gcp.vertex_ai",
+    }
+}
+
+/// The request model label: the model when a route names it exactly.
+pub fn request_model_label(config: &PluginConfig, model: &str) -> String {
+    let named = config
+        .models
+        .iter()
+        .any(|m| matches!(&m.matcher, ModelMatch::Exact(e) if e == model));
+    if named {
+        sanitize(model)
+    } else {
+        OTHER.into()
+    }
+}
+
+/// The response model label: kept when it is the model asked for (or sent,
+/// after an override), a dated or shortened variant of it, or a model a
+/// route names; otherwise `other`.
+pub fn response_model_label(
+    config: &PluginConfig,
+    request_model: &str,
+    backend: Option<&BackendConfig>,
+    response_model: &str,
+) -> String {
+    let sent = backend.and_then(|b| b.model_name_override.as_deref());
+    let related = |asked: &str| {
+        !asked.is_empty()
+            && (response_model.starts_with(asked)
+                || asked.starts_with(response_model)
+                || asked.contains(response_model))
+    };
+    let configured = config
+        .models
+        .iter()
+        .any(|m| matches!(&m.matcher, ModelMatch::Exact(e) if e == response_model));
+    if !response_model.is_empty()
+        && (related(request_model) || sent.is_some_and(related) || configured)
+    {
+        sanitize(response_model)
+    } else {
+        OTHER.into()
+    }
+}
+
+/// Finds the first `"model": "..."` in a JSON body or SSE stream. Escaped
+/// quotes inside strings cannot match, so message text cannot fake it.
+pub fn find_model(bytes: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"model\"";
+    let mut from = 0;
+    while let Some(pos) = find(&bytes[from..], KEY) {
+        let mut i = from + pos + KEY.len();
+        from = i;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b':') {
+            continue;
+        }
+        i += 1;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b'"') {
+            continue;
+        }
+        let start = i + 1;
+        let len = bytes[start..]
+            .iter()
+            .take(256)
+            .position(|&b| b == b'"' || b == b'\\')?;
+        if bytes.get(start + len) != Some(&b'"') {
+            return None;
+        }
+        return std::str::from_utf8(&bytes[start..start + len])
+            .ok()
+            .map(str::to_string);
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What the router role watches while a request is served.
+#[derive(Debug, Default, Clone)]
+pub struct Observer {
+    pub start_ns: Option<u64>,
+    pub first_byte_ns: Option<u64>,
+    pub backend: Option<String>,
+    pub response_model: Option<String>,
+    /// Response bytes searched for the model so far.
+    pub scanned: usize,
+    seen: Vec<u8>,
+    pub recorded: bool,
+}
+
+impl Observer {
+    /// Milliseconds from the request's start to `ns`.
+    pub fn ms_since_start(&self, ns: u64) -> Option<u64> {
+        self.start_ns.map(|s| ns.saturating_sub(s) / 1_000_000)
+    }
+
+    /// Notes a response body chunk. Returns true on the first one.
+    pub fn body(&mut self, now_ns: u64, size: usize) -> bool {
+        if size == 0 || self.first_byte_ns.is_some() {
+            return false;
+        }
+        self.first_byte_ns = Some(now_ns);
+        true
+    }
+
+    /// Whether the response body is still worth searching for the model.
+    pub fn wants_model(&self) -> bool {
+        self.response_model.is_none() && self.scanned < MODEL_SCAN_LIMIT
+    }
+
+    /// Searches the next response chunk, with the tail of the ones before
+    /// (a field may straddle chunks). At most [`MODEL_SCAN_LIMIT`] bytes
+    /// are kept, and none once the model is found.
+    pub fn scan(&mut self, chunk: &[u8]) {
+        let take = chunk
+            .len()
+            .min(MODEL_SCAN_LIMIT - self.scanned.min(MODEL_SCAN_LIMIT));
+        let from = self.seen.len().saturating_sub(KEY_AND_VALUE);
+        self.seen.extend_from_slice(&chunk[..take]);
+        self.scanned = self.scanned.saturating_add(take.max(1));
+        self.response_model = find_model(&self.seen[from..]);
+        if self.response_model.is_some() || !self.wants_model() {
+            self.seen = Vec::new();
+        }
+    }
+}
+
+/// Longest `"model": "..."` searched again when the next chunk comes.
+const KEY_AND_VALUE: usize = 300;
+
+/// How one request ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub endpoint: Option<Endpoint>,
+    pub request_model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub usage: Option<Usage>,
+    pub end_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Counter(String, u64),
+    Histogram(String, u64),
+}
+
+/// The metric updates for one finished request.
+pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) -> Vec<Record> {
+    let Some(endpoint) = outcome.endpoint else {
+        return Vec::new();
+    };
+    let backend_config = observer
+        .backend
+        .as_deref()
+        .and_then(|b| config.backends.get(b));
+    let request_model = outcome.request_model.as_deref().unwrap_or("");
+    let mut labels = format!(";op={}", operation_name(endpoint));
+    if let Some(b) = backend_config {
+        labels.push_str(";provider=");
+        labels.push_str(provider_name(b.schema));
+    }
+    labels.push_str(";req_model=");
+    labels.push_str(&request_model_label(config, request_model));
+    if let Some(m) = &observer.response_model {
+        labels.push_str(";resp_model=");
+        labels.push_str(&response_model_label(
+            config,
+            request_model,
+            backend_config,
+            m,
+        ));
+    }
+    if let (Some(name), Some(_)) = (&observer.backend, backend_config) {
+        labels.push_str(";backend=");
+        labels.push_str(&sanitize(name));
+    }
+    if outcome.status >= 400 || outcome.status == 0 {
+        labels.push_str(";error=");
+        labels.push_str(&if outcome.status == 0 {
+            "incomplete".to_string()
+        } else {
+            outcome.status.to_string()
+        });
+    }
+    let name = |base: &str| format!("{base}{labels}");
+    let mut out = vec![Record::Counter(name(REQUESTS_TOTAL), 1)];
+    if let Some(ms) = observer.ms_since_start(outcome.end_ns) {
+        out.push(Record::Histogram(name(REQUEST_DURATION), ms));
+    }
+    if let Some(u) = outcome.usage {
+        for (token, value) in [("input", u.input), ("output", u.output)] {
+            out.push(Record::Histogram(
+                format!("{TOKEN_USAGE}{labels};token={token}"),
+                value,
+            ));
+        }
+        for (token, value) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("total", u.total),
+            ("cached_input", u.cached_input),
+            ("cache_creation_input", u.cache_creation_input),
+            ("reasoning", u.reasoning),
+        ] {
+            out.push(Record::Counter(
+                format!("{TOKENS_TOTAL}{labels};token={token}"),
+                value,
+            ));
+        }
+    }
+    if outcome.stream && outcome.status == 200 {
+        if let Some(first) = observer.first_byte_ns {
+            if let Some(ms) = observer.ms_since_start(first) {
+                out.push(Record::Histogram(name(TIME_TO_FIRST_TOKEN), ms));
+            }
+            let output = outcome.usage.map_or(0, |u| u.output);
+            if output > 1 {
+                let ms = outcome.end_ns.saturating_sub(first) / 1_000_000 / (output - 1);
+                out.push(Record::Histogram(name(TIME_PER_OUTPUT_TOKEN), ms));
+            }
+        }
+    }
+    out
+}
+
+/// Defines metrics lazily, one id per name per VM, and applies records.
+#[cfg(target_arch = "wasm32")]
+pub mod sink {
+    use super::{Record, MAX_METRICS};
+    use proxy_wasm::types::MetricType;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    }
+
+    fn id(name: &str, kind: MetricType) -> Option<u32> {
+        IDS.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            if let Some(id) = ids.get(name) {
+                return Some(*id);
+            }
+            if ids.len() >= MAX_METRICS {
+                return None;
+            }
+            let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
+            ids.insert(name.to_string(), id);
+            Some(id)
+        })
+    }
+
+    pub fn apply(records: &[Record]) {
+        for r in records {
+            match r {
+                Record::Counter(name, value) => {
+                    if let Some(id) = id(name, MetricType::Counter) {
+                        let by = i64::try_from(*value).unwrap_or(i64::MAX);
+                        let _ = proxy_wasm::hostcalls::increment_metric(id, by);
+                    }
+                }
+                Record::Histogram(name, value) => {
+                    if let Some(id) = id(name, MetricType::Histogram) {
+                        let _ = proxy_wasm::hostcalls::record_metric(id, *value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelRoute;
+
+    fn config() -> PluginConfig {
+        let mut c = PluginConfig::default();
+        for m in [
+            "gpt-4o",
+            "Qwen/Qwen3-1.7B",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ] {
+            c.models.push(ModelRoute {
+                matcher: ModelMatch::Exact(m.into()),
+                owned_by: String::new(),
+            });
+        }
+        c.models.push(ModelRoute {
+            matcher: ModelMatch::Prefix("llama".into()),
+            owned_by: String::new(),
+        });
+        c.backends.insert(
+            "default/bedrock".into(),
+            BackendConfig {
+                schema: SchemaName::AWSAnthropic,
+                ..Default::default()
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn sanitize_keeps_model_names_readable() {
+        assert_eq!(sanitize("Qwen/Qwen3-1.7B"), "Qwen/Qwen3-1.7B");
+        assert_eq!(sanitize("a;b=c d\n"), "a_b_c_d_");
+        assert_eq!(sanitize(""), "other");
+        assert_eq!(sanitize(&"é".repeat(100)).len(), 96);
+    }
+
+    #[test]
+    fn request_model_is_bounded_to_named_models() {
+        let c = config();
+        assert_eq!(request_model_label(&c, "gpt-4o"), "gpt-4o");
+        assert_eq!(request_model_label(&c, "llama-70b"), "other");
+        assert_eq!(request_model_label(&c, "random"), "other");
+    }
+
+    #[test]
+    fn response_model_variants() {
+        let c = config();
+        let bedrock = "anthropic.claude-3-haiku-20240307-v1:0";
+        assert_eq!(
+            response_model_label(&c, "gpt-4o", None, "gpt-4o-2024-08-06"),
+            "gpt-4o-2024-08-06"
+        );
+        assert_eq!(
+            response_model_label(&c, bedrock, None, "claude-3-haiku-20240307"),
+            "claude-3-haiku-20240307"
+        );
+        assert_eq!(response_model_label(&c, "gpt-4o", None, "evil"), "other");
+        let over = BackendConfig {
+            model_name_override: Some("real".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            response_model_label(&c, "gpt-4o", Some(&over), "real-1"),
+            "real-1"
+        );
+    }
+
+    #[test]
+    fn find_model_in_json_and_sse() {
+        assert_eq!(
+            find_model(br#"{"id":"x","model" : "gpt-4o","choices":[]}"#).as_deref(),
+            Some("gpt-4o")
+        );
+        let sse = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\"}}\n\n";
+        assert_eq!(find_model(sse).as_deref(), Some("claude"));
+        // Escaped text inside content does not count.
+        assert_eq!(
+            find_model(br#"{"content":"say \"model\":\"fake\"","model":"real"}"#).as_deref(),
+            Some("real")
+        );
+        assert_eq!(find_model(br#"{"model":5}"#), None);
+        assert_eq!(find_model(br#"{"model":"unterminated"#), None);
+        assert_eq!(find_model(b""), None);
+    }
+
+    #[test]
+    fn model_straddling_chunks_is_found() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-2024","x":1}"#;
+        for size in [1, 3, 7, 40] {
+            let mut o = Observer::default();
+            for chunk in body.chunks(size) {
+                if o.wants_model() {
+                    o.scan(chunk);
+                }
+            }
+            assert_eq!(o.response_model.as_deref(), Some("gpt-4o-2024"), "{size}");
+        }
+        let mut o = Observer::default();
+        o.scan(&vec![b' '; MODEL_SCAN_LIMIT + 10]);
+        assert!(!o.wants_model());
+    }
+
+    #[test]
+    fn records_for_a_stream() {
+        let c = config();
+        let observer = Observer {
+            start_ns: Some(1_000_000_000),
+            first_byte_ns: Some(1_200_000_000),
+            backend: Some("default/bedrock".into()),
+            response_model: Some("claude-3-haiku-20240307".into()),
+            ..Default::default()
+        };
+        let outcome = Outcome {
+            endpoint: Some(Endpoint::AnthropicMessages),
+            request_model: Some("anthropic.claude-3-haiku-20240307-v1:0".into()),
+            stream: true,
+            status: 200,
+            usage: Some(Usage {
+                input: 10,
+                output: 5,
+                total: 15,
+                ..Default::default()
+            }),
+            end_ns: 1_600_000_000,
+        };
+        let r = records(&c, &observer, &outcome);
+        let labels = ";op=chat;provider=aws.bedrock;req_model=anthropic.claude-3-haiku-20240307-v1:0;resp_model=claude-3-haiku-20240307;backend=default/bedrock";
+        assert_eq!(
+            r[0],
+            Record::Counter(format!("{REQUESTS_TOTAL}{labels}"), 1)
+        );
+        assert_eq!(
+            r[1],
+            Record::Histogram(format!("{REQUEST_DURATION}{labels}"), 600)
+        );
+        assert!(r.contains(&Record::Histogram(
+            format!("{TOKEN_USAGE}{labels};token=output"),
+            5
+        )));
+        assert!(r.contains(&Record::Counter(
+            format!("{TOKENS_TOTAL}{labels};token=total"),
+            15
+        )));
+        assert!(r.contains(&Record::Histogram(
+            format!("{TIME_TO_FIRST_TOKEN}{labels}"),
+            200
+        )));
+        assert!(r.contains(&Record::Histogram(
+            format!("{TIME_PER_OUTPUT_TOKEN}{labels}"),
+            100
+        )));
+    }
+
+    #[test]
+    fn records_for_a_failure() {
+        let c = config();
+        let observer = Observer {
+            start_ns: Some(0),
+            ..Default::default()
+        };
+        let outcome = Outcome {
+            endpoint: Some(Endpoint::ChatCompletions),
+            request_model: Some("nope".into()),
+            status: 404,
+            ..Default::default()
+        };
+        let r = records(&c, &observer, &outcome);
+        assert_eq!(
+            r[0],
+            Record::Counter(
+                format!("{REQUESTS_TOTAL};op=chat;req_model=other;error=404"),
+                1
+            )
+        );
+        assert_eq!(r.len(), 2);
+        assert!(records(&c, &observer, &Outcome::default()).is_empty());
+    }
+
+    #[test]
+    fn tag_regexes_cut_their_segment() {
+        for (key, _) in TAGS {
+            assert_eq!(tag_regex(key), format!("(;{key}=([^;]*))"));
+        }
+    }
+}

@@ -1,0 +1,160 @@
+"""Observability end to end: known traffic through aigw run (real Envoy and
+the filter), then Envoy's /stats/prometheus and the access log must show
+exactly what the fake providers reported, with the right labels; aigw run
+prints one line per request."""
+import json
+import re
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from conftest import basic_config, write_yaml
+
+BROKEN = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: broken}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: broken}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: broken, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: broken-route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: broken-model}}]}}]
+    backendRefs: [{{name: broken}}]
+"""
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(gw):
+    """Prometheus samples as (name, frozenset of labels) -> value."""
+    with urllib.request.urlopen(gw.admin + "/stats/prometheus") as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if not m:
+            continue
+        labels = frozenset(LABEL.findall(m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return text, samples
+
+
+def find(samples, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+def wait_for(gw, check, timeout=20):
+    """Histograms reach the admin endpoint at Envoy's stats flush (5 s)."""
+    deadline = time.time() + timeout
+    while True:
+        text, samples = scrape(gw)
+        try:
+            check(samples)
+            return text, samples
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def traffic(tmp_path, providers, gateway):
+    good = providers(name="alpha")
+    broken = providers(lambda req: (500, {"content-type": "application/json"},
+                                    b'{"error":{"message":"boom"}}'), name="broken")
+    config = write_yaml(tmp_path, "gw.yaml",
+                        basic_config(good.port, model="test-model") + BROKEN.format(port=broken.port))
+    gw = gateway([config])
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        client.chat.completions.create(model="test-model", messages=messages)
+    list(client.chat.completions.create(model="test-model", messages=messages, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=messages)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="broken-model", messages=messages)
+    return gw
+
+
+OK = dict(gen_ai_operation_name="chat", gen_ai_provider_name="openai",
+          gen_ai_request_model="test-model", gen_ai_response_model="test-model",
+          aigw_backend="default/backend")
+
+
+def test_prometheus_metrics_match_provider_usage(traffic):
+    gw = traffic
+
+    def complete(s):
+        assert find(s, "gen_ai_server_request_duration_milliseconds_count", **OK) == 3
+        assert find(s, "gen_ai_server_time_to_first_token_milliseconds_count", **OK) == 1
+
+    text, s = wait_for(gw, complete)
+    # Exact token sums: the fake reports 11 in, 7 out, 18 total, 2 cached, 3 reasoning.
+    for token, per_request in [("input", 11), ("output", 7), ("total", 18), ("cached_input", 2),
+                               ("reasoning", 3), ("cache_creation_input", 0)]:
+        assert find(s, "aigw_token_usage_total", gen_ai_token_type=token, **OK) == 3 * per_request, token
+    assert find(s, "aigw_requests_total", **OK) == 3
+    # Successful requests carry no error_type.
+    ok_series = [ls for (n, ls) in s if n == "aigw_requests_total" and ("gen_ai_request_model", "test-model") in ls]
+    assert ok_series and all(k != "error_type" for ls in ok_series for k, _ in ls)
+    assert find(s, "gen_ai_client_token_usage_count", gen_ai_token_type="input", **OK) == 3
+    assert find(s, "gen_ai_client_token_usage_count", gen_ai_token_type="output", **OK) == 3
+    # Unknown model: refused by the filter, bounded label, no provider.
+    assert find(s, "aigw_requests_total", gen_ai_request_model="other", error_type="404",
+                gen_ai_operation_name="chat") == 1
+    assert "no-such-model" not in text
+    # Upstream 500.
+    assert find(s, "aigw_requests_total", gen_ai_request_model="broken-model", error_type="500",
+                gen_ai_provider_name="openai", aigw_backend="default/broken") == 1
+    # Envoy cut every label out of the names.
+    assert ";" not in text and "req_model=" not in text
+
+
+def test_access_log_has_model_backend_and_tokens(traffic):
+    gw = traffic
+    entries = gw.access_log(count=5)
+    ok = [e for e in entries if e["request_model"] == "test-model"]
+    assert len(ok) == 3
+    for e in ok:
+        assert e["status"] == 200
+        assert e["backend"] == "default/backend"
+        assert e["provider"] == "openai"
+        assert e["response_model"] == "test-model"
+        assert (e["input_tokens"], e["output_tokens"], e["total_tokens"]) == ("11", "7", "18")
+    streamed = [e for e in ok if e["time_to_first_token_ms"] is not None]
+    assert len(streamed) == 1 and int(streamed[0]["time_to_first_token_ms"]) >= 0
+    broken = [e for e in entries if e["request_model"] == "broken-model"]
+    assert broken[0]["status"] == 500 and broken[0]["backend"] == "default/broken"
+
+
+def test_traceparent_reaches_the_provider(tmp_path, providers, gateway):
+    provider = providers(name="alpha")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port))])
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    req = urllib.request.Request(
+        gw.url + "/v1/chat/completions", method="POST",
+        data=json.dumps({"model": "test-model", "messages": []}).encode(),
+        headers={"content-type": "application/json", "traceparent": parent, "tracestate": "k=v"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    sent = provider.requests[-1].headers
+    assert sent["traceparent"] == parent and sent["tracestate"] == "k=v"
