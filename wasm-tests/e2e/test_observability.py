@@ -4,8 +4,10 @@ exactly what the fake providers reported, with the right labels; aigw run
 prints one line per request."""
 import json
 import re
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
@@ -158,3 +160,110 @@ def test_traceparent_reaches_the_provider(tmp_path, providers, gateway):
         assert r.status == 200
     sent = provider.requests[-1].headers
     assert sent["traceparent"] == parent and sent["tracestate"] == "k=v"
+
+
+def traffic_lines(gw, count, timeout=10):
+    pattern = re.compile(r"^\d\d:\d\d:\d\d \d{3} /v1/chat/completions .* ms", re.M)
+    deadline = time.time() + timeout
+    while True:
+        lines = pattern.findall(gw.output())
+        if len(lines) >= count or time.time() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
+def test_aigw_run_prints_one_line_per_request(traffic):
+    lines = traffic_lines(traffic, 5)
+    assert len(lines) == 5, traffic.output()
+    ok = [l for l in lines if " 200 " in l]
+    assert len(ok) == 3
+    assert all("test-model -> default/backend tokens in 11 out 7" in l for l in ok)
+    assert sum("first token" in l for l in ok) == 1
+    assert any(" 404 /v1/chat/completions - " in l for l in lines)
+    assert any(" 500 /v1/chat/completions broken-model -> default/broken" in l for l in lines)
+
+
+def test_traffic_quiet(tmp_path, providers, gateway):
+    provider = providers(name="alpha")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port))],
+                 extra_args=["--traffic", "quiet"])
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+    client.chat.completions.create(model="test-model", messages=[])
+    gw.access_log(count=1)
+    time.sleep(0.5)
+    assert traffic_lines(gw, 1, timeout=0) == []
+
+
+class Collector:
+    """An OTLP/HTTP collector that keeps what it is sent (chunked or not)."""
+
+    def __init__(self):
+        self.requests = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                collector.requests.append((self.path, body))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def collector():
+    c = Collector()
+    yield c
+    c.close()
+
+
+def test_otlp_tracing_has_genai_attributes_and_no_content(tmp_path, providers, gateway, collector):
+    provider = providers(name="alpha")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port))],
+                 extra_args=["--otlp-endpoint", f"http://127.0.0.1:{collector.port}"])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    secret = "do-not-record-this-prompt-7f3a"
+    req = urllib.request.Request(
+        gw.url + "/v1/chat/completions", method="POST",
+        data=json.dumps({"model": "test-model", "messages": [{"role": "user", "content": secret}]}).encode(),
+        headers={"content-type": "application/json",
+                 "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    # The provider sees the same trace, with Envoy's span as the parent.
+    assert trace_id in provider.requests[-1].headers["traceparent"]
+    deadline = time.time() + 20
+    while not collector.requests and time.time() < deadline:
+        time.sleep(0.2)
+    assert collector.requests, "no spans were exported"
+    assert collector.requests[0][0] == "/v1/traces"
+    body = b"".join(b for _, b in collector.requests)
+    assert bytes.fromhex(trace_id) in body
+    for attribute in (b"gen_ai.request.model", b"test-model", b"gen_ai.usage.input_tokens",
+                      b"gen_ai.provider.name", b"default/backend"):
+        assert attribute in body, attribute
+    assert secret.encode() not in body

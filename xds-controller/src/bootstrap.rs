@@ -78,3 +78,78 @@ pub fn stats_config() -> Value {
         ],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_with_stats_tags_is_valid_envoy() {
+        let ports = BootstrapPorts {
+            admin: 9901,
+            xds: 1,
+            credentials: 2,
+            ratelimit: 3,
+        };
+        let b = bootstrap("n", "127.0.0.1", &ports);
+        crate::proto::to_any(
+            "type.googleapis.com/envoy.config.bootstrap.v3.Bootstrap",
+            &b,
+        )
+        .expect("a valid Envoy bootstrap");
+        let tags = b["stats_config"]["stats_tags"].as_array().unwrap();
+        assert_eq!(tags.len(), aigw_filter::metrics::TAGS.len());
+        assert_eq!(tags[0]["regex"], "(;op=([^;]*))");
+    }
+
+    #[test]
+    fn kubernetes_bootstrap_has_the_same_stats_config() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/envoy.yaml"))
+                .unwrap();
+        let config_map = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "aigw-envoy-bootstrap")
+            .unwrap();
+        let b: Value =
+            serde_json::from_str(config_map["data"]["bootstrap.json"].as_str().unwrap()).unwrap();
+        assert_eq!(b["stats_config"], stats_config());
+    }
+
+    #[test]
+    fn grafana_dashboard_uses_the_exported_names() {
+        use aigw_filter::metrics::*;
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/grafana/aigw-dashboard.json"
+        ))
+        .unwrap();
+        let dashboard: Value = serde_json::from_str(&text).unwrap();
+        let counters = [REQUESTS_TOTAL, TOKENS_TOTAL];
+        let histograms = [
+            TOKEN_USAGE,
+            REQUEST_DURATION,
+            TIME_TO_FIRST_TOKEN,
+            TIME_PER_OUTPUT_TOKEN,
+        ];
+        let labels: Vec<&str> = TAGS.iter().map(|t| t.1).collect();
+        let mut used = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+                for word in words.filter(|w| w.starts_with("aigw_") || w.starts_with("gen_ai_")) {
+                    let known = counters.contains(&word)
+                        || labels.contains(&word)
+                        || ["_bucket", "_count", "_sum"].iter().any(|s| {
+                            word.strip_suffix(s)
+                                .is_some_and(|b| histograms.contains(&b))
+                        });
+                    assert!(known, "{word} in {expr}");
+                    used += 1;
+                }
+            }
+        }
+        assert!(used > 20);
+    }
+}

@@ -6,11 +6,13 @@ mod demo;
 mod error;
 mod kube_source;
 mod load;
+mod otel;
 mod proto;
 mod ratelimit;
 mod resources;
 mod run;
 mod standalone;
+mod traffic;
 mod translate;
 mod validate;
 mod xds;
@@ -84,9 +86,19 @@ struct RunArgs {
     concurrency: Option<u32>,
     #[arg(long, default_value = "warning")]
     envoy_log_level: String,
-    /// JSON-lines access log (model, backend, status, tokens) written by Envoy.
+    /// JSON-lines access log (model, backend, status, tokens) written by Envoy
+    /// (default: access.log in the work dir, unless --traffic quiet).
     #[arg(long)]
     access_log: Option<PathBuf>,
+    /// What the terminal shows of the traffic: a line per request, a summary
+    /// every 10 s, or nothing.
+    #[arg(long, value_enum, default_value = "lines")]
+    traffic: traffic::TrafficMode,
+    /// Trace requests with Envoy's OpenTelemetry tracer, exporting OTLP/HTTP
+    /// to this collector (http://HOST:PORT[/v1/traces]). Spans carry GenAI
+    /// attributes (models, provider, tokens), never message content.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Where the Envoy bootstrap is written.
     #[arg(long, default_value = ".work/aigw")]
     work_dir: PathBuf,
@@ -121,6 +133,8 @@ async fn main() -> std::process::ExitCode {
                 concurrency: args.concurrency,
                 envoy_log_level: args.envoy_log_level,
                 access_log: args.access_log,
+                traffic: args.traffic,
+                otlp_endpoint: args.otlp_endpoint,
                 redis: args.redis,
                 rate_limit_fail_closed: args.rate_limit_fail_closed,
                 ca_file: None,
@@ -169,6 +183,8 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         concurrency: None,
         envoy_log_level: String::new(),
         access_log: None,
+        traffic: traffic::TrafficMode::Quiet,
+        otlp_endpoint: None,
         redis: None,
         rate_limit_fail_closed: false,
         ca_file: None,

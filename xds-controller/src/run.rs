@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub concurrency: Option<u32>,
     pub envoy_log_level: String,
     pub access_log: Option<PathBuf>,
+    /// What `aigw run` prints of the traffic (read from the access log).
+    pub traffic: crate::traffic::TrafficMode,
+    /// OTLP/HTTP collector for Envoy's OpenTelemetry tracer, if any.
+    pub otlp_endpoint: Option<String>,
     /// Redis for rate-limit counters; in memory without it.
     pub redis: Option<String>,
     /// Refuse requests when rate limits cannot be checked (default: allow).
@@ -162,6 +166,12 @@ fn load(
         crate::load::load_str("(environment)", yaml, &mut resources, &mut diagnostics);
     }
     let mut translation = translate(&resources, &options(config, credential_port, version));
+    let otlp = config.otlp_endpoint.as_deref();
+    if let Some(endpoint) = otlp.and_then(|e| crate::otel::parse_endpoint(e).ok()) {
+        for listener in &mut translation.listeners {
+            crate::otel::add_tracing(listener, &endpoint);
+        }
+    }
     let (snapshot, more) = snapshot(&translation, version);
     diagnostics.append(&mut translation.diagnostics);
     diagnostics.extend(more);
@@ -244,6 +254,13 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     }
     config.wasm = config.wasm.canonicalize()?;
     std::fs::create_dir_all(&config.work_dir)?;
+    let otlp = match config.otlp_endpoint.as_deref() {
+        Some(text) => Some(crate::otel::parse_endpoint(text).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    if config.access_log.is_none() && config.traffic != crate::traffic::TrafficMode::Quiet {
+        config.access_log = Some(config.work_dir.join("access.log"));
+    }
     let token = random_token();
 
     let xds_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -311,10 +328,14 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         ratelimit: ratelimit_port,
     };
     let bootstrap_path = config.work_dir.join("envoy-bootstrap.json");
-    std::fs::write(
-        &bootstrap_path,
-        serde_json::to_vec_pretty(&bootstrap("aigw-standalone", "127.0.0.1", &ports))?,
-    )?;
+    let mut bootstrap = bootstrap("aigw-standalone", "127.0.0.1", &ports);
+    if let (Some(endpoint), Some(clusters)) = (
+        &otlp,
+        bootstrap["static_resources"]["clusters"].as_array_mut(),
+    ) {
+        clusters.push(crate::otel::cluster(endpoint));
+    }
+    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)?;
     let mut command = tokio::process::Command::new(&config.envoy);
     command
         .arg("-c")
@@ -334,6 +355,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     let mut envoy = command
         .spawn()
         .with_context(|| format!("cannot start Envoy from {}", config.envoy.display()))?;
+    if let Some(log) = &config.access_log {
+        tokio::spawn(crate::traffic::follow(log.clone(), config.traffic));
+    }
 
     // Tell the person at the terminal where to point their client once
     // Envoy has taken the listeners.
