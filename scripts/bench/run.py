@@ -350,7 +350,8 @@ def main():
         p = start("aigw", [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.wasm,
                            "--admin-port", str(admin), "--work-dir", aigw_work,
                            "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
-                           "-f", cfg], work)
+                           # Like plain Envoy: no access log, no terminal lines.
+                           "--traffic", "quiet", "-f", cfg], work)
         scenarios.append(Scenario("aigw", "Envoy + aigw filter",
                                   f"http://127.0.0.1:{port}/v1/chat/completions", p))
 
