@@ -195,3 +195,54 @@ def counters(gateway_url_admin):
     with urllib.request.urlopen(gateway_url_admin + "/stats") as r:
         text = r.read().decode()
     return dict(re.findall(r"^(\S+): (\d+)$", text, re.M))
+
+
+ANTHROPIC_CONFIG = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: claude}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: claude}}
+spec:
+  schema: {{name: Anthropic}}
+  backendRef: {{name: claude, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: key}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}]
+  type: AnthropicAPIKey
+  anthropicAPIKey: {{secretRef: {{name: anthropic-key}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: anthropic-key}}
+stringData: {{apiKey: {key}}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: claude-sonnet}}]}}]
+    backendRefs: [{{name: claude}}]
+"""
+
+
+def anthropic_config(port, key):
+    """One Gateway and a native Anthropic backend at 127.0.0.1:port with an
+    AnthropicAPIKey policy, serving model claude-sonnet."""
+    return ANTHROPIC_CONFIG.format(port=port, key=key)

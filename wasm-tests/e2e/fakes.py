@@ -103,3 +103,8 @@ def openai_echo(name):
         return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
 
     return respond
+
+
+def anthropic_sse(events):
+    """Anthropic Messages stream events as SSE byte chunks, one per event."""
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]

@@ -6,7 +6,8 @@ import urllib.request
 import anthropic
 import pytest
 
-from conftest import write_yaml
+from conftest import anthropic_config, write_yaml
+from fakes import anthropic_sse
 
 CLIENT_KEY = "client-key-must-not-leak"
 PROVIDER_KEY = "sk-ant-provider-secret"
@@ -33,59 +34,15 @@ def anthropic_fake(request):
          "usage": {"output_tokens": 4}},
         {"type": "message_stop"},
     ]
-    chunks = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
-    return 200, {"content-type": "text/event-stream"}, chunks
+    return 200, {"content-type": "text/event-stream"}, anthropic_sse(events)
 
 
-CONFIG = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: claude}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: claude}}
-spec:
-  schema: {{name: Anthropic}}
-  backendRef: {{name: claude, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: key}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}]
-  type: AnthropicAPIKey
-  anthropicAPIKey: {{secretRef: {{name: anthropic-key}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: anthropic-key}}
-stringData: {{apiKey: {key}}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: claude-sonnet}}]}}]
-    backendRefs: [{{name: claude}}]
-"""
 
 
 @pytest.fixture
 def setup(tmp_path, providers, gateway):
     fake = providers(anthropic_fake, name="anthropic")
-    gw = gateway([write_yaml(tmp_path, "gw.yaml", CONFIG.format(port=fake.port, key=PROVIDER_KEY))])
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", anthropic_config(fake.port, PROVIDER_KEY))])
     client = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=CLIENT_KEY, max_retries=0)
     return fake, gw, client
 
