@@ -364,6 +364,7 @@ mod tests {
                 kind: AuthKind::AwsSigV4,
                 credential: "default/bedrock-policy".into(),
                 region: Some("us-west-2".into()),
+                project: None,
             }),
             ..Default::default()
         }

@@ -98,9 +98,12 @@ pub struct BackendAuth {
     pub kind: AuthKind,
     /// Key of the credential in the controller's credential service.
     pub credential: String,
-    /// AWS region for SigV4.
+    /// AWS region for SigV4; GCP region (location) for Vertex AI paths.
     #[serde(default)]
     pub region: Option<String>,
+    /// GCP project for Vertex AI paths.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +117,9 @@ pub enum AuthKind {
     AzureApiKey,
     /// SigV4 with AWS credentials.
     AwsSigV4,
+    /// `Authorization: Bearer <token>` with a GCP OAuth2 access token that
+    /// the controller mints from the policy's credentials and refreshes.
+    GcpAccessToken,
 }
 
 /// The controller's credential endpoint, reached with `dispatch_http_call`.

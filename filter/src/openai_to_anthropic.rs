@@ -588,6 +588,7 @@ mod tests {
                 kind: AuthKind::AwsSigV4,
                 credential: "c".into(),
                 region: Some("us-west-2".into()),
+                project: None,
             }),
             ..Default::default()
         }

@@ -169,6 +169,7 @@ pub fn credential_header(
         AuthKind::ApiKey => ("authorization", format!("Bearer {key}")),
         AuthKind::AnthropicApiKey => ("x-api-key", key.clone()),
         AuthKind::AzureApiKey => ("api-key", key.clone()),
+        AuthKind::GcpAccessToken => ("authorization", format!("Bearer {key}")),
         AuthKind::AwsSigV4 => {
             return Err(GatewayError::internal(
                 "backend needs AWS credentials but its credential is an API key",
@@ -281,6 +282,7 @@ mod tests {
             kind,
             credential: "c".into(),
             region: None,
+            project: None,
         };
         assert_eq!(
             credential_header(&auth(AuthKind::ApiKey), &key).unwrap(),

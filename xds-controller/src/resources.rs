@@ -543,6 +543,8 @@ pub struct BackendSecurityPolicySpec {
     pub azure_api_key: Option<ApiKeySpec>,
     #[serde(default)]
     pub aws_credentials: Option<serde_json::Value>,
+    #[serde(default)]
+    pub gcp_credentials: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]

@@ -266,6 +266,7 @@ fn security(
                 kind: AuthKind::AwsSigV4,
                 credential: id.clone(),
                 region,
+                project: None,
             };
             let value = match aws_credentials(resources, options, policy) {
                 Ok(value) => Some((id, value)),
@@ -277,6 +278,32 @@ fn security(
                 }
             };
             return Ok((Some(auth), value));
+        }
+        "GCPCredentials" => {
+            let gcp = policy.spec.gcp_credentials.as_ref();
+            let field = |name: &str| {
+                gcp.and_then(|c| c.get(name))
+                    .and_then(|v| v.as_str())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            let (Some(project), Some(region)) = (field("projectName"), field("region")) else {
+                return Err(here(
+                    Diagnostic::error(
+                        "gcpCredentials.projectName and gcpCredentials.region are required",
+                    )
+                    .field("spec.gcpCredentials"),
+                ));
+            };
+            let auth = BackendAuth {
+                kind: AuthKind::GcpAccessToken,
+                credential: id,
+                region: Some(region),
+                project: Some(project),
+            };
+            // The access token is minted at run time (credentials module),
+            // not at translation.
+            return Ok((Some(auth), None));
         }
         other => {
             return Err(here(
@@ -318,6 +345,7 @@ fn security(
         kind,
         credential: id.clone(),
         region: None,
+        project: None,
     };
     Ok((
         Some(auth),

@@ -57,6 +57,7 @@ pub fn upstream_config() -> PluginConfig {
                 kind: AuthKind::ApiKey,
                 credential: "default/openai-key".into(),
                 region: None,
+                project: None,
             }),
             ..Default::default()
         },
