@@ -3,6 +3,7 @@
 //! when built for wasm32.
 
 pub mod anthropic;
+pub mod azure;
 pub mod base64;
 pub mod bedrock;
 pub mod chat;

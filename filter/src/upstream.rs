@@ -34,7 +34,9 @@ pub fn prepare(
     body: &[u8],
 ) -> Result<UpstreamRequest, GatewayError> {
     match (endpoint, backend.schema) {
-        (_, SchemaName::OpenAI) => prepare_openai(endpoint, query, backend, body),
+        (_, SchemaName::OpenAI | SchemaName::AzureOpenAI) => {
+            prepare_openai(endpoint, query, backend, body)
+        }
         // OpenAI chat clients in front of Claude and Bedrock Converse.
         (Endpoint::ChatCompletions, SchemaName::Anthropic | SchemaName::AWSAnthropic) => {
             crate::openai_to_anthropic::prepare(query, backend, body)
@@ -66,11 +68,17 @@ pub fn prepare_headers_only(
         .model_name_override
         .as_deref()
         .is_some_and(|m| m != model);
-    if backend.schema != SchemaName::OpenAI || needs_stream_usage || override_differs {
+    let body_unchanged = match backend.schema {
+        SchemaName::OpenAI => !override_differs,
+        // The deployment in the path names the model; the body's is ignored.
+        SchemaName::AzureOpenAI => true,
+        _ => false,
+    };
+    if !body_unchanged || needs_stream_usage {
         return None;
     }
     Some(UpstreamRequest {
-        path: openai_path(endpoint, query, backend).ok()?,
+        path: openai_path(endpoint, query, backend, model).ok()?,
         host: backend.host.clone(),
         body: None,
         set_headers: Vec::new(),
@@ -83,6 +91,7 @@ fn openai_path(
     endpoint: Endpoint,
     query: &str,
     backend: &BackendConfig,
+    model: &str,
 ) -> Result<String, GatewayError> {
     let suffix = endpoint.openai_suffix().ok_or_else(|| {
         GatewayError::client(
@@ -90,6 +99,9 @@ fn openai_path(
             "this endpoint is not available on an OpenAI-schema backend",
         )
     })?;
+    if backend.schema == SchemaName::AzureOpenAI {
+        return crate::azure::path(suffix, query, backend, model);
+    }
     let prefix = backend
         .prefix
         .as_deref()
@@ -109,12 +121,12 @@ fn prepare_openai(
     backend: &BackendConfig,
     body: &[u8],
 ) -> Result<UpstreamRequest, GatewayError> {
-    let path = openai_path(endpoint, query, backend)?;
     let facts = parse_request(endpoint, body)?;
+    let path = openai_path(endpoint, query, backend, &facts.model)?;
     let override_model = backend
         .model_name_override
         .as_deref()
-        .filter(|m| *m != facts.model);
+        .filter(|m| *m != facts.model && backend.schema == SchemaName::OpenAI);
     let ask_for_usage = facts.stream && !facts.client_wants_usage;
     let body = if override_model.is_some() || ask_for_usage {
         let mut value: Value = serde_json::from_slice(body)
