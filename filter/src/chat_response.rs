@@ -8,6 +8,7 @@
 use crate::chat;
 use crate::config::SchemaName;
 use crate::converse;
+use crate::gemini_response;
 use crate::openai_to_anthropic::{self, EventStreamToChunks, SseToChunks};
 use crate::response::MAX_ACCOUNTED_BODY;
 use crate::usage::Usage;
@@ -21,6 +22,8 @@ pub enum Source {
     BedrockInvoke,
     /// Bedrock Converse (JSON or ConverseStream event-stream).
     Converse,
+    /// Gemini on Vertex AI (JSON or streamGenerateContent SSE).
+    Vertex,
 }
 
 impl Source {
@@ -31,6 +34,7 @@ impl Source {
             SchemaName::Anthropic => Some(Source::Anthropic),
             SchemaName::AWSAnthropic => Some(Source::BedrockInvoke),
             SchemaName::AWSBedrock => Some(Source::Converse),
+            SchemaName::GCPVertexAI => Some(Source::Vertex),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl Source {
         match self {
             Source::Anthropic => "Anthropic",
             Source::BedrockInvoke | Source::Converse => "Bedrock",
+            Source::Vertex => "Vertex AI",
         }
     }
 }
@@ -50,6 +55,7 @@ enum State {
     AnthropicSse(SseToChunks),
     BedrockInvokeStream(EventStreamToChunks),
     ConverseStream(converse::StreamToChunks),
+    VertexSse(gemini_response::StreamToChunks),
 }
 
 /// One response being translated into OpenAI's chat shapes.
@@ -95,6 +101,13 @@ impl ChatResponse {
                 created,
                 include_usage,
             ))
+        } else if stream && sse && source == Source::Vertex {
+            State::VertexSse(gemini_response::StreamToChunks::new(
+                id,
+                model,
+                created,
+                include_usage,
+            ))
         } else {
             State::Json {
                 body: Vec::new(),
@@ -130,6 +143,7 @@ impl ChatResponse {
             State::AnthropicSse(s) => s.usage(),
             State::BedrockInvokeStream(s) => s.usage(),
             State::ConverseStream(s) => s.usage(),
+            State::VertexSse(s) => s.usage(),
             State::Json { .. } | State::Error { .. } => self.usage,
         }
     }
@@ -140,12 +154,16 @@ impl ChatResponse {
             State::AnthropicSse(s) => s.push(chunk, end_of_stream),
             State::BedrockInvokeStream(s) => s.push(chunk, end_of_stream),
             State::ConverseStream(s) => s.push(chunk, end_of_stream),
+            State::VertexSse(s) => s.push(chunk, end_of_stream),
             State::Error { status, body } => {
                 if body.len().saturating_add(chunk.len()) <= MAX_ACCOUNTED_BODY {
                     body.extend_from_slice(chunk);
                 }
                 if !end_of_stream {
                     return Vec::new();
+                }
+                if self.source == Source::Vertex {
+                    return gemini_response::error_body(*status, body);
                 }
                 chat::error_body(*status, body, self.source.provider())
             }
@@ -168,6 +186,9 @@ impl ChatResponse {
                         }
                         Source::Converse => {
                             converse::completion(body, &self.id, &self.model, self.created)
+                        }
+                        Source::Vertex => {
+                            gemini_response::completion(body, &self.id, &self.model, self.created)
                         }
                     }
                 };
@@ -227,6 +248,12 @@ mod tests {
             )
             .content_type(),
             "text/event-stream"
+        );
+        assert!(!r(Source::Vertex, 200, "text/event-stream", true).buffers());
+        assert!(r(Source::Vertex, 200, "application/json", false).buffers());
+        assert_eq!(
+            Source::for_schema(SchemaName::GCPVertexAI),
+            Some(Source::Vertex)
         );
         assert_eq!(Source::for_schema(SchemaName::OpenAI), None);
         assert_eq!(
@@ -294,5 +321,62 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("could not read"));
+    }
+
+    #[test]
+    fn vertex_json_stream_and_errors() {
+        let mut c = ChatResponse::new(
+            Source::Vertex,
+            200,
+            "application/json",
+            false,
+            false,
+            "gemini",
+            "chatcmpl-aigw",
+            5,
+        );
+        let out = c.push(
+            br#"{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5}}"#,
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "hi");
+        assert_eq!(c.usage().unwrap().total, 5);
+        let mut s = ChatResponse::new(
+            Source::Vertex,
+            200,
+            "text/event-stream",
+            true,
+            true,
+            "gemini",
+            "chatcmpl-aigw",
+            5,
+        );
+        assert_eq!(s.content_type(), "text/event-stream");
+        let out = s.push(
+            b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"totalTokenCount\":3}}\r\n\r\n",
+            true,
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("data: [DONE]\n\n"));
+        assert_eq!(s.usage().unwrap().input, 3);
+        let mut e = ChatResponse::new(
+            Source::Vertex,
+            429,
+            "application/json",
+            true,
+            false,
+            "gemini",
+            "i",
+            1,
+        );
+        let out = e.push(
+            br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#,
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["code"], "RESOURCE_EXHAUSTED");
     }
 }

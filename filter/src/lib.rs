@@ -14,6 +14,8 @@ pub mod credentials;
 pub mod error;
 pub mod eventstream;
 pub mod failover;
+pub mod gemini;
+pub mod gemini_response;
 pub mod metrics;
 pub mod models;
 pub mod openai_to_anthropic;

@@ -44,6 +44,9 @@ pub fn prepare(
         (Endpoint::ChatCompletions, SchemaName::AWSBedrock) => {
             crate::converse::prepare(backend, body)
         }
+        (Endpoint::ChatCompletions, SchemaName::GCPVertexAI) => {
+            crate::gemini::prepare(backend, body)
+        }
         (_, SchemaName::AWSAnthropic) => crate::bedrock::prepare(endpoint, backend, body),
         (_, SchemaName::Anthropic) => crate::anthropic::prepare(endpoint, query, backend, body),
         (_, other) => Err(GatewayError::client(
