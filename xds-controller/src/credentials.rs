@@ -39,7 +39,10 @@ pub struct CredentialSet {
 #[derive(Clone)]
 pub struct CredentialService {
     token: Arc<String>,
+    /// From the configuration (Secrets, the environment).
     current: Arc<RwLock<CredentialSet>>,
+    /// Minted at run time and refreshed (`crate::mint`); these win.
+    minted: Arc<RwLock<BTreeMap<String, CredentialValue>>>,
 }
 
 impl CredentialService {
@@ -47,7 +50,30 @@ impl CredentialService {
         CredentialService {
             token: Arc::new(token),
             current: Arc::new(RwLock::new(CredentialSet::default())),
+            minted: Arc::new(RwLock::new(BTreeMap::new())),
         }
+    }
+
+    /// Sets (or with `None` removes) a minted credential.
+    pub fn set_minted(&self, id: &str, value: Option<CredentialValue>) {
+        if let Ok(mut minted) = self.minted.write() {
+            match value {
+                Some(v) => minted.insert(id.to_string(), v),
+                None => minted.remove(id),
+            };
+        }
+    }
+
+    /// What the endpoint serves now: the configuration's credentials and
+    /// the minted ones.
+    pub fn snapshot(&self) -> CredentialSet {
+        let mut set = self.current.read().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(minted) = self.minted.read() {
+            for (id, value) in minted.iter() {
+                set.credentials.insert(id.clone(), value.clone());
+            }
+        }
+        set
     }
 
     pub fn update(&self, set: CredentialSet) {
@@ -72,8 +98,8 @@ async fn serve(State(service): State<CredentialService>, headers: HeaderMap) -> 
     if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     }
-    let body = match service.current.read() {
-        Ok(set) => serde_json::to_string(&*set).unwrap_or_default(),
+    let body = match serde_json::to_string(&service.snapshot()) {
+        Ok(body) => body,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     ([("content-type", "application/json")], body).into_response()

@@ -84,3 +84,23 @@ impl std::fmt::Display for Diagnostic {
 pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(|d| d.severity == Severity::Error)
 }
+
+/// Why an upstream credential could not be minted or refreshed at run
+/// time. The message never holds a secret: callers put in what failed and
+/// the provider's error code, never a token, key or raw response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialError(pub String);
+
+impl CredentialError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CredentialError(message.into())
+    }
+}
+
+impl std::fmt::Display for CredentialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CredentialError {}

@@ -6,6 +6,7 @@ mod demo;
 mod error;
 mod kube_source;
 mod load;
+mod mint;
 mod otel;
 mod proto;
 mod ratelimit;
@@ -113,6 +114,11 @@ struct RunArgs {
     /// the system CA bundle), e.g. a test or corporate CA.
     #[arg(long)]
     extra_ca: Option<PathBuf>,
+    /// Seconds the filter keeps upstream credentials it fetched from the
+    /// controller before asking again (a refreshed token reaches it within
+    /// this time).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    credential_ttl: u64,
 }
 
 #[tokio::main]
@@ -138,6 +144,7 @@ async fn main() -> std::process::ExitCode {
                 redis: args.redis,
                 rate_limit_fail_closed: args.rate_limit_fail_closed,
                 ca_file: None,
+                credential_ttl: Some(args.credential_ttl),
             };
             match args.extra_ca {
                 Some(extra) => match std::fs::create_dir_all(&config.work_dir)
@@ -188,6 +195,7 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         redis: None,
         rate_limit_fail_closed: false,
         ca_file: None,
+        credential_ttl: None,
     };
     let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     let translation = translate::translate(&resources, &run::options(&config, 0, 1));

@@ -43,6 +43,8 @@ pub struct RunConfig {
     /// CA bundle upstream TLS trusts instead of the system's (`aigw run`
     /// writes the system bundle plus `--extra-ca` here).
     pub ca_file: Option<PathBuf>,
+    /// Seconds the filter keeps fetched credentials (default 30).
+    pub credential_ttl: Option<u64>,
 }
 
 /// Everything `translate` needs besides the resources, for one run.
@@ -60,7 +62,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             authority: format!("127.0.0.1:{credential_port}"),
             path: "/v1/credentials".into(),
             token_env: TOKEN_ENV.into(),
-            ttl_seconds: 30,
+            ttl_seconds: config.credential_ttl.unwrap_or(30),
         },
         ca_file: config
             .ca_file
@@ -76,6 +78,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             .map(|d| d.as_secs())
             .unwrap_or(0),
         aws_environment: aws_environment(),
+        aws_minted: crate::mint::aws::from_environment(|name| std::env::var(name).ok()),
     }
 }
 
@@ -291,6 +294,11 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     }
     let credentials = CredentialService::new(token.clone());
     credentials.update(first.translation.credentials.clone());
+    let refresher =
+        crate::mint::Refresher::new(credentials.clone(), config.credential_ttl.unwrap_or(30));
+    refresher.sync(&first.translation.minted);
+    // Mint before the first request can need it (failures are retried).
+    refresher.first_attempts(Duration::from_secs(15)).await;
     let rate_limiter = crate::ratelimit::RateLimitServer::new(
         match &config.redis {
             Some(url) => crate::ratelimit::Store::Redis(
@@ -402,6 +410,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 }
                 version += 1;
                 credentials.update(next.translation.credentials.clone());
+                refresher.sync(&next.translation.minted);
                 rate_limiter.update(next.translation.rate_limits.clone());
                 let _ = snapshot_tx.send(Arc::new(next.snapshot));
                 eprintln!("aigw: configuration version {version} pushed to Envoy");

@@ -110,6 +110,8 @@ impl ControllerArgs {
 pub struct Servers {
     pub snapshots: Arc<watch::Sender<Arc<Snapshot>>>,
     pub credentials: CredentialService,
+    /// Mints and refreshes the credentials the configuration names.
+    pub refresher: crate::mint::Refresher,
     pub rate_limiter: RateLimitServer,
 }
 
@@ -117,6 +119,7 @@ impl Servers {
     pub fn publish(&self, published: &Published) {
         self.credentials
             .update(published.translation.credentials.clone());
+        self.refresher.sync(&published.translation.minted);
         self.rate_limiter
             .update(published.translation.rate_limits.clone());
         let _ = self.snapshots.send(published.snapshot.clone());
@@ -154,6 +157,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     let servers = Servers {
         snapshots: Arc::new(snapshot_tx),
         credentials: credentials.clone(),
+        refresher: crate::mint::Refresher::new(credentials.clone(), 30),
         rate_limiter: rate_limiter.clone(),
     };
     let ads = AdsServer::new(snapshot_rx);

@@ -4,6 +4,7 @@
 use super::Options;
 use crate::credentials::CredentialValue;
 use crate::error::Diagnostic;
+use crate::mint::{gcp, MintSource};
 use crate::resources::{Named, Resources, TargetRef};
 use aigw_filter::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
 
@@ -22,6 +23,8 @@ pub struct ResolvedBackend {
     pub endpoints: Vec<Endpoint>,
     pub config: BackendConfig,
     pub credential: Option<(String, CredentialValue)>,
+    /// A credential minted at run time instead, and what from.
+    pub mint: Option<(String, MintSource)>,
     /// Problems that do not stop the backend from being served.
     pub warnings: Vec<Diagnostic>,
     /// From the route's backendRef.
@@ -85,7 +88,12 @@ pub fn resolve(
         _ => ai.spec.schema.prefix.clone(),
     };
     let mut warnings = Vec::new();
-    let (auth, credential) = security(resources, options, ai, &mut warnings)?;
+    let (auth, provided) = security(resources, options, ai, &mut warnings)?;
+    let (credential, mint) = match provided {
+        Some((id, Provided::Static(value))) => (Some((id, value)), None),
+        Some((id, Provided::Minted(source))) => (None, Some((id, source))),
+        None => (None, None),
+    };
     Ok(ResolvedBackend {
         key: ai.key(),
         endpoints,
@@ -98,6 +106,7 @@ pub fn resolve(
             auth,
         },
         credential,
+        mint,
         warnings,
         weight: 1,
         priority: 0,
@@ -200,7 +209,14 @@ fn endpoints(
 
 /// The backend's security policy: how the filter authenticates to it and
 /// the secret it needs.
-type Security = (Option<BackendAuth>, Option<(String, CredentialValue)>);
+type Security = (Option<BackendAuth>, Option<(String, Provided)>);
+
+/// A backend's credential: given in the configuration, or minted at run time.
+#[derive(Debug, Clone)]
+pub enum Provided {
+    Static(CredentialValue),
+    Minted(MintSource),
+}
 
 fn security(
     resources: &Resources,
@@ -268,6 +284,14 @@ fn security(
                 region,
                 project: None,
             };
+            if aws.is_some_and(|c| c.get("oidcExchangeToken").is_some()) {
+                warnings.push(here(
+                    Diagnostic::warning(
+                        "awsCredentials.oidcExchangeToken is not supported yet; the controller's own AWS credentials (environment, web identity, container endpoint) are used instead",
+                    )
+                    .field("spec.awsCredentials.oidcExchangeToken"),
+                ));
+            }
             let value = match aws_credentials(resources, options, policy) {
                 Ok(value) => Some((id, value)),
                 Err(d) => {
@@ -297,13 +321,19 @@ fn security(
             };
             let auth = BackendAuth {
                 kind: AuthKind::GcpAccessToken,
-                credential: id,
+                credential: id.clone(),
                 region: Some(region),
                 project: Some(project),
             };
-            // The access token is minted at run time (credentials module),
-            // not at translation.
-            return Ok((Some(auth), None));
+            // The access token is minted and refreshed at run time
+            // (`crate::mint`); translation only reads the key.
+            return match gcp_source(resources, policy) {
+                Ok(source) => Ok((Some(auth), Some((id, Provided::Minted(source))))),
+                Err(d) => {
+                    warnings.push(here(d));
+                    Ok((Some(auth), None))
+                }
+            };
         }
         other => {
             return Err(here(
@@ -349,8 +379,66 @@ fn security(
     };
     Ok((
         Some(auth),
-        Some((id, CredentialValue::ApiKey(key.trim().to_string()))),
+        Some((
+            id,
+            Provided::Static(CredentialValue::ApiKey(key.trim().to_string())),
+        )),
     ))
+}
+
+/// The service-account key of a GCPCredentials policy's
+/// `credentialsFile.secretRef` (key `service_account.json`).
+fn gcp_source(
+    resources: &Resources,
+    policy: &Named<crate::resources::BackendSecurityPolicySpec>,
+) -> Result<MintSource, Diagnostic> {
+    let gcp = policy.spec.gcp_credentials.as_ref();
+    let Some(file) = gcp.and_then(|c| c.get("credentialsFile")) else {
+        let field = if gcp.is_some_and(|c| c.get("workloadIdentityFederationConfig").is_some()) {
+            "spec.gcpCredentials.workloadIdentityFederationConfig"
+        } else {
+            "spec.gcpCredentials.credentialsFile"
+        };
+        return Err(Diagnostic::warning(
+            "workload identity federation is not supported yet: give gcpCredentials.credentialsFile.secretRef (a Secret with a service-account key under \"service_account.json\"); requests to this backend fail until then",
+        )
+        .field(field));
+    };
+    let field = "spec.gcpCredentials.credentialsFile.secretRef";
+    let secret_ref = file.get("secretRef");
+    let name = secret_ref
+        .and_then(|r| r.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| Diagnostic::error("credentialsFile needs secretRef.name").field(field))?;
+    let namespace = secret_ref
+        .and_then(|r| r.get("namespace"))
+        .and_then(|n| n.as_str())
+        .unwrap_or(&policy.namespace);
+    let secret = resources
+        .secrets
+        .iter()
+        .find(|s| s.namespace == namespace && s.name == name)
+        .ok_or_else(|| {
+            Diagnostic::error(format!(
+                "Secret {namespace}/{name} does not exist (in standalone mode, give it as a kind: Secret document with stringData.\"service_account.json\")"
+            ))
+            .field(format!("{field}.name"))
+        })?;
+    let text = secret.spec.values.get(gcp::SECRET_KEY).ok_or_else(|| {
+        Diagnostic::error(format!(
+            "Secret {namespace}/{name} has no key \"{}\"",
+            gcp::SECRET_KEY
+        ))
+        .field(field)
+    })?;
+    let key = gcp::parse_key_file(text).map_err(|e| {
+        Diagnostic::error(format!(
+            "Secret {namespace}/{name} key \"{}\": {e}",
+            gcp::SECRET_KEY
+        ))
+        .field(field)
+    })?;
+    Ok(MintSource::GcpServiceAccount(key))
 }
 
 /// AWS credentials for an AWSCredentials policy: the Secret of
@@ -361,7 +449,7 @@ fn aws_credentials(
     resources: &Resources,
     options: &Options,
     policy: &Named<crate::resources::BackendSecurityPolicySpec>,
-) -> Result<CredentialValue, Diagnostic> {
+) -> Result<Provided, Diagnostic> {
     let file = policy
         .spec
         .aws_credentials
@@ -398,21 +486,22 @@ fn aws_credentials(
             ))
             .field(field)
         })?;
-        return aws_profile(text, profile).ok_or_else(|| {
+        return aws_profile(text, profile).map(Provided::Static).ok_or_else(|| {
             Diagnostic::error(format!(
                 "Secret {namespace}/{name} key \"credentials\" has no profile [{profile}] with aws_access_key_id and aws_secret_access_key"
             ))
             .field("spec.awsCredentials.credentialsFile.profile")
         });
     }
-    match &options.aws_environment {
-        Some(env) => Ok(CredentialValue::Aws {
+    match (&options.aws_environment, &options.aws_minted) {
+        (Some(env), _) => Ok(Provided::Static(CredentialValue::Aws {
             access_key_id: env.access_key_id.clone(),
             secret_access_key: env.secret_access_key.clone(),
             session_token: env.session_token.clone(),
-        }),
-        None => Err(Diagnostic::warning(
-            "no AWS credentials: give spec.awsCredentials.credentialsFile.secretRef, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the controller; requests to this backend fail until then",
+        })),
+        (None, Some(source)) => Ok(Provided::Minted(MintSource::Aws(source.clone()))),
+        (None, None) => Err(Diagnostic::warning(
+            "no AWS credentials: give spec.awsCredentials.credentialsFile.secretRef, or give the controller AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or AWS_CONTAINER_CREDENTIALS_FULL_URI; requests to this backend fail until then",
         )
         .field("spec.awsCredentials.credentialsFile")),
     }
@@ -541,6 +630,7 @@ spec:
             created: 0,
             rate_limit: Default::default(),
             aws_environment: env,
+            aws_minted: None,
         }
     }
 

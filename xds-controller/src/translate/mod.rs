@@ -40,6 +40,10 @@ pub struct Options {
     /// AWS credentials from the controller's environment, used by
     /// AWSCredentials policies that name no credentials file.
     pub aws_environment: Option<AwsEnvironment>,
+    /// Expiring AWS credentials the controller's environment points to
+    /// (web identity, container endpoint), used when `aws_environment`
+    /// has no static keys.
+    pub aws_minted: Option<crate::mint::aws::AwsSource>,
 }
 
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
@@ -63,6 +67,8 @@ pub struct Translation {
     pub routes: Vec<Value>,
     pub clusters: Vec<Value>,
     pub credentials: CredentialSet,
+    /// Credentials the controller mints and refreshes at run time, by id.
+    pub minted: BTreeMap<String, crate::mint::MintSource>,
     /// `(listener address, port, models)` for the person starting the gateway.
     pub served: Vec<(String, u16, Vec<String>)>,
     pub diagnostics: Vec<Diagnostic>,
@@ -128,6 +134,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             out.credentials
                 .credentials
                 .insert(id.clone(), value.clone());
+        }
+        if let Some((id, source)) = &backend.mint {
+            out.minted.insert(id.clone(), source.clone());
         }
     }
     out.credentials.config_version = options.config_version;
@@ -501,3 +510,6 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod mint_tests;

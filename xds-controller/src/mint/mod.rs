@@ -1,0 +1,172 @@
+//! Upstream credentials the controller mints at run time and refreshes
+//! before they expire: Google OAuth2 access tokens from a service-account
+//! key, and expiring AWS credentials (web identity, container endpoint).
+//!
+//! Pure parts (key files, JWTs, request bodies, answers, the schedule) are
+//! in `gcp`, `aws` and this module's functions; `http` is the client and
+//! `refresher` the tasks that keep the credential service up to date.
+
+pub mod aws;
+pub mod gcp;
+pub mod http;
+pub mod refresher;
+
+use crate::credentials::CredentialValue;
+use crate::error::CredentialError;
+use std::time::Duration;
+
+pub use refresher::Refresher;
+
+/// What a credential is minted from. Equal sources mint the same
+/// credential, so a configuration reload that keeps the source keeps the
+/// current credential and its refresh schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MintSource {
+    GcpServiceAccount(gcp::ServiceAccountKey),
+    Aws(aws::AwsSource),
+}
+
+/// A minted credential and when it expires (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub value: CredentialValue,
+    pub expires_at: u64,
+}
+
+/// When to refresh a credential issued at `issued` that expires at
+/// `expires` (Unix seconds): at 80% of its lifetime or 5 minutes before it
+/// expires, whichever is earlier, but not before half of its lifetime; and
+/// at least `margin` seconds before it expires when the lifetime allows
+/// (the filter caches credentials for a while, so a refreshed one reaches
+/// it late).
+pub fn refresh_at(issued: u64, expires: u64, margin: u64) -> u64 {
+    let life = expires.saturating_sub(issued);
+    let lead = (life / 5).max(300.min(life / 2)).max(margin.min(life / 2));
+    expires.saturating_sub(lead).max(issued + 1)
+}
+
+/// How long to wait before retry number `failures` (1, 2, ...): 1 s,
+/// doubling, at most 30 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(5);
+    Duration::from_secs((1u64 << exponent).min(30))
+}
+
+/// `application/x-www-form-urlencoded` of `pairs`.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    fn encode(text: &str, out: &mut String) {
+        for b in text.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    out.push(b as char)
+                }
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(k, &mut out);
+        out.push('=');
+        encode(v, &mut out);
+    }
+    out
+}
+
+/// Mints one credential from `source` at `now` (Unix seconds).
+pub async fn mint(
+    source: &MintSource,
+    client: &http::Client,
+    now: u64,
+) -> Result<Minted, CredentialError> {
+    match source {
+        MintSource::GcpServiceAccount(key) => {
+            let jwt = gcp::assertion(key, now)?;
+            let answer = client
+                .post_form(&key.token_uri, gcp::token_request_body(&jwt))
+                .await?;
+            let token = gcp::parse_token_response(answer.status, &answer.body)?;
+            Ok(Minted {
+                value: CredentialValue::ApiKey(token.token),
+                expires_at: now + token.expires_in,
+            })
+        }
+        MintSource::Aws(aws::AwsSource::WebIdentity {
+            token_file,
+            role_arn,
+            session_name,
+            sts_endpoint,
+        }) => {
+            let token = tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                CredentialError::new(format!(
+                    "cannot read AWS_WEB_IDENTITY_TOKEN_FILE {token_file}: {e}"
+                ))
+            })?;
+            let body = aws::assume_role_body(role_arn, session_name, &token);
+            let answer = client.post_form(&format!("{sts_endpoint}/"), body).await?;
+            let text = String::from_utf8_lossy(&answer.body);
+            let (value, expires_at) = aws::parse_assume_role(answer.status, &text)?;
+            Ok(Minted { value, expires_at })
+        }
+        MintSource::Aws(aws::AwsSource::Container {
+            uri,
+            token_file,
+            token,
+        }) => {
+            let token = match token_file {
+                Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|e| {
+                    CredentialError::new(format!(
+                        "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {path}: {e}"
+                    ))
+                })?),
+                None => token.clone(),
+            };
+            let token = token.map(|t| t.trim().to_string());
+            let headers: Vec<(&str, &str)> = token
+                .as_deref()
+                .map(|t| ("authorization", t))
+                .into_iter()
+                .collect();
+            let answer = client.get(uri, &headers).await?;
+            let (value, expires_at) = aws::parse_container(answer.status, &answer.body)?;
+            Ok(Minted { value, expires_at })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_schedule() {
+        // One hour: at 80% (48 min), which is before "5 min before".
+        assert_eq!(refresh_at(0, 3600, 60), 2880);
+        // 15 minutes: 5 minutes before expiry comes first.
+        assert_eq!(refresh_at(0, 900, 60), 600);
+        // Short lifetimes: at half, never immediately.
+        assert_eq!(refresh_at(100, 110, 60), 105);
+        assert_eq!(refresh_at(100, 101, 60), 101);
+        assert_eq!(refresh_at(100, 100, 60), 101);
+        // A long cache margin moves it earlier, but not before half.
+        assert_eq!(refresh_at(0, 3600, 1000), 2600);
+        assert_eq!(refresh_at(0, 3600, 3000), 1800);
+    }
+
+    #[test]
+    fn retry_backoff() {
+        let secs: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn form_encoding() {
+        assert_eq!(
+            form(&[("a b", "c&d=é"), ("x", "")]),
+            "a%20b=c%26d%3D%C3%A9&x="
+        );
+    }
+}
