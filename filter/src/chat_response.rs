@@ -31,7 +31,7 @@ impl Source {
     /// is needed.
     pub fn for_schema(schema: SchemaName) -> Option<Source> {
         match schema {
-            SchemaName::Anthropic => Some(Source::Anthropic),
+            SchemaName::Anthropic | SchemaName::GCPAnthropic => Some(Source::Anthropic),
             SchemaName::AWSAnthropic => Some(Source::BedrockInvoke),
             SchemaName::AWSBedrock => Some(Source::Converse),
             SchemaName::GCPVertexAI => Some(Source::Vertex),

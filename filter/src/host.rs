@@ -355,12 +355,12 @@ impl HttpContext for RouterFilter {
                 self.set_http_response_header("content-type", Some("text/event-stream"));
                 ResponseState::BedrockStream(EventStreamToSse::default())
             }
-            SchemaName::AWSAnthropic | SchemaName::Anthropic
+            SchemaName::AWSAnthropic | SchemaName::Anthropic | SchemaName::GCPAnthropic
                 if stream && content_type.starts_with("text/event-stream") =>
             {
                 ResponseState::AnthropicSse(SseSplitter::default(), StreamUsage::default())
             }
-            SchemaName::AWSAnthropic | SchemaName::Anthropic => {
+            SchemaName::AWSAnthropic | SchemaName::Anthropic | SchemaName::GCPAnthropic => {
                 ResponseState::AnthropicJson(JsonBody::default())
             }
             _ if stream && content_type.starts_with("text/event-stream") => {
@@ -619,12 +619,13 @@ impl UpstreamFilter {
             &model,
             self.needs_stream_usage,
         )?;
-        if backend.auth.is_some() {
+        if let Some(auth) = &backend.auth {
             let source = self.config.credentials.as_ref()?;
             let now = now_secs(self);
             let fresh = CREDENTIALS.with(|c| {
-                c.borrow()
-                    .is_fresh(now, source.ttl_seconds, self.config.config_version)
+                let c = c.borrow();
+                c.is_fresh(now, source.ttl_seconds, self.config.config_version)
+                    && c.get(&auth.credential).is_some()
             });
             if !fresh {
                 // Fetching needs a pause; the buffered path handles it.
@@ -654,17 +655,24 @@ impl UpstreamFilter {
                 c.borrow()
                     .is_fresh(now, source.ttl_seconds, self.config.config_version)
             });
+            let found = CREDENTIALS.with(|c| c.borrow().get(&auth.credential).cloned());
             // Right after a load, use what was loaded even if it looks stale
-            // (an older controller version): fetching again would loop.
-            if !fresh && !just_loaded {
+            // (an older controller version): fetching again would loop. A
+            // missing credential may have been minted since: ask again.
+            if (!fresh || found.is_none()) && !just_loaded {
                 return self.fetch_credentials(request, &source);
             }
-            let found = CREDENTIALS.with(|c| c.borrow().get(&auth.credential).cloned());
             let Some(credential) = found else {
-                return self.fail(GatewayError::internal(format!(
-                    "no credential is available for backend {}",
-                    self.backend.as_deref().unwrap_or("?")
-                )));
+                return self.fail(
+                    GatewayError::upstream(
+                        503,
+                        format!(
+                            "the upstream credential of backend {} is not available (the gateway's controller could not obtain it; see its log)",
+                            self.backend.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .with_code("upstream_credentials_unavailable"),
+                );
             };
             match credential_header(auth, &credential) {
                 Ok(header) => credential_value = header,

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod error;
 pub mod eventstream;
 pub mod failover;
+pub mod gcp_anthropic;
 pub mod gemini;
 pub mod gemini_response;
 pub mod metrics;

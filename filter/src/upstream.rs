@@ -47,6 +47,10 @@ pub fn prepare(
         (Endpoint::ChatCompletions, SchemaName::GCPVertexAI) => {
             crate::gemini::prepare(backend, body)
         }
+        (Endpoint::ChatCompletions, SchemaName::GCPAnthropic) => {
+            crate::gcp_anthropic::prepare_chat(backend, body)
+        }
+        (_, SchemaName::GCPAnthropic) => crate::gcp_anthropic::prepare(endpoint, backend, body),
         (_, SchemaName::AWSAnthropic) => crate::bedrock::prepare(endpoint, backend, body),
         (_, SchemaName::Anthropic) => crate::anthropic::prepare(endpoint, query, backend, body),
         (_, other) => Err(GatewayError::client(
