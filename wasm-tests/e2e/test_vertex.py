@@ -1,0 +1,280 @@
+"""OpenAI chat completions served by Gemini on Vertex AI (GCPVertexAI): the
+official openai SDK -> aigw (real Envoy + filter) -> a fake Vertex AI that
+checks the path, the Bearer access token and the body's shape, and answers
+in Gemini's exact JSON and SSE. The access token is minted by the
+controller from a service-account key (GCPCredentials policy) at a fake
+Google token endpoint."""
+import json
+import os
+import urllib.parse
+
+import openai
+import pytest
+
+from conftest import ROOT, write_yaml
+from fake_vertex import FakeVertex
+from test_observability import find, wait_for
+
+try:  # the shared fake Google token endpoint, once it exists
+    from fake_gcp import FakeGoogleToken  # noqa: F401
+except ImportError:  # pragma: no cover
+    FakeGoogleToken = None
+
+CLIENT_KEY = "client-key-must-not-leak"
+ACCESS_TOKEN = "ya29.vertex-test-access-token"
+PROJECT = "test-project"
+LOCATION = "us-central1"
+MODEL = "gemini-2.5-flash"
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+ASK = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Paris?"}]
+# prompt, completion (answer 6 + thoughts 2), total: as fake_vertex.USAGE
+USAGE = (21, 8, 29)
+
+CONFIG = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: vertex}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: vertex}}
+spec:
+  schema: {{name: GCPVertexAI}}
+  backendRef: {{name: vertex, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: vertex-policy}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: vertex}}]
+  type: GCPCredentials
+  gcpCredentials:
+    projectName: {project}
+    region: {location}
+    credentialsFile:
+      secretRef: {{name: vertex-sa}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: vertex-sa}}
+stringData:
+  service_account.json: '{key_file}'
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]
+    backendRefs: [{{name: vertex}}]
+"""
+
+
+def token_endpoint(providers):
+    """A Google OAuth token endpoint that grants ACCESS_TOKEN for a JWT
+    bearer assertion (the shared fake_gcp checks the signature too)."""
+
+    def respond(request):
+        form = dict(urllib.parse.parse_qsl(request.body.decode()))
+        if request.path != "/token" or form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" \
+                or form.get("assertion", "").count(".") != 2:
+            return 400, {"content-type": "application/json"}, b'{"error":"invalid_grant"}'
+        return 200, {"content-type": "application/json"}, json.dumps(
+            {"access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer"}).encode()
+
+    return providers(respond, name="google-token")
+
+
+def key_file(token_uri):
+    with open(os.path.join(ROOT, "xds-controller", "src", "mint", "testdata", "sa_key.pem")) as f:
+        pem = f.read()
+    return json.dumps({"type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
+                       "private_key": pem, "client_email": "aigw-test@test-project.iam.gserviceaccount.com",
+                       "token_uri": token_uri})
+
+
+@pytest.fixture
+def vertex(tmp_path, providers, gateway):
+    google = token_endpoint(providers)
+    fake = FakeVertex(ACCESS_TOKEN, PROJECT, LOCATION)
+    text = CONFIG.format(port=fake.port, project=PROJECT, location=LOCATION, model=MODEL,
+                         key_file=key_file(f"http://127.0.0.1:{google.port}/token").replace("'", "''"))
+    gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+    yield fake, gw, client
+    fake.close()
+
+
+def logged_usage(gw):
+    log = gw.access_log()[-1]
+    return tuple(int(log[k]) for k in ("input_tokens", "output_tokens", "total_tokens"))
+
+
+def check_sent(fake, method):
+    sent = fake.requests[-1]
+    assert sent.path == (f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{MODEL}:{method}")
+    assert sent.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert CLIENT_KEY not in json.dumps(sent.headers)
+    body = sent.json()
+    assert body["systemInstruction"] == {"parts": [{"text": "You are terse."}]}
+    assert body["contents"][0] == {"role": "user", "parts": [{"text": "Weather in Paris?"}]}
+    return body
+
+
+def test_plain_chat(vertex):
+    fake, gw, client = vertex
+    r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=50, temperature=0.3, top_p=0.8,
+                                       stop=["END"], seed=7)
+    assert r.object == "chat.completion"
+    assert r.id == "chatcmpl-vtx-resp-1"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == "Hello from Gemini"
+    assert r.choices[0].finish_reason == "stop"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == USAGE
+    assert r.usage.prompt_tokens_details.cached_tokens == 4
+    assert r.usage.completion_tokens_details.reasoning_tokens == 2
+    body = check_sent(fake, "generateContent")
+    assert body["generationConfig"] == {"temperature": 0.3, "topP": 0.8, "maxOutputTokens": 50,
+                                        "stopSequences": ["END"], "seed": 7}
+    assert logged_usage(gw) == USAGE
+    log = gw.access_log()[-1]
+    assert log["cached_input_tokens"] == "4"
+    assert log["provider"] == "gcp.vertex_ai"
+
+
+def test_streaming_with_usage(vertex):
+    fake, gw, client = vertex
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.id == "chatcmpl-vtx-stream-1" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from Gemini"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 3, "one chunk per event"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 29
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 2
+    check_sent(fake, "streamGenerateContent?alt=sse")
+    assert logged_usage(gw) == USAGE
+
+
+def test_streaming_without_usage_chunk_still_counts(vertex):
+    _, gw, client = vertex
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, stream=True))
+    assert all(c.usage is None for c in chunks)
+    assert logged_usage(gw) == USAGE, "usage is counted even when the client did not ask for it"
+    labels = dict(gen_ai_provider_name="gcp.vertex_ai", gen_ai_request_model=MODEL, gen_ai_operation_name="chat")
+
+    def counted(s):
+        for token, n in [("input", 21), ("output", 8), ("total", 29), ("cached_input", 4), ("reasoning", 2)]:
+            assert find(s, "aigw_token_usage_total", gen_ai_token_type=token, **labels) == n, token
+        assert find(s, "aigw_requests_total", **labels) == 1
+
+    wait_for(gw, counted)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_round_trip(vertex, stream):
+    fake, gw, client = vertex
+    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="auto")
+    if stream:
+        with client.chat.completions.stream(**kwargs) as s:
+            for _ in s:
+                pass
+            first = s.get_final_completion()
+    else:
+        first = client.chat.completions.create(**kwargs)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert call.id.startswith("call_")
+    asked = fake.requests[-1].json()
+    assert asked["tools"] == [{"functionDeclarations": [{
+        "name": "get_weather", "description": "Weather in a city",
+        "parametersJsonSchema": TOOLS[0]["function"]["parameters"]}]}]
+    assert asked["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    follow = ASK + [
+        {"role": "assistant", "content": choice.message.content,
+         "tool_calls": [{"id": call.id, "type": "function",
+                         "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+    ]
+    second = client.chat.completions.create(model=MODEL, messages=follow, tools=TOOLS)
+    assert second.choices[0].message.content == "Tool said: sunny, 21C"
+    assert second.choices[0].finish_reason == "stop"
+    answered = fake.requests[-1].json()["contents"]
+    assert answered[1]["role"] == "model"
+    assert answered[1]["parts"][-1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    assert answered[2] == {"role": "user", "parts": [
+        {"functionResponse": {"name": "get_weather", "response": {"output": "sunny, 21C"}}}]}
+    assert logged_usage(gw) == USAGE
+
+
+def test_json_mode_and_schema(vertex):
+    fake, _, client = vertex
+    r = client.chat.completions.create(model=MODEL, messages=ASK, response_format={"type": "json_object"})
+    assert json.loads(r.choices[0].message.content) == {"city": "Paris", "temp": 21}
+    assert fake.requests[-1].json()["generationConfig"] == {"responseMimeType": "application/json"}
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+              "required": ["city", "temp"], "additionalProperties": False}
+    r = client.chat.completions.create(model=MODEL, messages=ASK, response_format={
+        "type": "json_schema", "json_schema": {"name": "weather", "strict": True, "schema": schema}})
+    assert json.loads(r.choices[0].message.content)["temp"] == 21
+    assert fake.requests[-1].json()["generationConfig"] == {"responseMimeType": "application/json",
+                                                            "responseJsonSchema": schema}
+
+
+def test_images_and_reasoning(vertex):
+    fake, _, client = vertex
+    r = client.chat.completions.create(model=MODEL, reasoning_effort="low", n=2, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]}])
+    assert r.choices[0].message.content == "Hello from Gemini"
+    body = fake.requests[-1].json()
+    assert body["contents"][0]["parts"][1:] == [
+        {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+        {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.jpg"}}]
+    assert body["generationConfig"] == {"candidateCount": 2,
+                                        "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}
+
+
+def test_errors_in_openai_shape(vertex):
+    fake, gw, client = vertex
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "overload me"}])
+    assert "Resource exhausted" in str(e.value)
+    assert e.value.body["type"] == "rate_limit_exceeded" and e.value.body["code"] == "RESOURCE_EXHAUSTED"
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, stream=True,
+                                       messages=[{"role": "user", "content": "overload me"}])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "break the request"}])
+    assert e.value.status_code == 400
+    assert e.value.body["type"] == "invalid_request_error" and e.value.body["code"] == "INVALID_ARGUMENT"
+    assert "made up" in e.value.body["message"]
+    count = len(fake.requests)
+    for kwargs, param in [
+        (dict(logprobs=True), "logprobs"),
+        (dict(parallel_tool_calls=False, tools=TOOLS), "parallel_tool_calls"),
+        (dict(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/picture"}}]}]), "messages"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(**{"model": MODEL, "messages": ASK, **kwargs})
+        assert e.value.body["param"] == param
+    assert len(fake.requests) == count, "refused requests never reach the provider"
