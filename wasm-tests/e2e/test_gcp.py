@@ -1,0 +1,198 @@
+"""Claude on Vertex AI (GCPAnthropic) with a GCPCredentials policy: aigw
+mints access tokens from a service-account key at a fake Google OAuth
+endpoint (which verifies the JWT's RS256 signature), refreshes them before
+they expire, and the filter sends them to a fake Vertex AI, driven by the
+official Anthropic and OpenAI SDKs."""
+import json
+import time
+
+import anthropic
+import openai
+import pytest
+
+from conftest import write_yaml
+from fake_gcp import TEXT, FakeGoogleOAuth, vertex_anthropic
+
+MODEL = "claude-sonnet-4@20250514"
+HOST = "us-east5-aiplatform.googleapis.com"
+
+
+def config(oauth):
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: vertex}}
+spec:
+  endpoints: [{{fqdn: {{hostname: {HOST}, port: 80}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: claude-vertex}}
+spec:
+  schema: {{name: GCPAnthropic}}
+  backendRef: {{name: vertex, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: gcp}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude-vertex}}]
+  type: GCPCredentials
+  gcpCredentials:
+    projectName: test-project
+    region: us-east5
+    credentialsFile: {{secretRef: {{name: gcp-sa}}}}
+---
+{oauth.secret_yaml("gcp-sa")}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: "{MODEL}"}}]}}]
+    backendRefs: [{{name: claude-vertex}}]
+"""
+
+
+@pytest.fixture
+def oauth():
+    made = []
+
+    def make(**kwargs):
+        o = FakeGoogleOAuth(**kwargs)
+        made.append(o)
+        return o
+
+    yield make
+    for o in made:
+        o.close()
+
+
+def start(tmp_path, providers, gateway, oauth):
+    vertex = providers(vertex_anthropic(oauth, host=HOST), name="vertex")
+    gw = gateway([write_yaml(tmp_path, "gcp.yaml", config(oauth))],
+                 resolve=[f"{HOST}:80=127.0.0.1:{vertex.port}"], extra_args=["--credential-ttl", "1"])
+    return vertex, gw
+
+
+def clients(gw):
+    return (anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="client-key", max_retries=0),
+            openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0))
+
+
+def one_of_each(claude, oai):
+    """One request per API and mode; every one must succeed."""
+    m = claude.messages.create(model=MODEL, max_tokens=32, messages=[{"role": "user", "content": "hi"}])
+    assert m.content[0].text == TEXT and m.usage.output_tokens == 5
+    with claude.messages.stream(model=MODEL, max_tokens=32,
+                                messages=[{"role": "user", "content": "hi"}]) as s:
+        assert "".join(s.text_stream) == TEXT
+    c = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert c.choices[0].message.content == TEXT and c.usage.completion_tokens == 5
+    chunks = oai.chat.completions.create(model=MODEL, stream=True,
+                                         messages=[{"role": "user", "content": "hi"}])
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == TEXT
+
+
+def test_tokens_are_minted_refreshed_and_never_leak(tmp_path, providers, gateway, oauth):
+    o = oauth(expires_in=6)
+    vertex, gw = start(tmp_path, providers, gateway, o)
+    claude, oai = clients(gw)
+    # Minted before the first request: the first one already succeeds.
+    assert len(o.issued) == 1
+    deadline = time.time() + 14
+    rounds = 0
+    while time.time() < deadline:
+        one_of_each(claude, oai)
+        rounds += 1
+        time.sleep(0.3)
+    used = []
+    for r in vertex.requests:
+        token = r.headers["authorization"][len("Bearer "):]
+        if token not in used:
+            used.append(token)
+    # 14 s of 6-second tokens refreshed at half life: at least 3 tokens in use,
+    # in the order they were issued, and no request failed (asserted above).
+    assert len(used) >= 3, (used, o.tokens())
+    assert used == [t for t in o.tokens() if t in used]
+    assert not o.rejected
+
+    sent = vertex.requests[0]
+    assert sent.path == f"/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/{MODEL}:rawPredict"
+    assert sent.headers["host"] == HOST
+    assert "client-key" not in json.dumps(sent.headers)
+    assert "anthropic-version" not in sent.headers
+    assert sent.json()["anthropic_version"] == "vertex-2023-10-16"
+    assert any(r.path.endswith(":streamRawPredict") and r.json()["stream"] is True for r in vertex.requests)
+
+    log = gw.access_log(count=4 * rounds)
+    assert {e.get("backend") for e in log} == {"default/claude-vertex"}
+    assert all(int(e["output_tokens"]) == 5 for e in log if e.get("output_tokens"))
+    out, dump = gw.output(), gw.config_dump()
+    with open(gw.work + "/access.log") as f:
+        access = f.read()
+    for token in o.tokens():
+        assert token not in out and token not in access and token not in dump
+    key_body = o.private_key_pem().splitlines()[1]
+    assert key_body not in out and key_body not in dump
+    assert "credential default/gcp: obtained" in out
+
+
+def test_token_endpoint_failure_is_a_clear_error_then_recovers(tmp_path, providers, gateway, oauth):
+    o = oauth(expires_in=3600)
+    o.failing = (503, {"error": "backendError", "error_description": "The service is unavailable."})
+    vertex, gw = start(tmp_path, providers, gateway, o)
+    claude, oai = clients(gw)
+
+    began = time.time()
+    with pytest.raises(anthropic.APIStatusError) as e:
+        claude.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 503
+    assert e.value.body["type"] == "error"
+    assert "credential" in e.value.body["error"]["message"]
+    with pytest.raises(openai.APIStatusError) as e:
+        oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "upstream_credentials_unavailable"
+    assert time.time() - began < 5, "an error, not a hang"
+    assert not vertex.requests, "nothing reaches the provider without a token"
+    assert "token endpoint answered 503: backendError (The service is unavailable.)" in gw.output()
+
+    o.failing = None
+    deadline = time.time() + 20
+    while True:
+        try:
+            one_of_each(claude, oai)
+            break
+        except (anthropic.APIStatusError, openai.APIStatusError) as err:
+            assert err.status_code == 503
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    assert len(o.issued) == 1
+    assert time.time() - began < 25
+
+
+def test_a_key_the_token_endpoint_rejects_is_reported(tmp_path, providers, gateway, oauth):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    o = oauth()
+    vertex = providers(vertex_anthropic(o, host=HOST), name="vertex")
+    path = write_yaml(tmp_path, "gcp.yaml", config(o))
+    # Google no longer knows the key in the Secret (deleted or rotated).
+    o.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    gw = gateway([path], resolve=[f"{HOST}:80=127.0.0.1:{vertex.port}"])
+    claude, _ = clients(gw)
+    with pytest.raises(anthropic.APIStatusError) as e:
+        claude.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 503
+    assert o.rejected and o.rejected[0] == "Invalid JWT Signature."
+    assert "invalid_grant (Invalid JWT Signature.)" in gw.output()
