@@ -16,7 +16,7 @@
 //! | user / assistant turns | `contents` with roles `user` / `model` |
 //! | `image_url` `data:` URL | `inlineData {mimeType, data}` |
 //! | `image_url` http(s) URL | `fileData {mimeType, fileUri}`, type from the extension (else 400) |
-//! | assistant `tool_calls` | `functionCall {name, args}` parts |
+//! | assistant `tool_calls` | `functionCall {name, args}` parts, with the `thoughtSignature` the gateway put in the call's id |
 //! | `tool` messages | `functionResponse {name, response}` parts; the name is the matching call's, a non-object result is wrapped as `{"output": ...}` |
 //! | `tools` | `tools[0].functionDeclarations` with `parametersJsonSchema` |
 //! | `tool_choice` auto / none / required / named | `toolConfig.functionCallingConfig` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
@@ -32,6 +32,7 @@
 use crate::chat::{Block, Chat, Image, Role, ToolChoice};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
+use crate::gemini_response::{is_base64, SIGNATURE_SEPARATOR};
 use crate::sigv4::uri_encode;
 use crate::upstream::UpstreamRequest;
 use serde_json::{json, Map, Value};
@@ -235,8 +236,15 @@ fn part(chat: &Chat, turn: usize, b: &Block) -> Result<Value, GatewayError> {
             })?;
             json!({"fileData": {"mimeType": mime, "fileUri": url}})
         }
-        Block::ToolUse { name, input, .. } => {
-            json!({"functionCall": {"name": name, "args": input}})
+        Block::ToolUse { id, name, input } => {
+            let mut part = json!({"functionCall": {"name": name, "args": input}});
+            // A signature the gateway put in the id goes back to Gemini.
+            if let Some((_, signature)) = id.rsplit_once(SIGNATURE_SEPARATOR) {
+                if is_base64(signature) {
+                    part["thoughtSignature"] = Value::String(signature.to_string());
+                }
+            }
+            part
         }
         Block::ToolResult { id, content } => {
             let name = call_name(&chat.turns, turn, id).ok_or_else(|| {

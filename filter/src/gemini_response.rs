@@ -8,7 +8,8 @@
 //! become `content`, `thought: true` parts `reasoning_content`,
 //! `functionCall` parts `tool_calls` (arguments JSON-stringified, ids from
 //! Gemini's own `id` or derived deterministically from the response id, the
-//! call's position, name and arguments). `finishReason` -> `finish_reason`
+//! call's position, name and arguments, followed by the call's
+//! `thoughtSignature` if it has one: see [`SIGNATURE_SEPARATOR`]). `finishReason` -> `finish_reason`
 //! (`tool_calls` whenever the candidate called a function). A prompt
 //! blocked before any candidate (`promptFeedback.blockReason`) becomes an
 //! answer with no content, a `refusal` naming the reason and
@@ -98,6 +99,34 @@ pub fn call_id(call: &Value, response_id: &str, candidate: u64, position: usize)
     format!("call_{h:016x}")
 }
 
+/// Between a tool call's id and the `thoughtSignature` Gemini attached to
+/// the call. Gemini wants the signature back with the call in later turns
+/// (Gemini 3 refuses function calling without it), and an OpenAI client
+/// sends back nothing of a tool call but its id, name and arguments.
+pub const SIGNATURE_SEPARATOR: &str = "~ts~";
+
+/// The OpenAI id of a `functionCall` part: [`call_id`], with the part's
+/// `thoughtSignature` (base64) after [`SIGNATURE_SEPARATOR`] if it has one.
+fn part_call_id(part: &Value, call: &Value, rid: &str, candidate: u64, n: usize) -> String {
+    let mut id = call_id(call, rid, candidate, n);
+    let signature = part
+        .get("thoughtSignature")
+        .and_then(Value::as_str)
+        .filter(|s| is_base64(s));
+    if let Some(signature) = signature {
+        id.push_str(SIGNATURE_SEPARATOR);
+        id.push_str(signature);
+    }
+    id
+}
+
+/// Whether `s` is non-empty base64 (standard or URL-safe alphabet).
+pub fn is_base64(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
 /// A `functionCall` part as an OpenAI tool call (without `index`).
 fn tool_call(call: &Value, id: String) -> Value {
     let name = call.get("name").and_then(Value::as_str).unwrap_or("");
@@ -167,7 +196,7 @@ pub fn completion(
         let mut calls = Vec::new();
         for p in parts(c) {
             if let Some(call) = p.get("functionCall") {
-                let id = call_id(call, rid, index, calls.len());
+                let id = part_call_id(p, call, rid, index, calls.len());
                 calls.push(tool_call(call, id));
             } else if let Some(t) = p.get("text").and_then(Value::as_str) {
                 let into = if p.get("thought").and_then(Value::as_bool) == Some(true) {
@@ -470,7 +499,8 @@ impl StreamToChunks {
                 if let Some(call) = p.get("functionCall") {
                     let n = self.choices[slot].calls;
                     self.choices[slot].calls += 1;
-                    let mut call = tool_call(call, call_id(call, &self.response_id, index, n));
+                    let id = part_call_id(p, call, &self.response_id, index, n);
+                    let mut call = tool_call(call, id);
                     call["index"] = json!(n);
                     self.delta(slot, json!({"tool_calls": [call]}), None, out);
                 } else if let Some(t) = p.get("text").and_then(Value::as_str) {

@@ -29,7 +29,7 @@ fn golden_completion() {
                 r#""logprobs":null,"finish_reason":"tool_calls"}}],"#,
                 r#""usage":{{"prompt_tokens":30,"completion_tokens":17,"total_tokens":47,"prompt_tokens_details":{{"cached_tokens":8}},"completion_tokens_details":{{"reasoning_tokens":5}}}}}}"#
             ),
-            want_id
+            format!("{want_id}~ts~c2ln")
         )
     );
     assert!(want_id.starts_with("call_") && want_id.len() == 21);
@@ -189,7 +189,7 @@ fn want_stream(include_usage: bool) -> String {
         "rid-1",
         0,
         0,
-    );
+    ) + "~ts~c2ln";
     let prefix = r#"data: {"id":"chatcmpl-rid-1","object":"chat.completion.chunk","created":3,"model":"gem","choices":[{"index":0,"delta":"#;
     let deltas = [
         r#"{"reasoning_content":"Hmm","role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#.to_string(),

@@ -288,3 +288,28 @@ fn tool_result_names_come_from_the_nearest_call() {
         json!({"name": "second", "response": {"output": "3"}})
     );
 }
+
+#[test]
+fn thought_signatures_in_tool_call_ids_go_back_to_gemini() {
+    let body = sent(json!({"model": "g", "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "call_0123~ts~CiQB+/x=", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "call_4567", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "x~ts~not base64!", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_0123~ts~CiQB+/x=", "content": "1"},
+        {"role": "tool", "tool_call_id": "call_4567", "content": "2"},
+        {"role": "tool", "tool_call_id": "x~ts~not base64!", "content": "3"}
+    ]}));
+    let parts = &body["contents"][1]["parts"];
+    assert_eq!(
+        parts[0],
+        json!({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "CiQB+/x="})
+    );
+    assert_eq!(parts[1], json!({"functionCall": {"name": "f", "args": {}}}));
+    assert_eq!(parts[2], json!({"functionCall": {"name": "f", "args": {}}}));
+    assert_eq!(
+        body["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "f"
+    );
+}

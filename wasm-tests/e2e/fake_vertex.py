@@ -61,6 +61,11 @@ def check_shape(body):
                 return problem
             if "functionResponse" in part and not isinstance(part["functionResponse"].get("response"), dict):
                 return "functionResponse.response must be an object"
+        calls = [p for p in content["parts"] if "functionCall" in p]
+        if content["role"] == "model" and calls and not calls[0].get("thoughtSignature"):
+            # As Gemini 3 answers: the signature of a call must come back with it.
+            return (f"Function call is missing a thought_signature in functionCall parts. "
+                    f"(contents[{i}].parts)")
     system = body.get("systemInstruction")
     if system is not None and not all("text" in p for p in system.get("parts", [])):
         return "systemInstruction parts must be text"

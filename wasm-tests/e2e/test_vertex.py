@@ -218,7 +218,10 @@ def test_tool_round_trip(vertex, stream):
     assert second.choices[0].finish_reason == "stop"
     answered = fake.requests[-1].json()["contents"]
     assert answered[1]["role"] == "model"
-    assert answered[1]["parts"][-1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    signature = "c2ln" if stream else "c2lnbmF0dXJl"
+    assert call.id.endswith("~ts~" + signature), "the call's thought signature rides in its id"
+    assert answered[1]["parts"][-1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                                        "thoughtSignature": signature}
     assert answered[2] == {"role": "user", "parts": [
         {"functionResponse": {"name": "get_weather", "response": {"output": "sunny, 21C"}}}]}
     assert logged_usage(gw) == USAGE
