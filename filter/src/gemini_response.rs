@@ -295,6 +295,9 @@ pub fn error_body(status: u16, body: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Choices a stream may have (the gateway asks for at most 8).
+const MAX_CHOICES: usize = 8;
+
 /// What is known of one choice while its stream is translated.
 #[derive(Debug, Default, Clone)]
 struct ChoiceState {
@@ -403,15 +406,18 @@ impl StreamToChunks {
         }
     }
 
-    fn choice(&mut self, index: u64) -> usize {
+    /// The slot of choice `index`, made on first sight; `None` past
+    /// [`MAX_CHOICES`] (Vertex returns at most 8 candidates).
+    fn choice(&mut self, index: u64) -> Option<usize> {
         match self.choices.iter().position(|c| c.index == index) {
-            Some(i) => i,
+            Some(i) => Some(i),
+            None if self.choices.len() >= MAX_CHOICES => None,
             None => {
                 self.choices.push(ChoiceState {
                     index,
                     ..Default::default()
                 });
-                self.choices.len() - 1
+                Some(self.choices.len() - 1)
             }
         }
     }
@@ -476,7 +482,7 @@ impl StreamToChunks {
         let candidates = v.get("candidates").and_then(Value::as_array);
         if candidates.is_none_or(Vec::is_empty) {
             if let Some(refusal) = block_refusal(v) {
-                let slot = self.choice(0);
+                let Some(slot) = self.choice(0) else { return };
                 if !self.choices[slot].finished {
                     self.choices[slot].finished = true;
                     self.delta(
@@ -491,7 +497,9 @@ impl StreamToChunks {
         }
         for (position, c) in candidates.into_iter().flatten().enumerate() {
             let index = candidate_index(c, position);
-            let slot = self.choice(index);
+            let Some(slot) = self.choice(index) else {
+                continue;
+            };
             if self.choices[slot].finished {
                 continue;
             }

@@ -336,3 +336,14 @@ fn stream_errors_and_truncation() {
     let _ = t.push(&recorded_stream(), true);
     assert!(t.push(b"data: {}\n\n", true).is_empty());
 }
+
+#[test]
+fn stream_choices_are_bounded() {
+    let candidates: Vec<Value> = (0..20)
+        .map(|i| json!({"index": i, "content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}))
+        .collect();
+    let event = format!("data: {}\n\n", json!({ "candidates": candidates }));
+    let (out, _) = run(event.as_bytes(), &[], false);
+    assert_eq!(out.matches(r#""finish_reason":"stop""#).count(), 8);
+    assert!(out.ends_with("data: [DONE]\n\n"));
+}
