@@ -26,6 +26,8 @@ use std::time::{Duration, UNIX_EPOCH};
 const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Internal: the router role tells the upstream role which API was called.
 const ENDPOINT_HEADER: &str = "x-aigw-endpoint";
+/// Filter state (`wasm.client_api`) read by the controller's local reply mappers.
+const CLIENT_API_PROPERTY: &str = "client_api";
 /// Endpoint metadata namespace and key that name the backend.
 const BACKEND_METADATA: [&str; 5] = [
     "xds",
@@ -264,6 +266,11 @@ impl HttpContext for RouterFilter {
         };
         self.endpoint = Some(endpoint);
         self.shape = endpoint.error_shape();
+        if self.shape == ErrorShape::Anthropic {
+            // The upstream role rewrites :path in the header map Envoy's own
+            // error replies see; this tells them the client's API instead.
+            self.set_property(vec![CLIENT_API_PROPERTY], Some(b"anthropic"));
+        }
         let limit = self.config.max_request_bytes;
         let declared =
             request_header(self, "content-length").and_then(|v| v.trim().parse::<u64>().ok());

@@ -1,6 +1,7 @@
 """Fake providers on loopback that speak the exact wire formats and record
 every request they receive."""
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,9 +20,10 @@ class Recorded:
 class FakeProvider:
     """An HTTP server whose answer is computed by `respond(request)`, which
     returns (status, headers, body) where body is bytes or a list of byte
-    chunks sent one by one (for streams)."""
+    chunks sent one by one (for streams). With `tls=(cert.pem, key.pem)` it
+    speaks HTTPS."""
 
-    def __init__(self, respond=None, name="fake"):
+    def __init__(self, respond=None, name="fake", tls=None):
         self.name = name
         self.requests = []
         self.respond = respond or openai_echo(name)
@@ -58,6 +60,10 @@ class FakeProvider:
             do_GET = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -12,6 +12,8 @@ const UPSTREAM_CODEC_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec";
 const HTTP_OPTIONS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const CEL_FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
 const TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
@@ -123,7 +125,18 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
     let too_large =
         format!("request body is larger than the gateway's limit of {max_request_bytes} bytes");
     let status = |code: u32| json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": format!("aigw.local_reply.{code}")}}}});
-    let cases: [(Value, &str, &str, &str); 7] = [
+    // A TLS failure is a connection failure (UF) too; these come first so the
+    // client learns it is the provider's certificate, not its availability.
+    let tls_failure = |expression: &str| {
+        json!({"and_filter": {"filters": [
+            {"response_flag_filter": {"flags": ["UF"]}},
+            {"extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {"@type": CEL_FILTER_TYPE, "expression": expression},
+            }},
+        ]}})
+    };
+    let cases: [(Value, &str, &str, &str); 9] = [
         // Refusals of the auth filters (translate/auth.rs). Their message
         // names no key and no client.
         (
@@ -163,6 +176,18 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             "upstream_timeout",
         ),
         (
+            tls_failure("upstream.transport_failure_reason.contains('CERTIFICATE_VERIFY_FAILED')"),
+            "the model provider's TLS certificate did not validate (untrusted issuer or a name other than the configured hostname); nothing was sent to it",
+            "upstream_error",
+            "upstream_tls_error",
+        ),
+        (
+            tls_failure("upstream.transport_failure_reason.contains('TLS_error')"),
+            "the TLS handshake with the model provider failed; nothing was sent to it",
+            "upstream_error",
+            "upstream_tls_error",
+        ),
+        (
             json!({"response_flag_filter": {"flags": ["UF", "UH", "URX", "UO", "UC", "NC"]}}),
             "no model provider is reachable for this request",
             "upstream_error",
@@ -172,21 +197,51 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
     let mut mappers = Vec::new();
     for anthropic in [true, false] {
         for (filter, message, kind, code) in &cases {
-            let path_filter = json!({"header_filter": {"header": {
-                "name": ":path",
-                "string_match": {"prefix": "/anthropic/"},
-                "invert_match": !anthropic,
-            }}});
-            mappers.push(json!({
+            let path_filter = if anthropic {
+                json!({"or_filter": {"filters": [anthropic_path(false), anthropic_client(true)]}})
+            } else {
+                json!({"and_filter": {"filters": [anthropic_path(true), anthropic_client(false)]}})
+            };
+            let mut mapper = json!({
                 "filter": {"and_filter": {"filters": [filter, path_filter]}},
                 "body_format_override": {
                     "text_format_source": {"inline_string": local_reply_body(anthropic, message, kind, code)},
                     "content_type": "application/json",
                 },
-            }));
+            });
+            if *code == "upstream_tls_error" {
+                mapper["status_code"] = json!(502);
+            }
+            mappers.push(mapper);
         }
     }
     json!({"mappers": mappers})
+}
+
+/// Whether the client called `/anthropic/...`, from the path as it came. The
+/// upstream role may have rewritten it for the provider since.
+fn anthropic_path(invert: bool) -> Value {
+    json!({"header_filter": {"header": {
+        "name": ":path",
+        "string_match": {"prefix": "/anthropic/"},
+        "invert_match": invert,
+    }}})
+}
+
+/// Whether the router role recorded an Anthropic client (filter state
+/// `wasm.client_api`), which holds after the path was rewritten.
+fn anthropic_client(is: bool) -> Value {
+    let test =
+        "'wasm.client_api' in filter_state && filter_state['wasm.client_api'] == b'anthropic'";
+    let expression = if is {
+        test.to_string()
+    } else {
+        format!("!({test})")
+    };
+    json!({"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {"@type": CEL_FILTER_TYPE, "expression": expression},
+    }})
 }
 
 /// A JSON-lines access log with the request's model, backend and usage.
