@@ -334,9 +334,17 @@ pub fn error_type_for_status(status: u16) -> &'static str {
 }
 
 /// A Bedrock error body (`{"message": ...}`) in Anthropic's error shape.
+/// One already in that shape (the gateway's own, e.g. from the upstream
+/// role) is kept as it is.
 pub fn error_body(status: u16, body: &[u8]) -> Vec<u8> {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    if parsed
+        .as_ref()
+        .is_some_and(|v| v["type"] == "error" && v["error"]["message"].is_string())
+    {
+        return body.to_vec();
+    }
+    let message = parsed
         .and_then(|v| {
             v.get("message")
                 .or_else(|| v.get("Message"))
@@ -613,6 +621,12 @@ mod tests {
         assert_eq!(
             String::from_utf8(b).unwrap(),
             r#"{"type":"error","error":{"type":"permission_error","message":"The request signature we calculated does not match"}}"#
+        );
+        let own = br#"{"type":"error","error":{"type":"api_error","message":"the upstream credential is not available"}}"#;
+        assert_eq!(
+            error_body(503, own),
+            own.to_vec(),
+            "already Anthropic-shaped"
         );
         let b = error_body(500, b"<html>");
         assert!(String::from_utf8(b)
