@@ -102,8 +102,11 @@ def plan(body):
 
 
 class FakeVertex(FakeProvider):
-    def __init__(self, token, project="test-project", location="us-central1"):
-        self.token = token
+    """`token_ok(authorization header)` says whether the Bearer token is
+    valid (e.g. `fake_gcp.FakeGoogleOAuth.valid`)."""
+
+    def __init__(self, token_ok, project="test-project", location="us-central1"):
+        self.token_ok = token_ok
         self.project = project
         self.location = location
         super().__init__(self.respond_vertex, name="vertex")
@@ -112,7 +115,7 @@ class FakeVertex(FakeProvider):
         m = PATH.match(request.path)
         if request.method != "POST" or not m:
             return google_error(404, "NOT_FOUND", f"The requested URL {request.path} was not found.")
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        if not self.token_ok(request.headers.get("authorization")):
             return google_error(401, "UNAUTHENTICATED",
                                 "Request had invalid authentication credentials. Expected OAuth 2 access token.")
         if m["project"] != self.project or m["location"] != self.location:

@@ -2,26 +2,19 @@
 official openai SDK -> aigw (real Envoy + filter) -> a fake Vertex AI that
 checks the path, the Bearer access token and the body's shape, and answers
 in Gemini's exact JSON and SSE. The access token is minted by the
-controller from a service-account key (GCPCredentials policy) at a fake
-Google token endpoint."""
+controller from a service-account key (GCPCredentials policy) at the fake
+Google OAuth endpoint of fake_gcp.py, which verifies the signed assertion."""
 import json
-import os
-import urllib.parse
 
 import openai
 import pytest
 
-from conftest import ROOT, write_yaml
+from conftest import write_yaml
+from fake_gcp import FakeGoogleOAuth
 from fake_vertex import FakeVertex
 from test_observability import find, wait_for
 
-try:  # the shared fake Google token endpoint, once it exists
-    from fake_gcp import FakeGoogleToken  # noqa: F401
-except ImportError:  # pragma: no cover
-    FakeGoogleToken = None
-
 CLIENT_KEY = "client-key-must-not-leak"
-ACCESS_TOKEN = "ya29.vertex-test-access-token"
 PROJECT = "test-project"
 LOCATION = "us-central1"
 MODEL = "gemini-2.5-flash"
@@ -65,12 +58,7 @@ spec:
     credentialsFile:
       secretRef: {{name: vertex-sa}}
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: vertex-sa}}
-stringData:
-  service_account.json: '{key_file}'
----
+{secret}---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIGatewayRoute
 metadata: {{name: route}}
@@ -82,39 +70,20 @@ spec:
 """
 
 
-def token_endpoint(providers):
-    """A Google OAuth token endpoint that grants ACCESS_TOKEN for a JWT
-    bearer assertion (the shared fake_gcp checks the signature too)."""
-
-    def respond(request):
-        form = dict(urllib.parse.parse_qsl(request.body.decode()))
-        if request.path != "/token" or form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" \
-                or form.get("assertion", "").count(".") != 2:
-            return 400, {"content-type": "application/json"}, b'{"error":"invalid_grant"}'
-        return 200, {"content-type": "application/json"}, json.dumps(
-            {"access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer"}).encode()
-
-    return providers(respond, name="google-token")
-
-
-def key_file(token_uri):
-    with open(os.path.join(ROOT, "xds-controller", "src", "mint", "testdata", "sa_key.pem")) as f:
-        pem = f.read()
-    return json.dumps({"type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
-                       "private_key": pem, "client_email": "aigw-test@test-project.iam.gserviceaccount.com",
-                       "token_uri": token_uri})
-
-
 @pytest.fixture
-def vertex(tmp_path, providers, gateway):
-    google = token_endpoint(providers)
-    fake = FakeVertex(ACCESS_TOKEN, PROJECT, LOCATION)
-    text = CONFIG.format(port=fake.port, project=PROJECT, location=LOCATION, model=MODEL,
-                         key_file=key_file(f"http://127.0.0.1:{google.port}/token").replace("'", "''"))
-    gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
-    yield fake, gw, client
-    fake.close()
+def vertex(tmp_path, gateway):
+    oauth = FakeGoogleOAuth()
+    fake = FakeVertex(oauth.valid, PROJECT, LOCATION)
+    fake.oauth = oauth
+    try:
+        text = CONFIG.format(port=fake.port, project=PROJECT, location=LOCATION, model=MODEL,
+                             secret=oauth.secret_yaml("vertex-sa"))
+        gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        yield fake, gw, client
+    finally:
+        fake.close()
+        oauth.close()
 
 
 def logged_usage(gw):
@@ -125,7 +94,7 @@ def logged_usage(gw):
 def check_sent(fake, method):
     sent = fake.requests[-1]
     assert sent.path == (f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{MODEL}:{method}")
-    assert sent.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert sent.headers["authorization"] == f"Bearer {fake.oauth.tokens()[-1]}"
     assert CLIENT_KEY not in json.dumps(sent.headers)
     body = sent.json()
     assert body["systemInstruction"] == {"parts": [{"text": "You are terse."}]}
