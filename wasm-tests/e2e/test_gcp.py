@@ -196,3 +196,31 @@ def test_a_key_the_token_endpoint_rejects_is_reported(tmp_path, providers, gatew
     assert e.value.status_code == 503
     assert o.rejected and o.rejected[0] == "Invalid JWT Signature."
     assert "invalid_grant (Invalid JWT Signature.)" in gw.output()
+
+
+def test_reload_keeps_the_minted_token(tmp_path, providers, gateway, oauth):
+    o = oauth(expires_in=3600)
+    vertex = providers(vertex_anthropic(o, host=HOST), name="vertex")
+    path = write_yaml(tmp_path, "gcp.yaml", config(o))
+    gw = gateway([path], resolve=[f"{HOST}:80=127.0.0.1:{vertex.port}"], extra_args=["--credential-ttl", "1"])
+    claude, oai = clients(gw)
+    one_of_each(claude, oai)
+    # An edit elsewhere in the configuration: the source of the token is the
+    # same, so nothing is minted again and requests keep working.
+    with open(path, "a") as f:
+        f.write("\n# edited\n")
+    gw.wait_for_version(2)
+    one_of_each(claude, oai)
+    assert len(o.issued) == 1 and o.requests == 1
+    # A changed key file is a new source: a new token, used from then on.
+    o2 = oauth(expires_in=3600)
+    vertex.respond = vertex_anthropic(o2, host=HOST)
+    with open(path, "w") as f:
+        f.write(config(o2))
+    gw.wait_for_version(3)
+    deadline = time.time() + 10
+    while len(o2.issued) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    one_of_each(claude, oai)
+    assert len(o2.issued) == 1
