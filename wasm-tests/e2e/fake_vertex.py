@@ -107,11 +107,15 @@ class FakeVertex(FakeProvider):
 
     def __init__(self, token_ok, project="test-project", location="us-central1"):
         self.token_ok = token_ok
+        # (status, RPC status, message): every request fails so until unset.
+        self.failing = None
         self.project = project
         self.location = location
         super().__init__(self.respond_vertex, name="vertex")
 
     def respond_vertex(self, request):
+        if self.failing:
+            return google_error(*self.failing)
         m = PATH.match(request.path)
         if request.method != "POST" or not m:
             return google_error(404, "NOT_FOUND", f"The requested URL {request.path} was not found.")

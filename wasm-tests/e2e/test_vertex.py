@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from conftest import write_yaml
+from fakes import openai_echo
 from fake_gcp import FakeGoogleOAuth
 from fake_vertex import FakeVertex
 from test_observability import find, wait_for
@@ -74,7 +75,6 @@ spec:
 def vertex(tmp_path, gateway):
     oauth = FakeGoogleOAuth()
     fake = FakeVertex(oauth.valid, PROJECT, LOCATION)
-    fake.oauth = oauth
     try:
         text = CONFIG.format(port=fake.port, project=PROJECT, location=LOCATION, model=MODEL,
                              secret=oauth.secret_yaml("vertex-sa"))
@@ -94,7 +94,8 @@ def logged_usage(gw):
 def check_sent(fake, method):
     sent = fake.requests[-1]
     assert sent.path == (f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/google/models/{MODEL}:{method}")
-    assert sent.headers["authorization"] == f"Bearer {fake.oauth.tokens()[-1]}"
+    assert sent.headers["authorization"].startswith("Bearer ya29.")
+    assert fake.token_ok(sent.headers["authorization"]), "a token the Google endpoint issued"
     assert CLIENT_KEY not in json.dumps(sent.headers)
     body = sent.json()
     assert body["systemInstruction"] == {"parts": [{"text": "You are terse."}]}
@@ -250,3 +251,80 @@ def test_errors_in_openai_shape(vertex):
             client.chat.completions.create(**{"model": MODEL, "messages": ASK, **kwargs})
         assert e.value.body["param"] == param
     assert len(fake.requests) == count, "refused requests never reach the provider"
+
+
+FAILOVER = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: openai}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {openai_port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: openai}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: openai, kind: Backend, group: gateway.envoyproxy.io}}
+---""" + CONFIG.split("---", 1)[1].replace(
+    "    backendRefs: [{{name: vertex}}]",
+    "    backendRefs: [{{name: {first}, priority: 0}}, {{name: {second}, priority: 1}}]")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_failover_between_openai_and_vertex(tmp_path, providers, gateway, stream):
+    """Each attempt is rewritten for the backend it lands on and the answer
+    translated by the schema of the backend that gave it."""
+    broken = {"on": True}
+
+    def openai_fake(request):
+        if broken["on"]:
+            return 500, {"content-type": "application/json"}, b'{"error":{"message":"down","type":"server_error"}}'
+        return openai_echo("openai")(request)
+
+    primary = providers(openai_fake, name="openai")
+    oauth = FakeGoogleOAuth()
+    fake = FakeVertex(oauth.valid, PROJECT, LOCATION)
+    try:
+        def start(first, second):
+            text = FAILOVER.format(openai_port=primary.port, port=fake.port, project=PROJECT,
+                                   location=LOCATION, model=MODEL, secret=oauth.secret_yaml("vertex-sa"),
+                                   first=first, second=second)
+            gw = gateway([write_yaml(tmp_path, f"{first}.yaml", text)])
+            return gw, openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+
+        def ask(client):
+            if not stream:
+                return client.chat.completions.create(model=MODEL, messages=ASK).choices[0].message.content
+            chunks = client.chat.completions.create(model=MODEL, messages=ASK, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        # OpenAI first and failing: Gemini answers, in OpenAI's shape.
+        gw, client = start("openai", "vertex")
+        assert ask(client) == "Hello from Gemini"
+        assert len(primary.requests) == 1 and primary.requests[0].json()["model"] == MODEL
+        check_sent(fake, "streamGenerateContent?alt=sse" if stream else "generateContent")
+        assert logged_usage(gw) == USAGE
+        gw.close()
+        # Vertex first and failing: the OpenAI answer passes through untranslated.
+        broken["on"] = False
+        fake.failing = (503, "UNAVAILABLE", "The service is currently unavailable.")
+        count = len(fake.requests)
+        gw, client = start("vertex", "openai")
+        assert ask(client) == f"openai answered {MODEL}"
+        assert len(fake.requests) == count + 1
+        assert logged_usage(gw) == (11, 7, 18)
+        # Both failing: the client gets the last provider's error, in OpenAI's shape.
+        broken["on"] = True
+        with pytest.raises(openai.InternalServerError):
+            ask(client)
+    finally:
+        fake.close()
+        oauth.close()
