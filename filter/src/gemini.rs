@@ -229,9 +229,10 @@ fn part(chat: &Chat, turn: usize, b: &Block) -> Result<Value, GatewayError> {
         }
         Block::Image(Image::Url(url)) => {
             let mime = mime_from_url(url).ok_or_else(|| {
+                let shown: String = url.chars().take(120).collect();
                 invalid(
                     "messages",
-                    format!("cannot tell the image type of {url:?} from its name (png, jpeg, gif, webp, heic, heif or pdf); send it as a data: URL"),
+                    format!("cannot tell the image type of {shown:?} from its name (png, jpeg, gif, webp, heic, heif or pdf); send it as a data: URL"),
                 )
             })?;
             json!({"fileData": {"mimeType": mime, "fileUri": url}})
