@@ -208,19 +208,24 @@ pub fn completion(
             }
         }
         let reason = c.get("finishReason").and_then(Value::as_str).unwrap_or("");
+        let finish = finish_reason(reason, !calls.is_empty());
         let mut message = json!({"role": "assistant", "content": text});
         if let Some(r) = reasoning {
             message["reasoning_content"] = Value::String(r);
         }
         if !calls.is_empty() {
-            message["tool_calls"] = Value::Array(calls.clone());
+            message["tool_calls"] = Value::Array(calls);
         }
         choices.push(json!({
             "index": index,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(reason, !calls.is_empty()),
+            "finish_reason": finish,
         }));
+    }
+    if choices.is_empty() && google_error(&v).is_some() {
+        // An error body in a 200 answer: not an answer.
+        return None;
     }
     if choices.is_empty() {
         let refusal = block_refusal(&v).unwrap_or_else(|| "Gemini returned no candidates".into());

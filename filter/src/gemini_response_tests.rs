@@ -109,6 +109,7 @@ fn malformed_bodies_are_none_not_panics() {
         }
     }
     assert!(completion(b"[", "i", "g", 1).is_none());
+    assert!(completion(br#"{"error":{"code":500,"message":"x"}}"#, "i", "g", 1).is_none());
     let odd = br#"{"candidates":[{"content":{"parts":[{"text":7},{"functionCall":"x"},{"functionCall":{"args":[1]}}]},"finishReason":7}],"usageMetadata":{"promptTokenCount":-1}}"#;
     let (out, _) = completion(odd, "i", "g", 1).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
