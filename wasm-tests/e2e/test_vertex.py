@@ -328,3 +328,23 @@ def test_failover_between_openai_and_vertex(tmp_path, providers, gateway, stream
     finally:
         fake.close()
         oauth.close()
+
+
+def test_backend_without_project_is_a_clear_error(tmp_path, gateway):
+    """A GCPVertexAI backend with no GCPCredentials policy has no project or
+    region for its path: a 500 in OpenAI's shape that says so, and the
+    provider is never called."""
+    fake = FakeVertex(lambda _: True, PROJECT, LOCATION)
+    try:
+        start = CONFIG.index("---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: BackendSecurityPolicy")
+        end = CONFIG.index("---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute")
+        text = (CONFIG[:start] + CONFIG[end:]).format(port=fake.port, model=MODEL)
+        gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        with pytest.raises(openai.InternalServerError) as e:
+            client.chat.completions.create(model=MODEL, messages=ASK)
+        assert "GCPCredentials" in e.value.body["message"]
+        assert e.value.body["code"] == "backend_misconfigured"
+        assert fake.requests == []
+    finally:
+        fake.close()
