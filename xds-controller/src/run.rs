@@ -78,7 +78,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             .map(|d| d.as_secs())
             .unwrap_or(0),
         aws_environment: aws_environment(),
-        aws_minted: crate::mint::aws::from_environment(|name| std::env::var(name).ok()),
+        mint: crate::mint::MintEnvironment::from_env(|name| std::env::var(name).ok()),
     }
 }
 

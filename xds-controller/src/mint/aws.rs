@@ -43,7 +43,7 @@ impl std::fmt::Debug for AwsSource {
 /// The expiring source the environment selects, in the AWS SDKs' order
 /// (static keys, which come first, are handled by the caller): web
 /// identity, then container credentials.
-pub fn from_environment(var: impl Fn(&str) -> Option<String>) -> Option<AwsSource> {
+pub fn from_environment(var: &impl Fn(&str) -> Option<String>) -> Option<AwsSource> {
     let var = |name: &str| var(name).filter(|v| !v.is_empty());
     if let (Some(token_file), Some(role_arn)) =
         (var("AWS_WEB_IDENTITY_TOKEN_FILE"), var("AWS_ROLE_ARN"))
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn environment_precedence_and_endpoints() {
-        assert_eq!(from_environment(env(&[])), None);
+        assert_eq!(from_environment(&env(&[])), None);
         let web = [
             ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
             ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
@@ -234,7 +234,7 @@ mod tests {
             sts_endpoint,
             session_name,
             ..
-        }) = from_environment(env(&web))
+        }) = from_environment(&env(&web))
         else {
             panic!("web identity wins over container credentials");
         };
@@ -243,16 +243,16 @@ mod tests {
         let mut custom = web.to_vec();
         custom.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:1/"));
         custom.push(("AWS_ROLE_SESSION_NAME", "s"));
-        assert!(matches!(from_environment(env(&custom)),
+        assert!(matches!(from_environment(&env(&custom)),
             Some(AwsSource::WebIdentity { sts_endpoint, session_name, .. })
                 if sts_endpoint == "http://127.0.0.1:1" && session_name == "s"));
         custom.push(("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2"));
-        assert!(matches!(from_environment(env(&custom)),
+        assert!(matches!(from_environment(&env(&custom)),
             Some(AwsSource::WebIdentity { sts_endpoint, .. }) if sts_endpoint == "http://127.0.0.1:2"));
         let global = env(&web[..2]);
-        assert!(matches!(from_environment(global),
+        assert!(matches!(from_environment(&global),
             Some(AwsSource::WebIdentity { sts_endpoint, .. }) if sts_endpoint == "https://sts.amazonaws.com"));
-        let container = from_environment(env(&[
+        let container = from_environment(&env(&[
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 "http://169.254.170.23/v1/credentials",
@@ -265,7 +265,7 @@ mod tests {
                 if uri == "http://169.254.170.23/v1/credentials" && t == "tok"));
         assert!(!format!("{container:?}").contains("tok\""));
         assert!(
-            matches!(from_environment(env(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/x")])),
+            matches!(from_environment(&env(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/x")])),
             Some(AwsSource::Container { uri, .. }) if uri == "http://169.254.170.2/v2/x")
         );
     }

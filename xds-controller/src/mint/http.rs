@@ -39,11 +39,27 @@ impl Client {
 
     /// `POST url` with a form body.
     pub async fn post_form(&self, url: &str, body: String) -> Result<Answer, CredentialError> {
-        let request = hyper::Request::post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
+        self.post(url, "application/x-www-form-urlencoded", body, &[])
+            .await
+    }
+
+    /// `POST url` with a body of `content_type` and extra headers.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: String,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, CredentialError> {
+        let mut builder = hyper::Request::post(url)
+            .header("content-type", content_type)
+            .header("accept", "application/json");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| CredentialError::new(format!("bad URL {}", origin(url))))?;
+            .map_err(|_| CredentialError::new(format!("bad URL or header for {}", origin(url))))?;
         self.send(url, request).await
     }
 

@@ -7,8 +7,10 @@
 //! `refresher` the tasks that keep the credential service up to date.
 
 pub mod aws;
+pub mod federation;
 pub mod gcp;
 pub mod http;
+pub mod oidc;
 pub mod refresher;
 
 use crate::credentials::CredentialValue;
@@ -23,7 +25,49 @@ pub use refresher::Refresher;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MintSource {
     GcpServiceAccount(gcp::ServiceAccountKey),
+    /// GCP workload identity federation: an OIDC token exchanged at
+    /// Google's STS, optionally impersonating a service account.
+    GcpFederated {
+        oidc: oidc::OidcClient,
+        federation: federation::Federation,
+    },
     Aws(aws::AwsSource),
+    /// `awsCredentials.oidcExchangeToken`: an OIDC token exchanged with
+    /// STS AssumeRoleWithWebIdentity.
+    AwsOidc {
+        oidc: oidc::OidcClient,
+        role_arn: String,
+        session_name: String,
+        sts_endpoint: String,
+    },
+}
+
+/// What the controller's environment says about minting: expiring AWS
+/// credentials it points to, and endpoint overrides (private endpoints,
+/// tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MintEnvironment {
+    /// Web identity or container credentials (after static keys).
+    pub aws: Option<aws::AwsSource>,
+    /// `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL`.
+    pub aws_sts_endpoint: Option<String>,
+    /// `AIGW_GCP_STS_ENDPOINT` (default `https://sts.googleapis.com`).
+    pub gcp_sts_endpoint: Option<String>,
+    /// `AIGW_GCP_IAM_CREDENTIALS_ENDPOINT` (default
+    /// `https://iamcredentials.googleapis.com`).
+    pub gcp_iam_credentials_endpoint: Option<String>,
+}
+
+impl MintEnvironment {
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        MintEnvironment {
+            aws: aws::from_environment(&var),
+            aws_sts_endpoint: var("AWS_ENDPOINT_URL_STS").or_else(|| var("AWS_ENDPOINT_URL")),
+            gcp_sts_endpoint: var("AIGW_GCP_STS_ENDPOINT"),
+            gcp_iam_credentials_endpoint: var("AIGW_GCP_IAM_CREDENTIALS_ENDPOINT"),
+        }
+    }
 }
 
 /// A minted credential and when it expires (Unix seconds).
@@ -94,6 +138,45 @@ pub async fn mint(
                 expires_at: now + token.expires_in,
             })
         }
+        MintSource::GcpFederated { oidc, federation } => {
+            let subject = oidc_token(oidc, client).await?;
+            let answer = client
+                .post_form(
+                    &federation::sts_url(federation),
+                    federation::exchange_body(federation, &subject),
+                )
+                .await?;
+            let mut token = federation::parse_exchange(answer.status, &answer.body)?;
+            if let Some(email) = &federation.impersonate {
+                let bearer = format!("Bearer {}", token.token);
+                let answer = client
+                    .post(
+                        &federation::impersonation_url(federation, email),
+                        "application/json",
+                        federation::impersonation_body(),
+                        &[("authorization", &bearer)],
+                    )
+                    .await?;
+                token = federation::parse_impersonation(answer.status, &answer.body, now)?;
+            }
+            Ok(Minted {
+                value: CredentialValue::ApiKey(token.token),
+                expires_at: now + token.expires_in,
+            })
+        }
+        MintSource::AwsOidc {
+            oidc,
+            role_arn,
+            session_name,
+            sts_endpoint,
+        } => {
+            let subject = oidc_token(oidc, client).await?;
+            let body = aws::assume_role_body(role_arn, session_name, &subject);
+            let answer = client.post_form(&format!("{sts_endpoint}/"), body).await?;
+            let text = String::from_utf8_lossy(&answer.body);
+            let (value, expires_at) = aws::parse_assume_role(answer.status, &text)?;
+            Ok(Minted { value, expires_at })
+        }
         MintSource::Aws(aws::AwsSource::WebIdentity {
             token_file,
             role_arn,
@@ -135,6 +218,25 @@ pub async fn mint(
             Ok(Minted { value, expires_at })
         }
     }
+}
+
+/// An OIDC token from `oidc`'s provider (discovering its token endpoint
+/// when none is configured).
+async fn oidc_token(
+    oidc: &oidc::OidcClient,
+    client: &http::Client,
+) -> Result<String, CredentialError> {
+    let endpoint = match &oidc.token_endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => {
+            let answer = client.get(&oidc::discovery_url(&oidc.issuer), &[]).await?;
+            oidc::parse_discovery(answer.status, &answer.body)?
+        }
+    };
+    let answer = client
+        .post_form(&endpoint, oidc::token_request_body(oidc))
+        .await?;
+    oidc::parse_token_response(answer.status, &answer.body)
 }
 
 #[cfg(test)]

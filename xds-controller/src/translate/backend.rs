@@ -4,7 +4,7 @@
 use super::Options;
 use crate::credentials::CredentialValue;
 use crate::error::Diagnostic;
-use crate::mint::{gcp, MintSource};
+use crate::mint::MintSource;
 use crate::resources::{Named, Resources, TargetRef};
 use aigw_filter::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
 
@@ -284,14 +284,6 @@ fn security(
                 region,
                 project: None,
             };
-            if aws.is_some_and(|c| c.get("oidcExchangeToken").is_some()) {
-                warnings.push(here(
-                    Diagnostic::warning(
-                        "awsCredentials.oidcExchangeToken is not supported yet; the controller's own AWS credentials (environment, web identity, container endpoint) are used instead",
-                    )
-                    .field("spec.awsCredentials.oidcExchangeToken"),
-                ));
-            }
             let value = match aws_credentials(resources, options, policy) {
                 Ok(value) => Some((id, value)),
                 Err(d) => {
@@ -327,7 +319,7 @@ fn security(
             };
             // The access token is minted and refreshed at run time
             // (`crate::mint`); translation only reads the key.
-            return match gcp_source(resources, policy) {
+            return match super::minted::gcp_source(resources, options, policy) {
                 Ok(source) => Ok((Some(auth), Some((id, Provided::Minted(source))))),
                 Err(d) => {
                     warnings.push(here(d));
@@ -386,65 +378,12 @@ fn security(
     ))
 }
 
-/// The service-account key of a GCPCredentials policy's
-/// `credentialsFile.secretRef` (key `service_account.json`).
-fn gcp_source(
-    resources: &Resources,
-    policy: &Named<crate::resources::BackendSecurityPolicySpec>,
-) -> Result<MintSource, Diagnostic> {
-    let gcp = policy.spec.gcp_credentials.as_ref();
-    let Some(file) = gcp.and_then(|c| c.get("credentialsFile")) else {
-        let field = if gcp.is_some_and(|c| c.get("workloadIdentityFederationConfig").is_some()) {
-            "spec.gcpCredentials.workloadIdentityFederationConfig"
-        } else {
-            "spec.gcpCredentials.credentialsFile"
-        };
-        return Err(Diagnostic::warning(
-            "workload identity federation is not supported yet: give gcpCredentials.credentialsFile.secretRef (a Secret with a service-account key under \"service_account.json\"); requests to this backend fail until then",
-        )
-        .field(field));
-    };
-    let field = "spec.gcpCredentials.credentialsFile.secretRef";
-    let secret_ref = file.get("secretRef");
-    let name = secret_ref
-        .and_then(|r| r.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| Diagnostic::error("credentialsFile needs secretRef.name").field(field))?;
-    let namespace = secret_ref
-        .and_then(|r| r.get("namespace"))
-        .and_then(|n| n.as_str())
-        .unwrap_or(&policy.namespace);
-    let secret = resources
-        .secrets
-        .iter()
-        .find(|s| s.namespace == namespace && s.name == name)
-        .ok_or_else(|| {
-            Diagnostic::error(format!(
-                "Secret {namespace}/{name} does not exist (in standalone mode, give it as a kind: Secret document with stringData.\"service_account.json\")"
-            ))
-            .field(format!("{field}.name"))
-        })?;
-    let text = secret.spec.values.get(gcp::SECRET_KEY).ok_or_else(|| {
-        Diagnostic::error(format!(
-            "Secret {namespace}/{name} has no key \"{}\"",
-            gcp::SECRET_KEY
-        ))
-        .field(field)
-    })?;
-    let key = gcp::parse_key_file(text).map_err(|e| {
-        Diagnostic::error(format!(
-            "Secret {namespace}/{name} key \"{}\": {e}",
-            gcp::SECRET_KEY
-        ))
-        .field(field)
-    })?;
-    Ok(MintSource::GcpServiceAccount(key))
-}
-
 /// AWS credentials for an AWSCredentials policy: the Secret of
 /// `credentialsFile.secretRef` (an AWS INI file under key `credentials`,
-/// profile `credentialsFile.profile` or `default`), else the controller's
-/// environment as passed in [`Options::aws_environment`].
+/// profile `credentialsFile.profile` or `default`), else an
+/// `oidcExchangeToken`, else the controller's environment: static keys
+/// ([`Options::aws_environment`]), then web identity or container
+/// credentials (`Options::mint`).
 fn aws_credentials(
     resources: &Resources,
     options: &Options,
@@ -493,7 +432,16 @@ fn aws_credentials(
             .field("spec.awsCredentials.credentialsFile.profile")
         });
     }
-    match (&options.aws_environment, &options.aws_minted) {
+    if let Some(exchange) = policy
+        .spec
+        .aws_credentials
+        .as_ref()
+        .and_then(|c| c.get("oidcExchangeToken"))
+    {
+        return super::minted::aws_oidc_source(resources, options, policy, exchange)
+            .map(Provided::Minted);
+    }
+    match (&options.aws_environment, &options.mint.aws) {
         (Some(env), _) => Ok(Provided::Static(CredentialValue::Aws {
             access_key_id: env.access_key_id.clone(),
             secret_access_key: env.secret_access_key.clone(),
@@ -630,7 +578,7 @@ spec:
             created: 0,
             rate_limit: Default::default(),
             aws_environment: env,
-            aws_minted: None,
+            mint: Default::default(),
         }
     }
 

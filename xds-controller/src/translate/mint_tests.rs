@@ -2,7 +2,6 @@
 //! refresher, and the diagnostics when it cannot.
 
 use super::{translate, AwsEnvironment, Options, Translation};
-use crate::error::Severity;
 use crate::mint::{aws::AwsSource, MintSource};
 use crate::translate::envoy::WasmCode;
 use aigw_filter::config::CredentialSource;
@@ -55,7 +54,10 @@ fn options(aws_minted: Option<AwsSource>, aws_environment: Option<AwsEnvironment
         created: 0,
         rate_limit: Default::default(),
         aws_environment,
-        aws_minted,
+        mint: crate::mint::MintEnvironment {
+            aws: aws_minted,
+            ..Default::default()
+        },
     }
 }
 
@@ -145,23 +147,62 @@ fn missing_or_bad_keys_are_named() {
     assert!(t.diagnostics[0].message.contains("service_account.json"));
 }
 
+const CLIENT_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: idp, namespace: default}\nstringData: {client-secret: very-secret}\n";
+
 #[test]
-fn workload_identity_federation_is_a_clear_warning() {
+fn workload_identity_federation() {
     let policy = gcp_policy(
-        "    workloadIdentityFederationConfig: {projectID: p, workloadIdentityPoolName: pool, workloadIdentityProviderName: prov}",
+        r#"    workloadIdentityFederationConfig:
+      projectID: "123456"
+      workloadIdentityPoolName: pool
+      workloadIdentityProviderName: prov
+      serviceAccountImpersonation: {serviceAccountName: vertex-caller}
+      oidcExchangeToken:
+        oidc:
+          provider: {issuer: "https://idp.example"}
+          clientID: gw
+          clientSecret: {name: idp}
+          scopes: [openid]
+        aud: gcp"#,
     );
+    let t = run(
+        &format!("{policy}---\n{CLIENT_SECRET}"),
+        &options(None, None),
+    );
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let Some(MintSource::GcpFederated { oidc, federation }) = t.minted.get("default/gcp") else {
+        panic!("{:?}", t.minted);
+    };
+    assert_eq!(oidc.client_secret, "very-secret");
+    assert_eq!(oidc.audience.as_deref(), Some("gcp"));
+    assert_eq!(oidc.token_endpoint, None, "discovered at run time");
+    assert_eq!(
+        federation.audience,
+        "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/prov"
+    );
+    assert_eq!(
+        federation.impersonate.as_deref(),
+        Some("vertex-caller@123456.iam.gserviceaccount.com")
+    );
+    assert_eq!(federation.sts_endpoint, "https://sts.googleapis.com");
+    assert!(!format!("{:?}", t.minted).contains("very-secret"));
+
     let t = run(&policy, &options(None, None));
-    let d = t
-        .diagnostics
-        .iter()
-        .find(|d| d.severity == Severity::Warning)
-        .expect("a warning");
+    assert!(t.minted.is_empty());
+    let d = &t.diagnostics[0];
+    assert!(
+        d.message.contains("Secret default/idp does not exist"),
+        "{d}"
+    );
     assert_eq!(
         d.field.as_deref(),
-        Some("spec.gcpCredentials.workloadIdentityFederationConfig")
+        Some("spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken.oidc.clientSecret")
     );
-    assert!(d.message.contains("not supported"));
-    assert!(t.minted.is_empty());
+    let neither = gcp_policy("    other: 1");
+    let t = run(&neither, &options(None, None));
+    assert!(t.diagnostics[0]
+        .message
+        .contains("workloadIdentityFederationConfig"));
 }
 
 const AWS: &str = r#"
@@ -204,13 +245,23 @@ fn aws_environment_chain() {
     let t = run(&text, &options(Some(web), Some(env)));
     assert!(t.minted.is_empty());
     assert!(t.credentials.credentials.contains_key("other/aws"));
-    // oidcExchangeToken is not supported: said so, on its field.
+    // oidcExchangeToken: the OIDC token is exchanged at the region's STS.
     let oidc = text.replace(
         "awsCredentials: {region: us-east-1}",
-        "awsCredentials: {region: us-east-1, oidcExchangeToken: {awsRoleArn: r, oidc: {provider: {issuer: 'https://i'}, clientID: c, clientSecret: {name: s}}}}",
+        "awsCredentials: {region: us-east-1, oidcExchangeToken: {awsRoleArn: 'arn:aws:iam::1:role/o', oidc: {provider: {issuer: 'https://i', tokenEndpoint: 'https://i/token'}, clientID: c, clientSecret: {name: idp, namespace: default}}}}",
     );
-    let t = run(&oidc, &options(None, None));
-    assert!(t.diagnostics.iter().any(|d| d.field.as_deref()
-        == Some("spec.awsCredentials.oidcExchangeToken")
-        && d.message.contains("not supported")));
+    let t = run(&format!("{oidc}---\n{CLIENT_SECRET}"), &options(None, None));
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let Some(MintSource::AwsOidc {
+        oidc,
+        role_arn,
+        sts_endpoint,
+        ..
+    }) = t.minted.get("other/aws")
+    else {
+        panic!("{:?}", t.minted);
+    };
+    assert_eq!(role_arn, "arn:aws:iam::1:role/o");
+    assert_eq!(sts_endpoint, "https://sts.us-east-1.amazonaws.com");
+    assert_eq!(oidc.token_endpoint.as_deref(), Some("https://i/token"));
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backend;
 pub mod envoy;
+pub mod minted;
 pub mod ratelimit;
 pub mod resilience;
 
@@ -40,10 +41,10 @@ pub struct Options {
     /// AWS credentials from the controller's environment, used by
     /// AWSCredentials policies that name no credentials file.
     pub aws_environment: Option<AwsEnvironment>,
-    /// Expiring AWS credentials the controller's environment points to
-    /// (web identity, container endpoint), used when `aws_environment`
-    /// has no static keys.
-    pub aws_minted: Option<crate::mint::aws::AwsSource>,
+    /// What the controller's environment says about minting credentials:
+    /// expiring AWS credentials (web identity, container endpoint, used
+    /// when `aws_environment` has no static keys) and endpoint overrides.
+    pub mint: crate::mint::MintEnvironment,
 }
 
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
