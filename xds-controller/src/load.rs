@@ -145,6 +145,17 @@ fn load_value(
                 diagnostics.push(report(Diagnostic::error(message).field(field)))
             }
         },
+        ("ConfigMap", "v1") => match string_map(&value, "data") {
+            Ok(values) => resources.config_maps.push(Named {
+                name: header.metadata.name.clone(),
+                namespace,
+                source: source.clone(),
+                spec: SecretData { values },
+            }),
+            Err((field, message)) => {
+                diagnostics.push(report(Diagnostic::error(message).field(field)))
+            }
+        },
         ("ServiceAccount", "v1") => diagnostics.push(report(Diagnostic::note(
             "ServiceAccount has no effect on the gateway's configuration; ignored",
         ))),
@@ -176,14 +187,7 @@ fn spec_of<T: DeserializeOwned + Default>(
 fn secret_of(value: &serde_yaml::Value) -> Result<SecretData, (String, String)> {
     use base64::Engine;
     let mut values = BTreeMap::new();
-    let map_of = |key: &str| -> Result<BTreeMap<String, String>, (String, String)> {
-        match value.get(key) {
-            None => Ok(BTreeMap::new()),
-            Some(v) => serde_yaml::from_value(v.clone())
-                .map_err(|e| (key.to_string(), format!("must map keys to strings: {e}"))),
-        }
-    };
-    for (key, encoded) in map_of("data")? {
+    for (key, encoded) in string_map(value, "data")? {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()
@@ -196,8 +200,20 @@ fn secret_of(value: &serde_yaml::Value) -> Result<SecretData, (String, String)> 
             })?;
         values.insert(key, decoded);
     }
-    values.extend(map_of("stringData")?);
+    values.extend(string_map(value, "stringData")?);
     Ok(SecretData { values })
+}
+
+/// The string-to-string map under `key`, empty when absent.
+fn string_map(
+    value: &serde_yaml::Value,
+    key: &str,
+) -> Result<BTreeMap<String, String>, (String, String)> {
+    match value.get(key) {
+        None => Ok(BTreeMap::new()),
+        Some(v) => serde_yaml::from_value(v.clone())
+            .map_err(|e| (key.to_string(), format!("must map keys to strings: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ pub struct Resources {
     pub backend_tls_policies: Vec<Named<BackendTLSPolicySpec>>,
     pub backend_traffic_policies: Vec<Named<BackendTrafficPolicySpec>>,
     pub secrets: Vec<Named<SecretData>>,
+    /// ConfigMaps (CA certificates of BackendTLSPolicy), values by key.
+    pub config_maps: Vec<Named<SecretData>>,
     /// Envoy Gateway SecurityPolicy (client authentication; see translate/auth.rs).
     pub security_policies: Vec<Named<crate::translate::auth::SecurityPolicySpec>>,
 }
@@ -568,8 +570,24 @@ pub struct BackendTLSPolicySpec {
 pub struct TlsValidation {
     #[serde(default, rename = "wellKnownCACertificates")]
     pub well_known_ca_certificates: Option<String>,
+    #[serde(default, rename = "caCertificateRefs")]
+    pub ca_certificate_refs: Vec<TargetRef>,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Names the certificate must carry instead of `hostname` (Gateway API v1).
+    #[serde(default)]
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectAltName {
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub uri: Option<String>,
 }
 
 /// A Secret's decoded values by key.

@@ -179,6 +179,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             false,
         ),
         kind("", "v1", "Secret", "secrets", true, false),
+        kind("", "v1", "ConfigMap", "configmaps", true, false),
     ]
 }
 
@@ -323,26 +324,28 @@ impl Store {
     }
 
     /// The Resources the objects describe, read by the file loader's code.
-    /// Only Secrets that some object references by `secretRef` are read.
+    /// Only the Secrets and ConfigMaps that some object references are read.
     pub fn resources(&self) -> (Resources, Vec<Diagnostic>) {
         let mut resources = Resources::default();
         let mut diagnostics = Vec::new();
         let mut referenced = BTreeSet::new();
         for (kind, state) in self.kinds.iter().zip(&self.states) {
-            if kind.resource.kind != "Secret" {
+            if !is_referenced_only(&kind.resource.kind) {
                 for ((namespace, _), object) in &state.objects {
-                    secret_refs(&object.value, namespace, &mut referenced);
+                    data_refs(&object.value, namespace, &mut referenced);
                 }
             }
         }
         for (kind, state) in self.kinds.iter().zip(&self.states) {
-            let secret = kind.resource.kind == "Secret";
+            let kind_name = &kind.resource.kind;
             for ((namespace, name), object) in &state.objects {
-                if secret && !referenced.contains(&(namespace.clone(), name.clone())) {
+                if is_referenced_only(kind_name)
+                    && !referenced.contains(&(kind_name.clone(), namespace.clone(), name.clone()))
+                {
                     continue;
                 }
                 let ns = kind.namespaced.then_some(namespace.as_str());
-                let file = source_name(&kind.resource.kind, ns, name);
+                let file = source_name(kind_name, ns, name);
                 match serde_yaml::to_string(&object.value) {
                     Ok(text) => {
                         crate::load::load_str(&file, &text, &mut resources, &mut diagnostics)
@@ -357,6 +360,12 @@ impl Store {
     }
 }
 
+/// Kinds read only when another object references them: the gateway must
+/// not hold every Secret of the cluster.
+fn is_referenced_only(kind: &str) -> bool {
+    kind == "Secret" || kind == "ConfigMap"
+}
+
 fn same_specs(a: &BTreeMap<ObjectKey, Object>, b: &BTreeMap<ObjectKey, Object>) -> bool {
     a.len() == b.len()
         && a.iter()
@@ -364,36 +373,46 @@ fn same_specs(a: &BTreeMap<ObjectKey, Object>, b: &BTreeMap<ObjectKey, Object>) 
             .all(|((ka, a), (kb, b))| ka == kb && a.value == b.value)
 }
 
-/// Collects `(namespace, name)` of every Secret `value` refers to: each
-/// `secretRef` (BackendSecurityPolicy) and `credentialRefs[]` entry
-/// (SecurityPolicy apiKeyAuth).
-fn secret_refs(value: &Value, namespace: &str, out: &mut BTreeSet<ObjectKey>) {
-    let mut add = |reference: &Value| {
-        let kind = reference.get("kind").and_then(Value::as_str);
-        if let (Some(name), None | Some("Secret")) =
-            (reference.get("name").and_then(Value::as_str), kind)
-        {
+/// Collects `(kind, namespace, name)` of every Secret and ConfigMap `value`
+/// refers to: each `secretRef` (BackendSecurityPolicy), `credentialRefs[]`
+/// entry (SecurityPolicy apiKeyAuth) and `caCertificateRefs[]` entry
+/// (BackendTLSPolicy; a ConfigMap unless it says Secret).
+fn data_refs(value: &Value, namespace: &str, out: &mut BTreeSet<(String, String, String)>) {
+    let mut add = |reference: &Value, default_kind: &str| {
+        let kind = reference
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or(default_kind);
+        if let (Some(name), true) = (
+            reference.get("name").and_then(Value::as_str),
+            is_referenced_only(kind),
+        ) {
             let ns = reference
                 .get("namespace")
                 .and_then(Value::as_str)
                 .unwrap_or(namespace);
-            out.insert((ns.to_string(), name.to_string()));
+            out.insert((kind.to_string(), ns.to_string(), name.to_string()));
         }
     };
     match value {
         Value::Object(map) => {
             for (key, child) in map {
                 match (key.as_str(), child) {
-                    ("secretRef", _) => add(child),
-                    ("credentialRefs", Value::Array(items)) => items.iter().for_each(&mut add),
+                    ("secretRef", _) => add(child, "Secret"),
+                    ("credentialRefs", Value::Array(items)) => {
+                        items.iter().for_each(|i| add(i, "Secret"))
+                    }
+                    ("caCertificateRefs", Value::Array(items)) => {
+                        items.iter().for_each(|i| add(i, "ConfigMap"))
+                    }
                     _ => {}
                 }
             }
             for child in map.values() {
-                secret_refs(child, namespace, out);
+                data_refs(child, namespace, out);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| secret_refs(v, namespace, out)),
+        Value::Array(items) => items.iter().for_each(|v| data_refs(v, namespace, out)),
         _ => {}
     }
 }

@@ -649,17 +649,35 @@ fn store_replaces_objects_on_relist_and_ignores_status_changes() {
 }
 
 #[test]
-fn secret_references_are_found() {
+fn secret_and_config_map_references_are_found() {
     let mut out = BTreeSet::new();
     let policy = json!({"spec": {
         "apiKey": {"secretRef": {"name": "a"}},
         "awsCredentials": {"credentialsFile": {"secretRef": {"name": "b", "namespace": "other"}}},
         "apiKeyAuth": {"credentialRefs": [{"name": "c"}, {"group": "", "kind": "Secret", "name": "d"},
-                                          {"kind": "ConfigMap", "name": "not-a-secret"}]}
+                                          {"kind": "ConfigMap", "name": "e"}]},
+        "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "f"},
+                                             {"name": "g"}, {"kind": "Secret", "name": "h"},
+                                             {"kind": "Service", "name": "not-data"}]}
     }});
-    secret_refs(&policy, "team", &mut out);
-    let names: Vec<String> = out.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
-    assert_eq!(names, ["other/b", "team/a", "team/c", "team/d"]);
+    data_refs(&policy, "team", &mut out);
+    let names: Vec<String> = out
+        .iter()
+        .map(|(k, ns, n)| format!("{k} {ns}/{n}"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ConfigMap team/e",
+            "ConfigMap team/f",
+            "ConfigMap team/g",
+            "Secret other/b",
+            "Secret team/a",
+            "Secret team/c",
+            "Secret team/d",
+            "Secret team/h"
+        ]
+    );
 }
 
 #[test]

@@ -490,7 +490,8 @@ fn jwt_provider(
                 }}]}]},
             });
             if tls {
-                cluster["transport_socket"] = envoy::upstream_tls(&host, env.ca_file, &host);
+                cluster["transport_socket"] =
+                    envoy::upstream_tls(&host, env.ca_file, None, &[("DNS", host.clone())], false);
             }
             clusters.insert(name.clone(), cluster);
             provider["remote_jwks"] = json!({

@@ -12,8 +12,18 @@ use aigw_filter::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
 pub struct Endpoint {
     pub address: String,
     pub port: u16,
-    /// SNI and the name the certificate must carry, when TLS is used.
-    pub tls: Option<String>,
+    /// How the endpoint is reached over TLS, when it is.
+    pub tls: Option<EndpointTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointTls {
+    pub sni: String,
+    /// What the certificate must carry: `("DNS" | "URI", name)`.
+    pub subject_alt_names: Vec<(&'static str, String)>,
+    /// PEM CA certificates from the policy's `caCertificateRefs`; `None`:
+    /// the system's (plus `--extra-ca`).
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,26 +185,34 @@ fn endpoints(
                 .any(|t| ref_matches(t, "gateway.envoyproxy.io", "Backend", &r.name))
     });
     let host = targets.first().map(|(h, _)| h.clone());
+    let policy_tls = match tls_policy {
+        Some(p) => Some(
+            tls_validation(resources, p)
+                .map_err(|d| d.at(format!("BackendTLSPolicy {}", p.key()), &p.source))?,
+        ),
+        None => None,
+    };
     let mut out = Vec::new();
     for (hostname, port) in targets {
-        let tls = match tls_policy {
-            Some(p) => {
-                if p.spec.validation.well_known_ca_certificates.as_deref() != Some("System") {
-                    return Err(Diagnostic::error(
-                        "only wellKnownCACertificates: System is supported for now",
-                    )
-                    .at(format!("BackendTLSPolicy {}", p.key()), &p.source)
-                    .field("spec.validation"));
-                }
-                Some(
-                    p.spec
-                        .validation
-                        .hostname
-                        .clone()
-                        .unwrap_or_else(|| hostname.clone()),
-                )
+        let tls = match &policy_tls {
+            Some((name, sans, ca_pem)) => {
+                let sni = name.clone().unwrap_or_else(|| hostname.clone());
+                let subject_alt_names = if sans.is_empty() {
+                    vec![("DNS", sni.clone())]
+                } else {
+                    sans.clone()
+                };
+                Some(EndpointTls {
+                    sni,
+                    subject_alt_names,
+                    ca_pem: ca_pem.clone(),
+                })
             }
-            None if port == 443 => Some(hostname.clone()),
+            None if port == 443 => Some(EndpointTls {
+                sni: hostname.clone(),
+                subject_alt_names: vec![("DNS", hostname.clone())],
+                ca_pem: None,
+            }),
             None => None,
         };
         let (address, port) = options
@@ -205,6 +223,104 @@ fn endpoints(
         out.push(Endpoint { address, port, tls });
     }
     Ok((out, host))
+}
+
+/// What a BackendTLSPolicy asks: the hostname (SNI), the names the
+/// certificate must carry, and the CA certificates to trust (`None`: system).
+type TlsValidation = (Option<String>, Vec<(&'static str, String)>, Option<String>);
+
+fn tls_validation(
+    resources: &Resources,
+    policy: &Named<crate::resources::BackendTLSPolicySpec>,
+) -> Result<TlsValidation, Diagnostic> {
+    let validation = &policy.spec.validation;
+    let refs = &validation.ca_certificate_refs;
+    let ca_pem = match (
+        validation.well_known_ca_certificates.as_deref(),
+        refs.is_empty(),
+    ) {
+        (Some("System"), true) => None,
+        (Some(other), true) => {
+            return Err(Diagnostic::error(format!(
+                "wellKnownCACertificates {other:?} is not known; the one value is System"
+            ))
+            .field("spec.validation.wellKnownCACertificates"))
+        }
+        (None, false) => {
+            let mut bundle = String::new();
+            for (i, r) in refs.iter().enumerate() {
+                bundle.push_str(&ca_certificate(resources, &policy.namespace, r, i)?);
+                bundle.push('\n');
+            }
+            Some(bundle)
+        }
+        _ => {
+            return Err(Diagnostic::error(
+                "exactly one of caCertificateRefs or wellKnownCACertificates must be given",
+            )
+            .field("spec.validation"))
+        }
+    };
+    let mut sans = Vec::new();
+    for (i, san) in validation.subject_alt_names.iter().enumerate() {
+        let field = format!("spec.validation.subjectAltNames[{i}]");
+        let (kind, value) = match san.kind.as_str() {
+            "Hostname" => ("DNS", san.hostname.clone()),
+            "URI" => ("URI", san.uri.clone()),
+            other => {
+                return Err(Diagnostic::error(format!(
+                    "subjectAltNames type {other:?} is not Hostname or URI"
+                ))
+                .field(field))
+            }
+        };
+        let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
+            Diagnostic::error(format!("a {} subject alt name needs its value", san.kind))
+                .field(field)
+        })?;
+        sans.push((kind, value));
+    }
+    Ok((validation.hostname.clone(), sans, ca_pem))
+}
+
+/// The PEM under key `ca.crt` of a ConfigMap (or Secret) a BackendTLSPolicy
+/// names.
+fn ca_certificate(
+    resources: &Resources,
+    namespace: &str,
+    r: &crate::resources::TargetRef,
+    index: usize,
+) -> Result<String, Diagnostic> {
+    let field = format!("spec.validation.caCertificateRefs[{index}]");
+    let kind = r.kind.as_deref().unwrap_or("ConfigMap");
+    let store = match kind {
+        "ConfigMap" => &resources.config_maps,
+        "Secret" => &resources.secrets,
+        other => {
+            return Err(Diagnostic::error(format!(
+                "caCertificateRefs kind {other:?} is not ConfigMap or Secret"
+            ))
+            .field(format!("{field}.kind")))
+        }
+    };
+    let object = store
+        .iter()
+        .find(|o| o.namespace == namespace && o.name == r.name)
+        .ok_or_else(|| {
+            Diagnostic::error(format!("{kind} {namespace}/{} does not exist", r.name))
+                .field(format!("{field}.name"))
+        })?;
+    let pem = object.spec.values.get("ca.crt").ok_or_else(|| {
+        Diagnostic::error(format!("{kind} {} has no key \"ca.crt\"", object.key())).field(&field)
+    })?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Diagnostic::error(format!(
+            "{kind} {} key \"ca.crt\" holds no PEM certificate",
+            object.key()
+        ))
+        .field(field));
+    }
+    Ok(pem.trim().to_string())
 }
 
 /// The backend's security policy: how the filter authenticates to it and

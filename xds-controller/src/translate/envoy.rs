@@ -64,36 +64,60 @@ fn upstream_codec() -> Value {
 }
 
 /// `typed_extension_protocol_options` that run the upstream role of the
-/// filter on every attempt.
-pub fn upstream_http_options(upstream_filter: Value, http2: bool) -> Value {
-    let protocol = if http2 {
-        json!({"http2_protocol_options": {}})
+/// filter on every attempt. With `by_alpn`, HTTP/2 where the provider picks
+/// it over TLS, else HTTP/1.1.
+pub fn upstream_http_options(upstream_filter: Value, by_alpn: bool) -> Value {
+    let (key, protocol) = if by_alpn {
+        (
+            "auto_config",
+            json!({"http_protocol_options": {}, "http2_protocol_options": {}}),
+        )
     } else {
-        json!({"http_protocol_options": {}})
+        ("explicit_http_config", json!({"http_protocol_options": {}}))
     };
     json!({
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": HTTP_OPTIONS_TYPE,
-            "explicit_http_config": protocol,
+            key: protocol,
             "http_filters": [upstream_filter, upstream_codec()],
         }
     })
 }
 
 /// An upstream TLS transport socket with SNI and certificate validation.
-pub fn upstream_tls(sni: &str, ca_file: &str, verify_hostname: &str) -> Value {
+/// `ca` is a PEM bundle; without it, the file of system (and extra) CAs.
+/// With `offer_http2`, ALPN offers HTTP/2 first: only for clusters whose
+/// protocol options follow ALPN ([`upstream_http_options`]).
+pub fn upstream_tls(
+    sni: &str,
+    ca_file: &str,
+    ca: Option<&str>,
+    subject_alt_names: &[(&str, String)],
+    offer_http2: bool,
+) -> Value {
+    let alpn = if offer_http2 {
+        json!(["h2", "http/1.1"])
+    } else {
+        json!(["http/1.1"])
+    };
+    let trusted_ca = match ca {
+        Some(pem) => json!({"inline_string": pem}),
+        None => json!({"filename": ca_file}),
+    };
+    let sans: Vec<Value> = subject_alt_names
+        .iter()
+        .map(|(kind, name)| json!({"san_type": kind, "matcher": {"exact": name}}))
+        .collect();
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": TLS_TYPE,
             "sni": sni,
             "common_tls_context": {
-                "alpn_protocols": ["http/1.1"],
+                "alpn_protocols": alpn,
                 "validation_context": {
-                    "trusted_ca": {"filename": ca_file},
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "DNS", "matcher": {"exact": verify_hostname}}
-                    ],
+                    "trusted_ca": trusted_ca,
+                    "match_typed_subject_alt_names": sans,
                 },
             },
         },

@@ -47,6 +47,36 @@ pub struct Options {
     pub mint: crate::mint::MintEnvironment,
 }
 
+#[cfg(test)]
+impl Options {
+    /// Options with fixed values, for translation tests.
+    pub fn for_tests() -> Self {
+        Options {
+            wasm: WasmCode {
+                path: "f.wasm".into(),
+                env_keys: vec![],
+            },
+            listen_address: "127.0.0.1".into(),
+            port_map: Default::default(),
+            resolve: Default::default(),
+            credential_source: CredentialSource {
+                cluster: "c".into(),
+                authority: "a".into(),
+                path: "/p".into(),
+                token_env: "T".into(),
+                ttl_seconds: 30,
+            },
+            ca_file: "/ca.pem".into(),
+            access_log: None,
+            config_version: 1,
+            created: 0,
+            rate_limit: Default::default(),
+            aws_environment: None,
+            aws_minted: None,
+        }
+    }
+}
+
 /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AwsEnvironment {
@@ -450,6 +480,12 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
     let mut priorities: Vec<u32> = backends.iter().map(|b| b.priority).collect();
     priorities.sort_unstable();
     priorities.dedup();
+    // HTTP/2 by ALPN needs every transport socket of the cluster to speak
+    // TLS; a cluster that mixes in plaintext endpoints stays on HTTP/1.1.
+    let all_tls = backends
+        .iter()
+        .flat_map(|b| &b.endpoints)
+        .all(|e| e.tls.is_some());
     let mut groups = Vec::new();
     let mut tls_matches = Vec::new();
     for (rank, priority) in priorities.iter().enumerate() {
@@ -457,13 +493,19 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         for b in backends.iter().filter(|b| b.priority == *priority) {
             for e in &b.endpoints {
                 let mut metadata = json!({envoy::METADATA_NAMESPACE: {"backend": b.key}});
-                if let Some(sni) = &e.tls {
-                    let match_name = format!("{}:{}", b.key, sni);
+                if let Some(tls) = &e.tls {
+                    let match_name = format!("{}:{}", b.key, tls.sni);
                     metadata["envoy.transport_socket_match"] = json!({"aigw_tls": match_name});
                     tls_matches.push(json!({
                         "name": match_name,
                         "match": {"aigw_tls": match_name},
-                        "transport_socket": envoy::upstream_tls(sni, &options.ca_file, sni),
+                        "transport_socket": envoy::upstream_tls(
+                            &tls.sni,
+                            &options.ca_file,
+                            tls.ca_pem.as_deref(),
+                            &tls.subject_alt_names,
+                            all_tls,
+                        ),
                     }));
                 }
                 lb_endpoints.push(json!({
@@ -500,9 +542,14 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         "load_assignment": {"cluster_name": name, "endpoints": groups},
         "typed_extension_protocol_options": envoy::upstream_http_options(
             envoy::wasm_filter("aigw.upstream", &options.wasm, &upstream),
-            false,
+            all_tls,
         ),
     });
+    if let Some(first) = tls_matches.first().filter(|_| all_tls) {
+        // Never used (every endpoint matches), but the default socket must
+        // support ALPN too.
+        cluster["transport_socket"] = first["transport_socket"].clone();
+    }
     if !tls_matches.is_empty() {
         cluster["transport_socket_matches"] = Value::Array(tls_matches);
     }
@@ -514,3 +561,6 @@ mod tests;
 
 #[cfg(test)]
 mod mint_tests;
+
+#[cfg(test)]
+mod tls_tests;
