@@ -72,7 +72,7 @@ impl Options {
             created: 0,
             rate_limit: Default::default(),
             aws_environment: None,
-            aws_minted: None,
+            mint: Default::default(),
         }
     }
 }
