@@ -5,8 +5,8 @@
 //! [`crate::upstream::credential_header`]).
 //!
 //! Request: the messages, tools and sampling parameters are read by
-//! [`Chat::parse`] (which refuses what no backend here can do: logprobs,
-//! logit_bias, audio, prediction, the deprecated functions); the parameters
+//! [`Chat::parse`] (which refuses what no backend here can do: logit_bias,
+//! audio, prediction, the deprecated functions); the parameters
 //! Gemini has and Claude has not are read here first and taken out of what
 //! [`Chat::parse`] sees:
 //!
@@ -23,6 +23,7 @@
 //! | `temperature`, `top_p`, `stop`, `n`, `seed`, penalties | `generationConfig` `temperature`, `topP`, `stopSequences`, `candidateCount`, `seed`, `presencePenalty`, `frequencyPenalty` |
 //! | `max_completion_tokens` / `max_tokens` | `maxOutputTokens` |
 //! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseJsonSchema`) |
+//! | `logprobs`, `top_logprobs` | `responseLogprobs`, `logprobs` |
 //! | `reasoning_effort` none / minimal / low / medium / high | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576, `includeThoughts` unless none |
 //!
 //! `parallel_tool_calls: false` is refused (Gemini cannot be told to call
@@ -54,6 +55,8 @@ const GEMINI_FIELDS: &[&str] = &[
     "response_format",
     "reasoning_effort",
     "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
 ];
 
 fn unsupported(param: &str, message: impl Into<String>) -> GatewayError {
@@ -111,6 +114,8 @@ struct Extras {
     json: Option<Option<Value>>,
     /// `thinkingBudget`, `includeThoughts`.
     thinking: Option<(u64, bool)>,
+    /// `responseLogprobs`, and `logprobs` (top candidates per token).
+    logprobs: Option<Option<u64>>,
 }
 
 fn number(o: &Map<String, Value>, key: &str) -> Result<Option<f64>, GatewayError> {
@@ -201,6 +206,29 @@ fn extras(o: &Map<String, Value>) -> Result<Extras, GatewayError> {
                 "reasoning_effort must be a string",
             ))
         }
+    }
+    let wants_logprobs = match o.get("logprobs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("logprobs", "logprobs must be a boolean")),
+    };
+    let top = match o.get("top_logprobs") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n @ 0..=20) => Some(n),
+            _ => {
+                return Err(invalid(
+                    "top_logprobs",
+                    "top_logprobs must be an integer from 0 to 20",
+                ))
+            }
+        },
+    };
+    if top.is_some() && !wants_logprobs {
+        return Err(invalid("top_logprobs", "top_logprobs needs logprobs: true"));
+    }
+    if wants_logprobs {
+        x.logprobs = Some(top.filter(|n| *n > 0));
     }
     if o.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
         return Err(unsupported(
@@ -365,6 +393,12 @@ fn body(chat: &Chat, x: &Extras) -> Result<Value, GatewayError> {
         g.insert("responseMimeType".into(), json!("application/json"));
         if let Some(schema) = schema {
             g.insert("responseJsonSchema".into(), schema.clone());
+        }
+    }
+    if let Some(top) = x.logprobs {
+        g.insert("responseLogprobs".into(), Value::Bool(true));
+        if let Some(n) = top {
+            g.insert("logprobs".into(), json!(n));
         }
     }
     if let Some((budget, include)) = x.thinking {

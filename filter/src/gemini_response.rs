@@ -9,7 +9,8 @@
 //! `functionCall` parts `tool_calls` (arguments JSON-stringified, ids from
 //! Gemini's own `id` or derived deterministically from the response id, the
 //! call's position, name and arguments, followed by the call's
-//! `thoughtSignature` if it has one: see [`SIGNATURE_SEPARATOR`]). `finishReason` -> `finish_reason`
+//! `thoughtSignature` if it has one: see [`SIGNATURE_SEPARATOR`]);
+//! `logprobsResult` becomes the choice's `logprobs`. `finishReason` -> `finish_reason`
 //! (`tool_calls` whenever the candidate called a function). A prompt
 //! blocked before any candidate (`promptFeedback.blockReason`) becomes an
 //! answer with no content, a `refusal` naming the reason and
@@ -127,6 +128,45 @@ pub fn is_base64(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
 }
 
+/// A candidate's `logprobsResult` as OpenAI's `logprobs` (`null` without
+/// one): each chosen token with its log probability and the top
+/// alternatives at that position.
+fn logprobs(candidate: &Value) -> Value {
+    let Some(result) = candidate.get("logprobsResult").filter(|r| r.is_object()) else {
+        return Value::Null;
+    };
+    let list = |key: &str| {
+        result
+            .get(key)
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice)
+    };
+    let entry = |c: &Value| {
+        let token = c.get("token").and_then(Value::as_str).unwrap_or("");
+        let logprob = c
+            .get("logProbability")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        json!({"token": token, "logprob": logprob, "bytes": token.as_bytes()})
+    };
+    let top = list("topCandidates");
+    let content: Vec<Value> = list("chosenCandidates")
+        .iter()
+        .enumerate()
+        .map(|(i, chosen)| {
+            let mut e = entry(chosen);
+            let alternatives: Vec<Value> = top
+                .get(i)
+                .and_then(|t| t.get("candidates"))
+                .and_then(Value::as_array)
+                .map_or_else(Vec::new, |l| l.iter().map(entry).collect());
+            e["top_logprobs"] = Value::Array(alternatives);
+            e
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
 /// A `functionCall` part as an OpenAI tool call (without `index`).
 fn tool_call(call: &Value, id: String) -> Value {
     let name = call.get("name").and_then(Value::as_str).unwrap_or("");
@@ -219,7 +259,7 @@ pub fn completion(
         choices.push(json!({
             "index": index,
             "message": message,
-            "logprobs": null,
+            "logprobs": logprobs(c),
             "finish_reason": finish,
         }));
     }
@@ -322,6 +362,8 @@ pub struct StreamToChunks {
     usage: Option<Usage>,
     choices: Vec<ChoiceState>,
     response_id: String,
+    /// Log probabilities of the candidate being translated, for its first delta.
+    logprobs: Value,
     done: bool,
 }
 
@@ -340,6 +382,7 @@ impl StreamToChunks {
             usage: None,
             choices: Vec::new(),
             response_id: String::new(),
+            logprobs: Value::Null,
             done: false,
         }
     }
@@ -428,7 +471,9 @@ impl StreamToChunks {
     }
 
     /// A delta for choice `index` (its first one carries the role).
+    /// The candidate's log probabilities go with its first delta of the event.
     fn delta(&mut self, slot: usize, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let logprobs = std::mem::take(&mut self.logprobs);
         let c = &mut self.choices[slot];
         let mut delta = delta;
         if !c.started {
@@ -445,7 +490,7 @@ impl StreamToChunks {
             "object": "chat.completion.chunk",
             "created": self.w.created,
             "model": self.w.model,
-            "choices": [{"index": c.index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": c.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         });
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(v.to_string().as_bytes());
@@ -484,6 +529,7 @@ impl StreamToChunks {
         if let Some(u) = v.get("usageMetadata").and_then(usage) {
             self.usage = Some(u);
         }
+        self.logprobs = Value::Null;
         let candidates = v.get("candidates").and_then(Value::as_array);
         if candidates.is_none_or(Vec::is_empty) {
             if let Some(refusal) = block_refusal(v) {
@@ -508,6 +554,7 @@ impl StreamToChunks {
             if self.choices[slot].finished {
                 continue;
             }
+            self.logprobs = logprobs(c);
             for p in parts(c) {
                 if let Some(call) = p.get("functionCall") {
                     let n = self.choices[slot].calls;

@@ -348,3 +348,41 @@ fn stream_choices_are_bounded() {
     assert_eq!(out.matches(r#""finish_reason":"stop""#).count(), 8);
     assert!(out.ends_with("data: [DONE]\n\n"));
 }
+
+#[test]
+fn log_probabilities() {
+    let lp = r#""logprobsResult":{"topCandidates":[{"candidates":[{"token":"Hi","logProbability":-0.1},{"token":"Hey","logProbability":-2.5}]},
+        {"candidates":[{"token":"!","logProbability":-0.3}]}],
+        "chosenCandidates":[{"token":"Hi","logProbability":-0.1},{"token":"!","logProbability":-0.3}]}"#;
+    let body = format!(
+        r#"{{"candidates":[{{"content":{{"parts":[{{"text":"Hi!"}}]}},"finishReason":"STOP",{lp}}}]}}"#
+    );
+    let (out, _) = completion(body.as_bytes(), "i", "g", 1).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let want = json!({"content": [
+        {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": [
+            {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+            {"token": "Hey", "logprob": -2.5, "bytes": [72, 101, 121]}]},
+        {"token": "!", "logprob": -0.3, "bytes": [33], "top_logprobs": [
+            {"token": "!", "logprob": -0.3, "bytes": [33]}]}], "refusal": null});
+    assert_eq!(v["choices"][0]["logprobs"], want);
+    // In a stream: with the candidate's first delta of the event only.
+    let lp = lp.replace('\n', "");
+    let stream = format!(
+        "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"Hi\"}},{{\"text\":\"!\"}}]}},\"finishReason\":\"STOP\",{lp}}}]}}\n\n"
+    );
+    let (out, _) = run(stream.as_bytes(), &[], false);
+    let chunks: Vec<Value> = out
+        .split_terminator("\n\n")
+        .filter(|e| *e != "data: [DONE]")
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[0]["choices"][0]["logprobs"], want);
+    assert_eq!(chunks[1]["choices"][0]["logprobs"], Value::Null);
+    assert_eq!(chunks[2]["choices"][0]["logprobs"], Value::Null);
+    // Odd shapes give what can be read.
+    let odd = br#"{"candidates":[{"logprobsResult":{"chosenCandidates":[7,{"token":3}],"topCandidates":"x"}}]}"#;
+    let v: Value = serde_json::from_slice(&completion(odd, "i", "g", 1).unwrap().0).unwrap();
+    assert_eq!(v["choices"][0]["logprobs"]["content"][1]["token"], "");
+}

@@ -190,6 +190,15 @@ fn json_schema_and_reasoning_table() {
         let body = sent(with(json!({"reasoning_effort": effort})));
         assert_eq!(body["generationConfig"]["thinkingConfig"], want, "{effort}");
     }
+    let body = sent(with(json!({"logprobs": true, "top_logprobs": 3})));
+    assert_eq!(
+        body["generationConfig"],
+        json!({"responseLogprobs": true, "logprobs": 3})
+    );
+    let body = sent(with(json!({"logprobs": true, "top_logprobs": 0})));
+    assert_eq!(body["generationConfig"], json!({"responseLogprobs": true}));
+    let body = sent(with(json!({"logprobs": false})));
+    assert!(body.get("generationConfig").is_none());
     // n = 1 asks for nothing.
     let body = sent(with(json!({"n": 1, "max_tokens": 5})));
     assert_eq!(body["generationConfig"], json!({"maxOutputTokens": 5}));
@@ -215,7 +224,12 @@ fn refusals_name_the_parameter() {
         (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
         (json!({"reasoning_effort": 3}), "reasoning_effort"),
         (json!({"parallel_tool_calls": false}), "parallel_tool_calls"),
-        (json!({"logprobs": true}), "logprobs"),
+        (json!({"logprobs": "yes"}), "logprobs"),
+        (json!({"top_logprobs": 3}), "top_logprobs"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+        ),
         (json!({"logit_bias": {"1": 2}}), "logit_bias"),
         (json!({"audio": {}}), "audio"),
         (json!({"stop": ["a", "b", "c", "d", "e", "f"]}), "stop"),

@@ -149,8 +149,14 @@ class FakeVertex(FakeProvider):
         finish = "STOP"
         if not stream:
             parts = [{"text": text}] + ([{"functionCall": call, "thoughtSignature": "c2lnbmF0dXJl"}] if call else [])
-            answer = {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish,
-                                      "avgLogprobs": -0.25}],
+            candidate = {"content": {"role": "model", "parts": parts}, "finishReason": finish, "avgLogprobs": -0.25}
+            config = body.get("generationConfig", {})
+            if config.get("responseLogprobs"):
+                words = [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
+                chosen = [{"token": w, "logProbability": -0.25, "tokenId": i} for i, w in enumerate(words)]
+                top = [{"candidates": [c] * config.get("logprobs", 0)} for c in chosen]
+                candidate["logprobsResult"] = {"topCandidates": top, "chosenCandidates": chosen}
+            answer = {"candidates": [candidate],
                       "usageMetadata": USAGE, "modelVersion": MODEL_VERSION,
                       "createTime": "2025-06-01T12:00:00.000000Z", "responseId": "vtx-resp-1"}
             return 200, {"content-type": "application/json; charset=UTF-8"}, json.dumps(answer).encode()

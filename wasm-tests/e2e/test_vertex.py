@@ -226,6 +226,16 @@ def test_images_and_reasoning(vertex):
                                         "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}
 
 
+def test_logprobs(vertex):
+    fake, _, client = vertex
+    r = client.chat.completions.create(model=MODEL, messages=ASK, logprobs=True, top_logprobs=2)
+    assert fake.requests[-1].json()["generationConfig"] == {"responseLogprobs": True, "logprobs": 2}
+    content = r.choices[0].logprobs.content
+    assert [t.token for t in content] == ["Hello", " from", " Gemini"]
+    assert content[0].logprob == -0.25 and content[0].bytes == list(b"Hello")
+    assert len(content[0].top_logprobs) == 2
+
+
 def test_errors_in_openai_shape(vertex):
     fake, gw, client = vertex
     with pytest.raises(openai.RateLimitError) as e:
@@ -242,7 +252,7 @@ def test_errors_in_openai_shape(vertex):
     assert "made up" in e.value.body["message"]
     count = len(fake.requests)
     for kwargs, param in [
-        (dict(logprobs=True), "logprobs"),
+        (dict(logit_bias={"1": 5}), "logit_bias"),
         (dict(parallel_tool_calls=False, tools=TOOLS), "parallel_tool_calls"),
         (dict(messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/picture"}}]}]), "messages"),
