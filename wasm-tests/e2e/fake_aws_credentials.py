@@ -80,10 +80,12 @@ class _Server:
 
 class FakeSts(_Server):
     """STS AssumeRoleWithWebIdentity: checks the role and the web identity
-    token (`expected_token`, changeable to simulate rotation)."""
+    token (`expected_token`, changeable to simulate rotation, or any token
+    `accept(token)` approves when given)."""
 
-    def __init__(self, issuer, role_arn, expected_token):
+    def __init__(self, issuer, role_arn, expected_token, accept=None):
         self.issuer, self.role_arn, self.expected_token = issuer, role_arn, expected_token
+        self.accept = accept or (lambda token: token == self.expected_token)
         self.calls = []
         super().__init__(self._handle)
 
@@ -101,7 +103,7 @@ class FakeSts(_Server):
             return self._error(400, "InvalidRequest", "AssumeRoleWithWebIdentity is not signed")
         if form.get("RoleArn") != self.role_arn:
             return self._error(403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
-        if form.get("WebIdentityToken") != self.expected_token:
+        if not self.accept(form.get("WebIdentityToken")):
             return self._error(400, "InvalidIdentityToken", "Incorrect token audience")
         if not form.get("RoleSessionName"):
             return self._error(400, "ValidationError", "RoleSessionName is required")

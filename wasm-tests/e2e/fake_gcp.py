@@ -227,3 +227,104 @@ def vertex_anthropic(oauth, project="test-project", region="us-east5", host=None
         return 200, {"content-type": "text/event-stream"}, anthropic_sse(events)
 
     return respond
+
+
+class FakeGoogleSts:
+    """Google's Security Token Service (`POST /v1/token`, RFC 8693 token
+    exchange of an OIDC token from `oidc`, a FakeOidcProvider, for the
+    workload identity pool provider `audience`) and the IAM Credentials API
+    (`generateAccessToken` for `service_account`, called with a federated
+    token) on one loopback server. Point aigw at it with
+    AIGW_GCP_STS_ENDPOINT and AIGW_GCP_IAM_CREDENTIALS_ENDPOINT.
+    `valid(authorization)` accepts the tokens a Vertex call may carry: the
+    impersonated ones, or the federated ones when `service_account` is None."""
+
+    def __init__(self, oidc, audience, service_account=None, expires_in=3600):
+        self.oidc, self.audience, self.service_account = oidc, audience, service_account
+        self.expires_in = expires_in
+        self.federated, self.impersonated = [], []  # (token, expires_at)
+        self.refused = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length).decode()
+                status, answer = fake._answer(self.path, self.headers, body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json; charset=utf-8")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _live(self, tokens, token):
+        now = time.time()
+        with self._lock:
+            return any(t == token and now < exp for t, exp in tokens)
+
+    def valid(self, authorization):
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        token = authorization[len("Bearer "):]
+        return self._live(self.impersonated if self.service_account else self.federated, token)
+
+    def tokens(self):
+        with self._lock:
+            return [t for t, _ in (self.impersonated if self.service_account else self.federated)]
+
+    def _refuse(self, status, error, description):
+        self.refused.append(description)
+        return status, {"error": error, "error_description": description}
+
+    def _answer(self, path, headers, body):
+        now = time.time()
+        if path == "/v1/token":
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
+            if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
+                return self._refuse(400, "unsupported_grant_type", "grant_type")
+            if form.get("audience") != self.audience:
+                return self._refuse(400, "invalid_target", "The target service indicated by the audience parameters is invalid.")
+            if form.get("scope") != SCOPE or form.get("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token":
+                return self._refuse(400, "invalid_request", "scope or requested_token_type")
+            if form.get("subject_token_type") not in ("urn:ietf:params:oauth:token-type:jwt",
+                                                      "urn:ietf:params:oauth:token-type:id_token"):
+                return self._refuse(400, "invalid_request", "subject_token_type")
+            if not self.oidc.valid(form.get("subject_token")):
+                return self._refuse(400, "invalid_grant", "The ID Token is not valid.")
+            token = "ya29.federated-" + secrets.token_urlsafe(16)
+            with self._lock:
+                self.federated.append((token, now + self.expires_in))
+            return 200, {"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                         "token_type": "Bearer", "expires_in": self.expires_in}
+        m = re.fullmatch(r"/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken", path)
+        if not m:
+            return 404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}
+        if m[1] != self.service_account:
+            return 403, {"error": {"code": 403, "message": f"Permission denied on {m[1]}", "status": "PERMISSION_DENIED"}}
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not self._live(self.federated, auth[len("Bearer "):]):
+            return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
+                                   "status": "UNAUTHENTICATED"}}
+        if json.loads(body or "{}").get("scope") != [SCOPE]:
+            return 400, {"error": {"code": 400, "message": "scope", "status": "INVALID_ARGUMENT"}}
+        token = "ya29.impersonated-" + secrets.token_urlsafe(16)
+        expires = int(now) + self.expires_in
+        with self._lock:
+            self.impersonated.append((token, expires))
+        return 200, {"accessToken": token, "expireTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

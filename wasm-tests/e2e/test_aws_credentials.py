@@ -126,3 +126,47 @@ def test_sts_refusal_is_reported_and_requests_fail_clearly(tmp_path, gateway, cl
     assert "credential" in e.value.body["error"]["message"]
     assert not fake.requests
     assert "STS AssumeRoleWithWebIdentity answered 400: InvalidIdentityToken (Incorrect token audience)" in gw.output()
+
+
+def test_oidc_exchange_token(tmp_path, gateway, closing):
+    """awsCredentials.oidcExchangeToken: a client-credentials ID token from an
+    OIDC provider, exchanged with STS AssumeRoleWithWebIdentity."""
+    from fake_oidc import FakeOidcProvider
+    cert = make_test_ca(str(tmp_path))
+    issuer = Issuer(LIFETIME)
+    idp = FakeOidcProvider("aigw", "oidc-client-secret", audience="sts.amazonaws.com")
+    # Any ID token the provider issued is a valid web identity here.
+    sts = FakeSts(issuer, "arn:aws:iam::123456789012:role/oidc", None, accept=idp.valid)
+    fake = RotatingBedrock(cert[1], cert[2], issuer)
+    for m in (idp, sts, fake):
+        closing(m)
+    with open(SEED_FILES[1]) as f:
+        backends = f.read()
+    policy = f"""  awsCredentials:
+    region: us-west-2
+    oidcExchangeToken:
+      awsRoleArn: arn:aws:iam::123456789012:role/oidc
+      aud: sts.amazonaws.com
+      oidc:
+        provider: {{issuer: "{idp.issuer}", tokenEndpoint: "{idp.issuer}/oauth2/token"}}
+        clientID: aigw
+        clientSecret: {{name: oidc-client}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: oidc-client, namespace: default}}
+stringData: {{client-secret: oidc-client-secret}}
+"""
+    assert "  awsCredentials:\n    region: us-west-2\n" in backends
+    path = tmp_path / "model-backends.yaml"
+    path.write_text(backends.replace("  awsCredentials:\n    region: us-west-2\n", policy))
+    files = [SEED_FILES[0], str(path), SEED_FILES[2]]
+    env = {**NO_STATIC_KEYS, "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{sts.port}"}
+    gw = gateway(files, resolve=[f"{HOST}:443=127.0.0.1:{fake.port}"],
+                 extra_args=["--extra-ca", cert[0], "--credential-ttl", "1"], env=env)
+    used = run_requests(gw, fake, 10)
+    assert len(used) >= 2, (used, issuer.order)
+    assert not idp.refused and idp.discoveries == 0
+    assert all(c["RoleArn"] == "arn:aws:iam::123456789012:role/oidc" for c in sts.calls)
+    check_no_leak(gw, issuer)
+    assert "oidc-client-secret" not in gw.output() and "oidc-client-secret" not in gw.config_dump()

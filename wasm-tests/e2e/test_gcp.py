@@ -11,13 +11,19 @@ import openai
 import pytest
 
 from conftest import write_yaml
-from fake_gcp import TEXT, FakeGoogleOAuth, vertex_anthropic
+from fake_gcp import TEXT, FakeGoogleOAuth, FakeGoogleSts, vertex_anthropic
+from fake_oidc import FakeOidcProvider
 
 MODEL = "claude-sonnet-4@20250514"
 HOST = "us-east5-aiplatform.googleapis.com"
 
 
 def config(oauth):
+    """The gateway with a service-account key (from `oauth`) in a Secret."""
+    return gcp_config("    credentialsFile: {secretRef: {name: gcp-sa}}", oauth.secret_yaml("gcp-sa"))
+
+
+def gcp_config(credentials, extra):
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -48,9 +54,9 @@ spec:
   gcpCredentials:
     projectName: test-project
     region: us-east5
-    credentialsFile: {{secretRef: {{name: gcp-sa}}}}
+{credentials}
 ---
-{oauth.secret_yaml("gcp-sa")}
+{extra}
 ---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIGatewayRoute
@@ -224,3 +230,63 @@ def test_reload_keeps_the_minted_token(tmp_path, providers, gateway, oauth):
     time.sleep(1.5)
     one_of_each(claude, oai)
     assert len(o2.issued) == 1
+
+
+WIF = """    workloadIdentityFederationConfig:
+      projectID: "123456789"
+      workloadIdentityPoolName: aigw-pool
+      workloadIdentityProviderName: aigw-provider
+      serviceAccountImpersonation: {serviceAccountName: vertex-caller}
+      oidcExchangeToken:
+        oidc:
+          provider: {issuer: "%s"}
+          clientID: aigw
+          clientSecret: {name: idp-client}
+          scopes: [openid]"""
+IDP_SECRET = "apiVersion: v1\nkind: Secret\nmetadata: {name: idp-client}\nstringData: {client-secret: idp-secret-value}\n"
+
+
+def test_workload_identity_federation_with_impersonation(tmp_path, providers, gateway):
+    idp = FakeOidcProvider("aigw", "idp-secret-value", scope="openid")
+    sts = FakeGoogleSts(idp, "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools"
+                             "/aigw-pool/providers/aigw-provider",
+                        service_account="vertex-caller@123456789.iam.gserviceaccount.com", expires_in=6)
+    try:
+        vertex = providers(vertex_anthropic(sts, host=HOST), name="vertex")
+        path = write_yaml(tmp_path, "gcp.yaml", gcp_config(WIF % idp.issuer, IDP_SECRET))
+        gw = gateway([path], resolve=[f"{HOST}:80=127.0.0.1:{vertex.port}"], extra_args=["--credential-ttl", "1"],
+                     env={"AIGW_GCP_STS_ENDPOINT": sts.url, "AIGW_GCP_IAM_CREDENTIALS_ENDPOINT": sts.url})
+        claude, oai = clients(gw)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            one_of_each(claude, oai)
+            time.sleep(0.3)
+        used = list(dict.fromkeys(r.headers["authorization"][len("Bearer "):] for r in vertex.requests))
+        assert len(used) >= 2, (used, sts.tokens())
+        assert all(t.startswith("ya29.impersonated-") for t in used)
+        assert idp.discoveries >= 1 and not idp.refused and not sts.refused
+        out, dump = gw.output(), gw.config_dump()
+        for secret in ["idp-secret-value", *idp.issued, *sts.tokens(), *(t for t, _ in sts.federated)]:
+            assert secret not in out and secret not in dump
+    finally:
+        idp.close()
+        sts.close()
+
+
+def test_workload_identity_federation_refused_is_reported(tmp_path, providers, gateway):
+    idp = FakeOidcProvider("aigw", "a-different-secret")
+    sts = FakeGoogleSts(idp, "//iam.googleapis.com/x")
+    try:
+        vertex = providers(vertex_anthropic(sts, host=HOST), name="vertex")
+        path = write_yaml(tmp_path, "gcp.yaml", gcp_config(WIF % idp.issuer, IDP_SECRET))
+        gw = gateway([path], resolve=[f"{HOST}:80=127.0.0.1:{vertex.port}"],
+                     env={"AIGW_GCP_STS_ENDPOINT": sts.url, "AIGW_GCP_IAM_CREDENTIALS_ENDPOINT": sts.url})
+        claude, _ = clients(gw)
+        with pytest.raises(anthropic.APIStatusError) as e:
+            claude.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+        assert e.value.status_code == 503
+        assert "the OIDC token endpoint answered 401: invalid_client (Client authentication failed)" in gw.output()
+        assert "a-different-secret" not in gw.output() and "idp-secret-value" not in gw.output()
+    finally:
+        idp.close()
+        sts.close()
