@@ -44,7 +44,9 @@ def _b64url_decode(text):
 
 
 class FakeGoogleOAuth:
-    def __init__(self, expires_in=3600, client_email=CLIENT_EMAIL):
+    def __init__(self, expires_in=3600, client_email=CLIENT_EMAIL, tls=None):
+        """`tls`: (server.pem, server-key.pem) for a certificate naming
+        localhost: then the token_uri is https://localhost:PORT/token."""
         self.expires_in = expires_in
         self.client_email = client_email
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -74,8 +76,14 @@ class FakeGoogleOAuth:
                 self.wfile.write(payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.token_uri = f"http://127.0.0.1:{self.port}/token"
+        self.token_uri = (f"https://localhost:{self.port}/token" if tls
+                          else f"http://127.0.0.1:{self.port}/token")
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # The key file and a Secret holding it.

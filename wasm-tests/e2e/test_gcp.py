@@ -290,3 +290,30 @@ def test_workload_identity_federation_refused_is_reported(tmp_path, providers, g
     finally:
         idp.close()
         sts.close()
+
+
+def test_token_endpoint_over_https_checks_the_certificate(tmp_path, providers, gateway):
+    """HTTPS to the token endpoint verifies the server against the system
+    roots (here: SSL_CERT_FILE names a test CA, as rustls-native-certs
+    reads it); an untrusted certificate is refused."""
+    from fake_bedrock import make_test_ca
+    ca, cert, key = make_test_ca(str(tmp_path), hostname="localhost")
+    o = FakeGoogleOAuth(tls=(cert, key))
+    try:
+        assert o.token_uri.startswith("https://localhost:")
+        vertex = providers(vertex_anthropic(o, host=HOST), name="vertex")
+        path = write_yaml(tmp_path, "gcp.yaml", config(o))
+        resolve = [f"{HOST}:80=127.0.0.1:{vertex.port}"]
+        gw = gateway([path], resolve=resolve, env={"SSL_CERT_FILE": ca})
+        claude, oai = clients(gw)
+        one_of_each(claude, oai)
+        assert len(o.issued) == 1
+        (tmp_path / "other").mkdir()
+        other_ca = make_test_ca(str(tmp_path / "other"), hostname="localhost")[0]
+        gw2 = gateway([path], resolve=resolve, env={"SSL_CERT_FILE": other_ca})
+        assert len(o.issued) == 1
+        out = gw2.output()
+        assert "credential default/gcp: cannot obtain it: cannot reach https://localhost" in out
+        assert "invalid peer certificate" in out, out
+    finally:
+        o.close()
