@@ -1,0 +1,243 @@
+"""Token budgets under concurrency: two `aigw run` gateways (each its own
+Envoy and rate-limit service) share one real Redis; 50 client threads across
+both send requests for several users to a fake provider that reports a
+different, known usage for every request.
+
+Checked: the tokens charged in Redis equal, exactly, the usage the fake
+reported for the requests it answered; and each user's overshoot past its
+budget stays within the documented bound.
+
+Overshoot bound with charge-after-response (the default, as in Envoy AI
+Gateway and LiteLLM): a request is admitted while the counter is below the
+budget and charged when it ends, so every request already in flight when
+the counter crosses the budget still lands. A user with C requests in
+flight, each costing at most T tokens, ends at most C x T past the budget
+(strictly: the last admitted request itself can cost T, so budget - 1 +
+C x T at most).
+"""
+import json
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+
+import http.client
+
+import pytest
+
+from conftest import write_yaml
+from fakes import FakeProvider
+from test_ratelimit import redis_cli, redis_port  # noqa: F401 (fixture)
+
+USERS = ["u0", "u1", "u2", "u3", "u4"]
+THREADS = 50  # 10 per user, spread over both gateways
+REQUESTS_PER_THREAD = 6
+BUDGET = {"input": 600, "output": 900, "total": 1400}
+# Per request: input 5..40, output 10..80 tokens: at most 120 total.
+MAX_INPUT, MAX_OUTPUT = 40, 80
+SLOW = 0.25  # seconds the fake takes per answer, so requests overlap
+
+CONFIG = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: backend}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: backend}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: backend, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]
+    backendRefs: [{{name: backend}}]
+  llmRequestCosts:
+  - {{metadataKey: llm_input_token, type: InputToken}}
+  - {{metadataKey: llm_output_token, type: OutputToken}}
+  - {{metadataKey: llm_total_token, type: TotalToken}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata:
+  name: budget
+{annotations}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+{rules}
+"""
+
+RULE = """      - clientSelectors: [{{headers: [{{name: x-user-id, type: Distinct}}]}}]
+        limit: {{requests: {limit}, unit: Hour}}
+        cost:
+          request: {{from: Number, number: 0}}
+          response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: llm_{kind}_token}}}}
+"""
+KINDS = ["input", "output", "total"]
+
+
+def config(port, annotations=""):
+    rules = "".join(RULE.format(limit=BUDGET[k], kind=k) for k in KINDS)
+    return CONFIG.format(port=port, rules=rules, annotations=annotations)
+
+
+class UsageFake:
+    """An OpenAI-compatible fake whose usage is chosen by the client (in the
+    message) and recorded per user for every answer it sends, together with
+    how many requests of that user are in flight at the fake."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reported = defaultdict(lambda: defaultdict(int))
+        self.in_flight = defaultdict(int)
+        self.max_in_flight = defaultdict(int)
+        self.provider = FakeProvider(self.respond, "usage")
+
+    def respond(self, request):
+        body = request.json()
+        user = request.headers.get("x-user-id", "")
+        words = body["messages"][-1]["content"].split()
+        prompt, completion = int(words[1]), int(words[2])
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit is not None:
+            completion = min(completion, limit)
+        with self.lock:
+            self.in_flight[user] += 1
+            self.max_in_flight[user] = max(self.max_in_flight[user], self.in_flight[user])
+        time.sleep(SLOW)
+        with self.lock:
+            self.in_flight[user] -= 1
+            r = self.reported[user]
+            r["input"] += prompt
+            r["output"] += completion
+            r["total"] += prompt + completion
+            r["answers"] += 1
+        answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion}}
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+
+
+def charged(port, user):
+    """Token kind -> the sum of this user's counters in Redis (all windows)."""
+    out = defaultdict(int)
+    for key in redis_cli(port, "--scan", "--pattern", f"aigw_rule-*_x-user-id_{user}_*").split():
+        rule = key.split("_")[1]  # rule-default/budget/<index>
+        out[KINDS[int(rule.rsplit("/", 1)[1])]] += int(redis_cli(port, "GET", key))
+    return dict(out)
+
+
+def drive(gateways, send_max_tokens):
+    """50 threads, 10 per user, alternating gateways; returns status counts."""
+    statuses = defaultdict(int)
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def client(i):
+        user = USERS[i % len(USERS)]
+        port = gateways[i % 2].port
+        rng = random.Random(i)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        start.wait()
+        for _ in range(REQUESTS_PER_THREAD):
+            prompt, completion = rng.randint(5, MAX_INPUT), rng.randint(10, MAX_OUTPUT)
+            body = {"model": "m", "messages": [{"role": "user", "content":
+                    f"usage {prompt} {completion} " + "pad " * 40}]}
+            if send_max_tokens:
+                body["max_tokens"] = completion
+            conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                         {"content-type": "application/json", "x-user-id": user})
+            r = conn.getresponse()
+            r.read()
+            with lock:
+                statuses[r.status] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return dict(statuses)
+
+
+def wait_settled(port, fake, timeout=15):
+    """Charges land after the answers; wait until Redis stops moving."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        now = {u: charged(port, u) for u in USERS}
+        if now == last and all(now[u].get("total", 0) == fake.reported[u]["total"] for u in USERS):
+            return now
+        last = now
+        time.sleep(0.3)
+    return {u: charged(port, u) for u in USERS}
+
+
+def run_scenario(tmp_path, redis_port, gateway, annotations="", send_max_tokens=False):  # noqa: F811
+    fake = UsageFake()
+    try:
+        path = write_yaml(tmp_path, "rl.yaml", config(fake.provider.port, annotations))
+        args = ["--redis", f"redis://127.0.0.1:{redis_port}"]
+        gateways = [gateway([path], extra_args=args), gateway([path], extra_args=args)]
+        t0 = time.time()
+        statuses = drive(gateways, send_max_tokens)
+        elapsed = time.time() - t0
+        counters = wait_settled(redis_port, fake)
+        return fake, statuses, counters, elapsed
+    finally:
+        fake.provider.close()
+
+
+def report(name, fake, statuses, counters, elapsed):
+    lines = [f"{name}: statuses {statuses} in {elapsed:.1f} s"]
+    for u in USERS:
+        over = {k: counters[u].get(k, 0) - BUDGET[k] for k in KINDS}
+        lines.append(f"  {u}: answered {fake.reported[u]['answers']}, max in flight "
+                     f"{fake.max_in_flight[u]}, charged {dict(counters[u])}, overshoot {over}")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "target",
+                           "ratelimit-overshoot.txt"), "a") as f:
+        f.write(text + "\n")
+
+
+def test_two_data_planes_charge_exactly_and_bound_overshoot(tmp_path, redis_port, gateway):  # noqa: F811
+    fake, statuses, counters, elapsed = run_scenario(tmp_path, redis_port, gateway)
+    report("charge after response", fake, statuses, counters, elapsed)
+    answered = sum(fake.reported[u]["answers"] for u in USERS)
+    assert statuses.get(200, 0) == answered, (statuses, answered)
+    assert statuses.get(200, 0) + statuses.get(429, 0) == THREADS * REQUESTS_PER_THREAD, statuses
+    assert statuses.get(429, 0) > 0, "the budgets must be crossed"
+    for u in USERS:
+        reported = {k: fake.reported[u][k] for k in KINDS}
+        # Exact: Redis holds the sum of what the fake reported for this user,
+        # though the charges came from two Envoys.
+        assert counters[u] == reported, (u, counters[u], reported)
+        # Overshoot: budget - 1 + (requests in flight) x (max tokens per request).
+        per_request = {"input": MAX_INPUT, "output": MAX_OUTPUT, "total": MAX_INPUT + MAX_OUTPUT}
+        in_flight = fake.max_in_flight[u]
+        assert in_flight <= THREADS // len(USERS)
+        for k in KINDS:
+            assert counters[u][k] <= BUDGET[k] - 1 + in_flight * per_request[k], (u, k, counters[u])
