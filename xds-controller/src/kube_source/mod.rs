@@ -374,7 +374,7 @@ fn same_specs(a: &BTreeMap<ObjectKey, Object>, b: &BTreeMap<ObjectKey, Object>) 
 }
 
 /// Collects `(kind, namespace, name)` of every Secret and ConfigMap `value`
-/// refers to: each `secretRef` (BackendSecurityPolicy), `credentialRefs[]`
+/// refers to: each `secretRef` and OIDC `clientSecret` (BackendSecurityPolicy), `credentialRefs[]`
 /// entry (SecurityPolicy apiKeyAuth) and `caCertificateRefs[]` entry
 /// (BackendTLSPolicy; a ConfigMap unless it says Secret).
 fn data_refs(value: &Value, namespace: &str, out: &mut BTreeSet<(String, String, String)>) {
@@ -399,6 +399,8 @@ fn data_refs(value: &Value, namespace: &str, out: &mut BTreeSet<(String, String,
             for (key, child) in map {
                 match (key.as_str(), child) {
                     ("secretRef", _) => add(child, "Secret"),
+                    // An OIDC client's secret (oidcExchangeToken.oidc).
+                    ("clientSecret", Value::Object(_)) => add(child, "Secret"),
                     ("credentialRefs", Value::Array(items)) => {
                         items.iter().for_each(|i| add(i, "Secret"))
                     }

@@ -653,7 +653,8 @@ fn secret_and_config_map_references_are_found() {
     let mut out = BTreeSet::new();
     let policy = json!({"spec": {
         "apiKey": {"secretRef": {"name": "a"}},
-        "awsCredentials": {"credentialsFile": {"secretRef": {"name": "b", "namespace": "other"}}},
+        "awsCredentials": {"credentialsFile": {"secretRef": {"name": "b", "namespace": "other"}},
+                           "oidcExchangeToken": {"oidc": {"clientSecret": {"name": "i"}}}},
         "apiKeyAuth": {"credentialRefs": [{"name": "c"}, {"group": "", "kind": "Secret", "name": "d"},
                                           {"kind": "ConfigMap", "name": "e"}]},
         "validation": {"caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "f"},
@@ -675,7 +676,8 @@ fn secret_and_config_map_references_are_found() {
             "Secret team/a",
             "Secret team/c",
             "Secret team/d",
-            "Secret team/h"
+            "Secret team/h",
+            "Secret team/i"
         ]
     );
 }
