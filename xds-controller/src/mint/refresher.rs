@@ -156,6 +156,9 @@ async fn keep_fresh(
                         delay.min(Duration::from_secs(left.max(1)))
                     }
                     None => {
+                        // A changed source's old credential is not served
+                        // on: requests fail clearly rather than with it.
+                        credentials.set_minted(&id, None);
                         eprintln!(
                             "aigw: credential {id}: cannot obtain it: {e}; requests that need it fail until it works; retrying in {} s",
                             delay.as_secs()
