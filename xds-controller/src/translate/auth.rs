@@ -9,9 +9,17 @@
 //!   a diagnostic either.
 //! * `jwt` -> `envoy.filters.http.jwt_authn`, local (inline) or remote JWKS
 //!   (a cluster per JWKS host), issuer, audiences, `claimToHeaders`.
-//! * `extAuth` is not translated yet: a policy that asks for it (or that has
-//!   any other error) refuses every request on its target with 403 rather
-//!   than letting clients in unchecked.
+//! * `extAuth` -> `envoy.filters.http.ext_authz` (HTTP or gRPC service, see
+//!   `ext_auth.rs`), after `api_key_auth` and `jwt_authn` of the same policy
+//!   (so a JWT's claim headers can be sent to the service). Envoy's
+//!   ext_authz does nothing on a request that has no route yet, and before
+//!   the wasm router filter has read the model there is none: so ext_authz
+//!   always runs right after the router filter (and the route `jwt_authn`),
+//!   even for a Gateway policy, with the Gateway's first. The body has been
+//!   read by then, and an unknown model is answered 404 before the check.
+//! * `basicAuth`, `oidc` and `authorization` are not translated yet: a policy
+//!   that asks for one (or that has any other error) refuses every request on
+//!   its target with 403 rather than letting clients in unchecked.
 //!
 //! Where the filters run:
 //! * A policy on the **Gateway** runs first on the listener, before the wasm
@@ -28,10 +36,16 @@
 //!   adds to the Gateway's (both must pass) instead of replacing it, for the
 //!   same reason. `apiKeyAuth` on a route is refused (403) for now: Envoy's
 //!   api_key_auth filter has no pass-through default to build this on.
+//!   `extAuth` on a route: one `ext_authz` instance per policy after the
+//!   route `jwt_authn`, switched off (`ExtAuthzPerRoute.disabled`) on every
+//!   route the policy does not target. The filter reads that per-route
+//!   setting when it runs, i.e. from the route chosen by the model in the
+//!   body (a forged `x-ai-eg-model` header does not skip it; tested end to
+//!   end).
 //!
 //! Identities: the header a policy writes the authenticated identity to
-//! (`apiKeyAuth.forwardClientIDHeader`, `jwt.providers[].claimToHeaders[].header`)
-//! is an *identity header*. It is removed from every client request on the
+//! (`apiKeyAuth.forwardClientIDHeader`, `jwt.providers[].claimToHeaders[].header`,
+//! `extAuth.http.headersToBackend`) is an *identity header*. It is removed from every client request on the
 //! listener before any auth filter runs, then set by the auth filter; so
 //! `forwardClientIDHeader: x-user-id` makes the per-user rate limits (and the
 //! access log's `user_id`) key on the API key's client id, and a client that
@@ -40,11 +54,13 @@
 //! The credential headers a policy reads are removed from the request sent
 //! upstream (route `request_headers_to_remove`), on top of the filter's own
 //! removal of `authorization` / `x-api-key` / `api-key`; a JWT is not
-//! forwarded (`forward: false`).
+//! forwarded (`forward: false`). For `extAuth` these are `authorization` and
+//! the `headersToExtAuth` headers a provider does not need.
 
 use super::envoy;
 use crate::error::Diagnostic;
 use crate::resources::{AIGatewayRouteSpec, GatewaySpec, Named, Resources, TargetRef};
+pub use ext_auth::ExtAuthSpec;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +79,9 @@ pub const STRIP_IDENTITY: &str = "aigw.auth.strip_identity";
 pub const GATEWAY_API_KEY: &str = "aigw.auth.gateway.api_key_auth";
 pub const GATEWAY_JWT: &str = "aigw.auth.gateway.jwt_authn";
 pub const ROUTE_JWT: &str = "aigw.auth.route.jwt_authn";
+pub const GATEWAY_EXT_AUTH: &str = "aigw.auth.gateway.ext_authz";
+/// Route-level ext_authz instances are named this plus the policy key.
+pub const ROUTE_EXT_AUTH_PREFIX: &str = "aigw.auth.route.ext_authz/";
 /// The wasm router filter's name; route-level auth goes right after it.
 const WASM_ROUTER: &str = "aigw.router";
 
@@ -79,7 +98,7 @@ pub struct SecurityPolicySpec {
     #[serde(default)]
     pub jwt: Option<JwtSpec>,
     #[serde(default)]
-    pub ext_auth: Option<Value>,
+    pub ext_auth: Option<ExtAuthSpec>,
     #[serde(default)]
     pub basic_auth: Option<Value>,
     #[serde(default)]
@@ -170,6 +189,8 @@ struct Translated {
     /// Provider name -> `JwtProvider`, and the requirement over them.
     jwt_providers: BTreeMap<String, Value>,
     jwt_requirement: Option<Value>,
+    /// `ExtAuthz` (without `@type`).
+    ext_auth: Option<Value>,
     identity_headers: BTreeSet<String>,
     credential_headers: BTreeSet<String>,
     /// The policy cannot be enforced: its targets refuse every request.
@@ -289,7 +310,6 @@ fn translate_policy(
             out.deny = true;
         };
     for (field, present) in [
-        ("spec.extAuth", spec.ext_auth.is_some()),
         ("spec.basicAuth", spec.basic_auth.is_some()),
         ("spec.oidc", spec.oidc.is_some()),
         ("spec.authorization", spec.authorization.is_some()),
@@ -354,9 +374,26 @@ fn translate_policy(
         };
         out.credential_headers.insert("authorization".into());
     }
-    if spec.api_key_auth.is_none() && spec.jwt.is_none() && !out.deny {
+    if let Some(ext) = &spec.ext_auth {
+        match ext_auth::translate(
+            resources,
+            env,
+            &policy.namespace,
+            &policy.name,
+            ext,
+            clusters,
+        ) {
+            Ok(t) => {
+                out.identity_headers.extend(t.identity_headers);
+                out.credential_headers.extend(t.credential_headers);
+                out.ext_auth = Some(t.config);
+            }
+            Err((field, message)) => refuse(&mut out, diagnostics, &field, message),
+        }
+    }
+    if spec.api_key_auth.is_none() && spec.jwt.is_none() && spec.ext_auth.is_none() && !out.deny {
         diagnostics.push(Diagnostic::warning(
-            "the policy sets no authentication this gateway reads (apiKeyAuth, jwt); it has no effect",
+            "the policy sets no authentication this gateway reads (apiKeyAuth, jwt, extAuth); it has no effect",
         ));
     }
     out
@@ -556,13 +593,22 @@ impl GatewayAuth {
             strip.extend(g.credential_headers.iter().cloned());
             deny |= g.deny;
         }
-        if let Some((policy, t)) = self.routes.get(route_key) {
+        let mine = self.routes.get(route_key);
+        if let Some((policy, t)) = mine {
             strip.extend(t.credential_headers.iter().cloned());
             deny |= t.deny;
             if t.jwt_requirement.is_some() {
                 entry["typed_per_filter_config"][ROUTE_JWT] =
                     json!({"@type": JWT_ROUTE_TYPE, "requirement_name": policy});
             }
+        }
+        // Route-level ext_authz instances of other policies are off here.
+        for policy in self.route_ext_auth_policies() {
+            if mine.is_some_and(|(p, _)| *p == policy) {
+                continue;
+            }
+            entry["typed_per_filter_config"][format!("{ROUTE_EXT_AUTH_PREFIX}{policy}")] =
+                json!({"@type": ext_auth::EXT_AUTHZ_ROUTE_TYPE, "disabled": true});
         }
         if deny {
             if let Some(map) = entry.as_object_mut() {
@@ -580,6 +626,15 @@ impl GatewayAuth {
             entry["request_headers_to_remove"] = Value::Array(all);
         }
         entry
+    }
+
+    /// Keys of the policies on routes that have an ext_authz instance.
+    fn route_ext_auth_policies(&self) -> BTreeSet<String> {
+        self.routes
+            .values()
+            .filter(|(_, t)| t.ext_auth.is_some())
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// The HTTP filters, in order: identity headers stripped and Gateway
@@ -605,11 +660,15 @@ impl GatewayAuth {
         let mut after_router = Vec::new();
         let mut providers = BTreeMap::new();
         let mut requirements = BTreeMap::new();
+        let mut ext_auths = BTreeMap::new();
         for (policy, t) in self.routes.values() {
             identity.extend(&t.identity_headers);
             if let Some(r) = &t.jwt_requirement {
                 providers.extend(t.jwt_providers.clone());
                 requirements.insert(policy.clone(), r.clone());
+            }
+            if let Some(ext) = &t.ext_auth {
+                ext_auths.insert(policy.clone(), ext.clone());
             }
         }
         if !requirements.is_empty() {
@@ -621,6 +680,24 @@ impl GatewayAuth {
             after_router.push(json!({"name": ROUTE_JWT, "typed_config": {
                 "@type": JWT_TYPE, "providers": providers, "requirement_map": requirements,
             }}));
+        }
+        // ext_authz skips a request that has no route yet, and the route is
+        // only known once the router filter has read the model: so even the
+        // Gateway's runs after it (tested end to end).
+        if let Some(ext) = self.gateway.as_ref().and_then(|g| g.ext_auth.as_ref()) {
+            let mut config = ext.clone();
+            config["@type"] = json!(ext_auth::EXT_AUTHZ_TYPE);
+            after_router.push(json!({"name": GATEWAY_EXT_AUTH, "typed_config": config}));
+        }
+        // Enabled on every request and switched off per route (see
+        // `attach`), read from the route chosen after the body.
+        for (policy, ext) in ext_auths {
+            let mut config = ext;
+            config["@type"] = json!(ext_auth::EXT_AUTHZ_TYPE);
+            after_router.push(json!({
+                "name": format!("{ROUTE_EXT_AUTH_PREFIX}{policy}"),
+                "typed_config": config,
+            }));
         }
         if !identity.is_empty() {
             let remove: Vec<Value> = identity.into_iter().map(|h| json!({"remove": h})).collect();
@@ -664,6 +741,9 @@ impl GatewayAuth {
         }
     }
 }
+
+#[path = "ext_auth.rs"]
+pub mod ext_auth;
 
 #[cfg(test)]
 #[path = "auth_tests.rs"]

@@ -186,8 +186,28 @@ fn unenforceable_policies_refuse_and_name_no_key() {
             "Secret default/missing does not exist",
         ),
         (
+            "  basicAuth: {users: {name: htpasswd}}\n",
+            "spec.basicAuth is not supported yet",
+        ),
+        (
+            "  extAuth: {http: {backendRefs: [{name: authz, port: 80}]}, grpc: {backendRefs: [{name: authz, port: 80}]}}\n",
+            "exactly one of grpc and http",
+        ),
+        (
+            "  extAuth: {http: {}}\n",
+            "names no authorization service",
+        ),
+        (
+            "  extAuth: {http: {backendRefs: [{name: missing, kind: Backend, group: gateway.envoyproxy.io}]}}\n",
+            "Backend default/missing does not exist",
+        ),
+        (
             "  extAuth: {http: {backendRefs: [{name: authz}]}}\n",
-            "spec.extAuth is not supported yet",
+            "a Service backendRef needs a port",
+        ),
+        (
+            "  extAuth: {timeout: soon, grpc: {backendRefs: [{name: authz, port: 9000}]}}\n",
+            "is not a duration",
         ),
         (
             "  jwt: {providers: [{name: p, localJWKS: {type: ValueRef, valueRef: {name: cm}}}]}\n",
@@ -221,4 +241,169 @@ fn policies_for_other_targets_do_nothing() {
     let (resources, _) = load("  targetRefs: [{kind: Gateway, name: other}]\n  apiKeyAuth:\n    credentialRefs: [{name: keys}]\n    extractFrom: [{headers: [x-api-key]}]\n");
     let (auth, diagnostics) = translate(&resources);
     assert!(auth.is_empty() && diagnostics.is_empty());
+}
+
+fn http_filter<'a>(listener: &'a Value, name: &str) -> &'a Value {
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no filter {name} in {listener}"))
+}
+
+const AUTHZ_BACKEND: &str = "---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {name: authz}\nspec: {endpoints: [{fqdn: {hostname: authz.internal, port: 9001}}]}\n";
+
+#[test]
+fn http_ext_auth_on_the_gateway_checks_once_routed_and_owns_its_headers() {
+    let (resources, _) = load(&format!("  targetRefs: [{{kind: Gateway, name: gw}}]\n  extAuth:\n    http:\n      backendRefs: [{{group: gateway.envoyproxy.io, kind: Backend, name: authz}}]\n      path: /check/\n      headersToBackend: [X-User-Id, x-tier]\n    headersToExtAuth: [x-team-token, content-type, anthropic-version]\n    bodyToExtAuth: {{maxRequestBytes: 4096}}\n    timeout: 250ms\n{AUTHZ_BACKEND}"));
+    let (auth, diagnostics) = translate(&resources);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let listener = listener(&auth);
+    assert_eq!(
+        names(&listener),
+        [
+            STRIP_IDENTITY,
+            WASM_ROUTER,
+            GATEWAY_EXT_AUTH,
+            "envoy.filters.http.router"
+        ]
+    );
+    // The service's identity headers are removed from every client request first.
+    assert_eq!(
+        http_filter(&listener, STRIP_IDENTITY)["typed_config"]["mutations"]["request_mutations"],
+        json!([{"remove": "x-tier"}, {"remove": "x-user-id"}])
+    );
+    let config = &http_filter(&listener, GATEWAY_EXT_AUTH)["typed_config"];
+    assert_eq!(config["failure_mode_allow"], false);
+    assert_eq!(config["status_on_error"]["code"], "ServiceUnavailable");
+    assert_eq!(
+        config["with_request_body"],
+        json!({"max_request_bytes": 4096, "allow_partial_message": false})
+    );
+    assert_eq!(
+        config["allowed_headers"]["patterns"],
+        json!([
+            {"exact": "x-team-token", "ignore_case": true},
+            {"exact": "content-type", "ignore_case": true},
+            {"exact": "anthropic-version", "ignore_case": true},
+        ])
+    );
+    let http = &config["http_service"];
+    assert_eq!(http["path_prefix"], "/check");
+    assert_eq!(
+        http["server_uri"],
+        json!({"uri": "http://authz.internal:9001", "cluster": "aigw/extauth/default/auth", "timeout": "0.250s"})
+    );
+    assert_eq!(
+        http["authorization_response"]["allowed_upstream_headers"]["patterns"],
+        json!([{"exact": "x-user-id", "ignore_case": true}, {"exact": "x-tier", "ignore_case": true}])
+    );
+    assert!(config.get("grpc_service").is_none());
+    // The gateway credential headers never go to the provider; headers the
+    // provider needs stay.
+    assert_eq!(
+        route_entry(&auth)["request_headers_to_remove"],
+        json!(["authorization", "x-team-token"])
+    );
+    let cluster = &auth.clusters[0];
+    assert_eq!(cluster["name"], "aigw/extauth/default/auth");
+    assert!(cluster.get("transport_socket").is_none());
+    assert_eq!(
+        cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"],
+        json!({"http_protocol_options": {}})
+    );
+    crate::proto::to_any(crate::proto::CLUSTER, cluster).unwrap();
+}
+
+#[test]
+fn grpc_ext_auth_on_a_route_runs_after_the_router_filter_and_only_there() {
+    // A Service on 443 is reached over TLS, offering HTTP/2 (gRPC).
+    let (resources, _) = load("  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: r}]\n  extAuth:\n    failOpen: true\n    grpc:\n      backendRefs: [{name: authz, namespace: auth, port: 443, weight: 3}]\n");
+    let (auth, diagnostics) = translate(&resources);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let listener = listener(&auth);
+    let instance = format!("{ROUTE_EXT_AUTH_PREFIX}default/auth");
+    assert_eq!(
+        names(&listener),
+        [WASM_ROUTER, instance.as_str(), "envoy.filters.http.router"]
+    );
+    let config = &http_filter(&listener, &instance)["typed_config"];
+    assert_eq!(config["failure_mode_allow"], true);
+    assert_eq!(
+        config["grpc_service"],
+        json!({"envoy_grpc": {"cluster_name": "aigw/extauth/default/auth", "authority": "authz.auth.svc.cluster.local:443"}, "timeout": "10s"})
+    );
+    assert!(
+        config.get("allowed_headers").is_none(),
+        "gRPC gets every header by default"
+    );
+    // Enabled on the targeted route, switched off on any other.
+    let entry = route_entry(&auth);
+    assert!(entry.get("typed_per_filter_config").is_none(), "{entry}");
+    assert_eq!(entry["request_headers_to_remove"], json!(["authorization"]));
+    let other = auth.attach(
+        "default/other",
+        json!({"match": {"prefix": "/"}, "route": {"cluster": "c"}}),
+    );
+    assert_eq!(
+        other["typed_per_filter_config"][&instance],
+        json!({"@type": ext_auth::EXT_AUTHZ_ROUTE_TYPE, "disabled": true})
+    );
+    let route =
+        json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [other]}]});
+    crate::proto::to_any(crate::proto::ROUTE, &route).unwrap();
+    let cluster = &auth.clusters[0];
+    let endpoint = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+    assert_eq!(endpoint["load_balancing_weight"], 3);
+    assert_eq!(
+        cluster["transport_socket"]["typed_config"]["sni"],
+        "authz.auth.svc.cluster.local"
+    );
+    assert_eq!(
+        cluster["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"],
+        json!(["h2", "http/1.1"])
+    );
+    assert_eq!(
+        cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"],
+        json!({"http2_protocol_options": {}})
+    );
+    crate::proto::to_any(crate::proto::CLUSTER, cluster).unwrap();
+}
+
+#[test]
+fn ext_auth_service_named_by_a_backend_tls_policy_gets_tls() {
+    let (resources, _) = load("  targetRefs: [{kind: Gateway, name: gw}]\n  extAuth:\n    http: {backendRef: {name: authz, port: 8443}}\n---\napiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\nmetadata: {name: authz-tls}\nspec:\n  targetRefs: [{group: '', kind: Service, name: authz}]\n  validation: {hostname: authz.example, wellKnownCACertificates: System}\n");
+    let (auth, diagnostics) = translate(&resources);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let tls = &auth.clusters[0]["transport_socket"]["typed_config"];
+    assert_eq!(tls["sni"], "authz.example");
+    assert_eq!(
+        tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+        "/ca.pem"
+    );
+    assert_eq!(
+        tls["common_tls_context"]["alpn_protocols"],
+        json!(["http/1.1"])
+    );
+    crate::proto::to_any(crate::proto::CLUSTER, &auth.clusters[0]).unwrap();
+}
+
+#[test]
+fn jwt_and_ext_auth_in_one_policy_check_the_token_first() {
+    let (resources, _) = load(&format!("  targetRefs: [{{kind: Gateway, name: gw}}]\n  jwt:\n    providers:\n    - name: local\n      localJWKS: {{type: Inline, inline: '{JWKS}'}}\n      claimToHeaders: [{{header: x-sub, claim: sub}}]\n  extAuth:\n    grpc: {{backendRefs: [{{name: authz, port: 9000}}]}}\n"));
+    let (auth, diagnostics) = translate(&resources);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    assert_eq!(
+        names(&listener(&auth)),
+        [
+            STRIP_IDENTITY,
+            GATEWAY_JWT,
+            WASM_ROUTER,
+            GATEWAY_EXT_AUTH,
+            "envoy.filters.http.router"
+        ]
+    );
 }

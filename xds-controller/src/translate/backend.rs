@@ -123,7 +123,7 @@ pub fn resolve(
     })
 }
 
-type EndpointsAndHost = (Vec<Endpoint>, Option<String>);
+pub type EndpointsAndHost = (Vec<Endpoint>, Option<String>);
 
 fn endpoints(
     resources: &Resources,
@@ -133,14 +133,37 @@ fn endpoints(
     let r = &ai.spec.backend_ref;
     let namespace = r.namespace.clone().unwrap_or_else(|| ai.namespace.clone());
     let kind = r.kind.as_deref().unwrap_or("Backend");
+    ref_endpoints(
+        resources,
+        &options.resolve,
+        &namespace,
+        kind,
+        &r.name,
+        r.port,
+    )
+}
+
+/// Where a backendRef (`kind` Backend or Service, in `namespace`) points:
+/// its endpoints, each with TLS when its port is 443 or a BackendTLSPolicy
+/// targets the referent, and the first hostname. Diagnostics name fields
+/// under `spec.backendRef`.
+pub fn ref_endpoints(
+    resources: &Resources,
+    resolve: &std::collections::BTreeMap<(String, u16), (String, u16)>,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    port: Option<u16>,
+) -> Result<EndpointsAndHost, Diagnostic> {
+    let namespace = namespace.to_string();
     let targets: Vec<(String, u16)> = match kind {
         "Backend" => {
             let backend = resources
                 .backends
                 .iter()
-                .find(|b| b.namespace == namespace && b.name == r.name)
+                .find(|b| b.namespace == namespace && b.name == name)
                 .ok_or_else(|| {
-                    Diagnostic::error(format!("Backend {namespace}/{} does not exist", r.name))
+                    Diagnostic::error(format!("Backend {namespace}/{} does not exist", name))
                         .field("spec.backendRef.name")
                 })?;
             let mut targets = Vec::new();
@@ -165,10 +188,10 @@ fn endpoints(
             targets
         }
         "Service" => {
-            let port = r.port.ok_or_else(|| {
+            let port = port.ok_or_else(|| {
                 Diagnostic::error("a Service backendRef needs a port").field("spec.backendRef.port")
             })?;
-            vec![(format!("{}.{namespace}.svc.cluster.local", r.name), port)]
+            vec![(format!("{name}.{namespace}.svc.cluster.local"), port)]
         }
         other => {
             return Err(
@@ -179,10 +202,10 @@ fn endpoints(
     };
     let tls_policy = resources.backend_tls_policies.iter().find(|p| {
         p.namespace == namespace
-            && p.spec
-                .target_refs
-                .iter()
-                .any(|t| ref_matches(t, "gateway.envoyproxy.io", "Backend", &r.name))
+            && p.spec.target_refs.iter().any(|t| match kind {
+                "Service" => ref_matches(t, "", "Service", name),
+                _ => ref_matches(t, "gateway.envoyproxy.io", "Backend", name),
+            })
     });
     let host = targets.first().map(|(h, _)| h.clone());
     let policy_tls = match tls_policy {
@@ -215,8 +238,7 @@ fn endpoints(
             }),
             None => None,
         };
-        let (address, port) = options
-            .resolve
+        let (address, port) = resolve
             .get(&(hostname.clone(), port))
             .cloned()
             .unwrap_or((hostname, port));

@@ -160,7 +160,16 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             }},
         ]}})
     };
-    let cases: [(Value, &str, &str, &str); 9] = [
+    // Replies of the ext_authz filter (UAEX) that are not 401/403: the
+    // service could not answer (its status_on_error), or refused with
+    // another status (kept).
+    let ext_authz = |status_filter: Value| {
+        json!({"and_filter": {"filters": [
+            {"response_flag_filter": {"flags": ["UAEX"]}},
+            status_filter,
+        ]}})
+    };
+    let cases: [(Value, &str, &str, &str); 11] = [
         // Refusals of the auth filters (translate/auth.rs). Their message
         // names no key and no client.
         (
@@ -172,6 +181,18 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
         (
             status(403),
             "permission denied: this client may not use this route",
+            "invalid_request_error",
+            "permission_denied",
+        ),
+        (
+            ext_authz(status(super::auth::ext_auth::STATUS_ON_ERROR.into())),
+            "the gateway's authorization service could not be reached; the request was not checked",
+            "upstream_error",
+            "auth_service_unavailable",
+        ),
+        (
+            ext_authz(json!({"not_health_check_filter": {}})),
+            "the gateway's authorization service refused this request",
             "invalid_request_error",
             "permission_denied",
         ),
