@@ -8,7 +8,10 @@
 //!   client of it as `[redacted]` (checked end to end). They never appear in
 //!   a diagnostic either.
 //! * `jwt` -> `envoy.filters.http.jwt_authn`, local (inline) or remote JWKS
-//!   (a cluster per JWKS host), issuer, audiences, `claimToHeaders`.
+//!   (a cluster per JWKS host, TLS for https; fetched when the listener
+//!   starts and again every `remoteJWKS.cacheDuration`, default 300 s, so a
+//!   rotated key is accepted within that time), issuer, audiences,
+//!   `claimToHeaders`.
 //! * `extAuth` -> `envoy.filters.http.ext_authz` (HTTP or gRPC service, see
 //!   `ext_auth.rs`), after `api_key_auth` and `jwt_authn` of the same policy
 //!   (so a JWT's claim headers can be sent to the service). Envoy's
@@ -155,8 +158,13 @@ pub struct JwtProviderSpec {
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct RemoteJwksSpec {
     pub uri: String,
+    /// How long Envoy keeps the fetched JWKS before fetching it again
+    /// (default 300 s): a rotated key is accepted within this time.
+    #[serde(default)]
+    pub cache_duration: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -531,9 +539,20 @@ fn jwt_provider(
                     envoy::upstream_tls(&host, env.ca_file, None, &[("DNS", host.clone())], false);
             }
             clusters.insert(name.clone(), cluster);
+            let cache_ms = match &remote.cache_duration {
+                None => 300_000,
+                Some(text) => super::resilience::parse_duration_ms(text)
+                    .filter(|ms| *ms >= 1000)
+                    .ok_or_else(|| {
+                        (
+                            ".remoteJWKS.cacheDuration".to_string(),
+                            format!("{text:?} is not a duration of at least 1s, such as 30s or 5m"),
+                        )
+                    })?,
+            };
             provider["remote_jwks"] = json!({
                 "http_uri": {"uri": remote.uri, "cluster": name, "timeout": "5s"},
-                "cache_duration": "300s",
+                "cache_duration": super::resilience::envoy_duration_ms(cache_ms),
                 "async_fetch": {},
             });
         }

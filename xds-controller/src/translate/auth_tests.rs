@@ -106,7 +106,7 @@ fn api_key_on_gateway_runs_before_the_router_filter_and_owns_the_identity() {
 
 #[test]
 fn jwt_on_a_route_runs_after_the_router_filter_per_route() {
-    let (resources, _) = load(&format!("  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: r}}]\n  jwt:\n    providers:\n    - name: local\n      issuer: https://issuer.test\n      audiences: [aigw]\n      localJWKS: {{type: Inline, inline: '{JWKS}'}}\n      claimToHeaders: [{{header: x-user-id, claim: sub}}]\n    - name: remote\n      remoteJWKS: {{uri: 'https://jwks.example/keys.json'}}\n"));
+    let (resources, _) = load(&format!("  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: r}}]\n  jwt:\n    providers:\n    - name: local\n      issuer: https://issuer.test\n      audiences: [aigw]\n      localJWKS: {{type: Inline, inline: '{JWKS}'}}\n      claimToHeaders: [{{header: x-user-id, claim: sub}}]\n    - name: remote\n      remoteJWKS: {{uri: 'https://jwks.example/keys.json', cacheDuration: 90s}}\n"));
     let (auth, diagnostics) = translate(&resources);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let listener = listener(&auth);
@@ -136,6 +136,14 @@ fn jwt_on_a_route_runs_after_the_router_filter_per_route() {
     assert_eq!(
         providers["default/auth/remote"]["remote_jwks"]["http_uri"]["cluster"],
         "aigw/jwks/jwks.example:443"
+    );
+    assert_eq!(
+        providers["default/auth/remote"]["remote_jwks"]["cache_duration"],
+        "90s"
+    );
+    assert_eq!(
+        providers["default/auth/local"]["local_jwks"]["inline_string"],
+        JWKS
     );
     assert_eq!(
         jwt["typed_config"]["requirement_map"]["default/auth"]["requires_any"]["requirements"],
@@ -184,6 +192,10 @@ fn unenforceable_policies_refuse_and_name_no_key() {
         (
             "  apiKeyAuth:\n    credentialRefs: [{name: missing}]\n    extractFrom: [{headers: [x-api-key]}]\n",
             "Secret default/missing does not exist",
+        ),
+        (
+            "  jwt: {providers: [{name: p, remoteJWKS: {uri: 'https://idp/keys', cacheDuration: 10ms}}]}\n",
+            "not a duration of at least 1s",
         ),
         (
             "  basicAuth: {users: {name: htpasswd}}\n",
