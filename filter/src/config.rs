@@ -39,6 +39,12 @@ pub struct PluginConfig {
     /// Where the filter fetches upstream credentials.
     #[serde(default)]
     pub credentials: Option<CredentialSource>,
+    /// Reserve-then-settle rate limits: the router publishes each request's
+    /// token reservation (`wasm.llm_reserve_*`, see `reservation.rs`), and
+    /// zero usage for a request that ends without any; the value is the
+    /// output tokens reserved when the request names no max_tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_output_tokens: Option<u64>,
 }
 
 /// One model matcher of a route rule, and who owns it (for `/v1/models`).

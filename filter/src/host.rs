@@ -151,6 +151,9 @@ struct RouterFilter {
     facts: Option<RequestFacts>,
     response: ResponseState,
     usage_published: bool,
+    /// A token reservation was published (reserve-then-settle rate limits):
+    /// the request must end with a usage, zero if none, to settle it.
+    reserved: bool,
     observer: crate::metrics::Observer,
 }
 
@@ -163,6 +166,7 @@ impl RouterFilter {
             facts: None,
             response: ResponseState::Untouched,
             usage_published: false,
+            reserved: false,
             observer: crate::metrics::Observer::default(),
         }
     }
@@ -209,6 +213,14 @@ impl RouterFilter {
         {
             log(LogLevel::Warn, "aigw: clear_route_cache is not available");
         }
+        if let Some(default_output) = self.config.reserve_output_tokens {
+            let r =
+                crate::reservation::estimate(body.len(), facts.requested_output, default_output);
+            for (name, value) in crate::reservation::properties(r) {
+                self.set_property(vec![name], Some(value.to_string().as_bytes()));
+            }
+            self.reserved = true;
+        }
         self.facts = Some(facts);
         Action::Continue
     }
@@ -218,7 +230,12 @@ impl RouterFilter {
             return;
         }
         self.usage_published = true;
-        let Some(u) = usage else { return };
+        let u = match usage {
+            Some(u) => u,
+            // A failed or refused request releases its reservation.
+            None if self.reserved => Usage::default(),
+            None => return,
+        };
         for (name, value) in [
             ("llm_input_token", u.input),
             ("llm_output_token", u.output),

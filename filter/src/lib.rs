@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod models;
 pub mod openai_to_anthropic;
 pub mod request;
+pub mod reservation;
 pub mod response;
 pub mod sigv4;
 pub mod sse;

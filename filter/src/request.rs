@@ -117,6 +117,8 @@ pub struct RequestFacts {
     pub stream: bool,
     /// The client asked for `stream_options.include_usage`.
     pub client_wants_usage: bool,
+    /// Output tokens the request asks for at most (`reservation.rs`).
+    pub requested_output: Option<u64>,
 }
 
 /// Parses a request body just far enough to route it. The body must be a
@@ -176,6 +178,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
         model,
         stream,
         client_wants_usage,
+        requested_output: crate::reservation::requested_output(endpoint, object),
     })
 }
 
@@ -232,6 +235,7 @@ mod tests {
             model: "m".into(),
             stream,
             client_wants_usage: usage,
+            requested_output: None,
         };
         for (f, want) in [
             (facts(true, false), true),
@@ -260,7 +264,8 @@ mod tests {
             RequestFacts {
                 model: "m".into(),
                 stream: true,
-                client_wants_usage: true
+                client_wants_usage: true,
+                requested_output: None,
             }
         );
         let f = parse_request(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#).unwrap();

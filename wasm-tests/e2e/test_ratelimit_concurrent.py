@@ -14,6 +14,12 @@ the counter crosses the budget still lands. A user with C requests in
 flight, each costing at most T tokens, ends at most C x T past the budget
 (strictly: the last admitted request itself can cost T, so budget - 1 +
 C x T at most).
+
+With reserve-then-settle (`aigw run --rate-limit-reserve`), admission
+reserves max_tokens plus an input estimate and refuses what does not fit, so
+a user whose requests stay within their reservations never passes the
+budget: overshoot <= in-flight x (actual - reserved), which is 0 here.
+The numbers of both runs are appended to target/ratelimit-overshoot.txt.
 """
 import json
 import os
@@ -165,7 +171,7 @@ def drive(gateways, send_max_tokens):
             body = {"model": "m", "messages": [{"role": "user", "content":
                     f"usage {prompt} {completion} " + "pad " * 40}]}
             if send_max_tokens:
-                body["max_tokens"] = completion
+                body["max_tokens"] = MAX_OUTPUT
             conn.request("POST", "/v1/chat/completions", json.dumps(body),
                          {"content-type": "application/json", "x-user-id": user})
             r = conn.getresponse()
@@ -195,11 +201,11 @@ def wait_settled(port, fake, timeout=15):
     return {u: charged(port, u) for u in USERS}
 
 
-def run_scenario(tmp_path, redis_port, gateway, annotations="", send_max_tokens=False):  # noqa: F811
+def run_scenario(tmp_path, redis_port, gateway, extra_args=(), send_max_tokens=True):  # noqa: F811
     fake = UsageFake()
     try:
-        path = write_yaml(tmp_path, "rl.yaml", config(fake.provider.port, annotations))
-        args = ["--redis", f"redis://127.0.0.1:{redis_port}"]
+        path = write_yaml(tmp_path, "rl.yaml", config(fake.provider.port))
+        args = ["--redis", f"redis://127.0.0.1:{redis_port}", *extra_args]
         gateways = [gateway([path], extra_args=args), gateway([path], extra_args=args)]
         t0 = time.time()
         statuses = drive(gateways, send_max_tokens)
@@ -223,9 +229,7 @@ def report(name, fake, statuses, counters, elapsed):
         f.write(text + "\n")
 
 
-def test_two_data_planes_charge_exactly_and_bound_overshoot(tmp_path, redis_port, gateway):  # noqa: F811
-    fake, statuses, counters, elapsed = run_scenario(tmp_path, redis_port, gateway)
-    report("charge after response", fake, statuses, counters, elapsed)
+def check_exact(fake, statuses, counters):
     answered = sum(fake.reported[u]["answers"] for u in USERS)
     assert statuses.get(200, 0) == answered, (statuses, answered)
     assert statuses.get(200, 0) + statuses.get(429, 0) == THREADS * REQUESTS_PER_THREAD, statuses
@@ -235,9 +239,76 @@ def test_two_data_planes_charge_exactly_and_bound_overshoot(tmp_path, redis_port
         # Exact: Redis holds the sum of what the fake reported for this user,
         # though the charges came from two Envoys.
         assert counters[u] == reported, (u, counters[u], reported)
+
+
+def test_two_data_planes_charge_exactly_and_bound_overshoot(tmp_path, redis_port, gateway):  # noqa: F811
+    fake, statuses, counters, elapsed = run_scenario(tmp_path, redis_port, gateway)
+    report("charge after response", fake, statuses, counters, elapsed)
+    check_exact(fake, statuses, counters)
+    for u in USERS:
         # Overshoot: budget - 1 + (requests in flight) x (max tokens per request).
         per_request = {"input": MAX_INPUT, "output": MAX_OUTPUT, "total": MAX_INPUT + MAX_OUTPUT}
         in_flight = fake.max_in_flight[u]
         assert in_flight <= THREADS // len(USERS)
         for k in KINDS:
             assert counters[u][k] <= BUDGET[k] - 1 + in_flight * per_request[k], (u, k, counters[u])
+
+
+def test_two_data_planes_reserve_then_settle_never_overshoot(tmp_path, redis_port, gateway):  # noqa: F811
+    fake, statuses, counters, elapsed = run_scenario(
+        tmp_path, redis_port, gateway, extra_args=["--rate-limit-reserve"])
+    report("reserve then settle", fake, statuses, counters, elapsed)
+    check_exact(fake, statuses, counters)
+    for u in USERS:
+        assert fake.max_in_flight[u] > 1, "requests of one user must overlap"
+        for k in KINDS:
+            assert counters[u][k] <= BUDGET[k], (u, k, counters[u])
+    # Every reservation was settled or never taken.
+    assert redis_cli(redis_port, "--scan", "--pattern", "aigw-reservation_*") == ""
+
+
+def test_reservations_of_failed_and_refused_requests_are_released(tmp_path, redis_port, gateway):  # noqa: F811
+    def respond(request):
+        body = request.json()
+        if "fail" in body["messages"][-1]["content"]:
+            return 500, {"content-type": "application/json"}, b'{"error":{"message":"boom"}}'
+        answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}}
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+
+    fake = FakeProvider(respond, "usage")
+    try:
+        path = write_yaml(tmp_path, "rl.yaml", config(fake.port))
+        gw = gateway([path], extra_args=["--redis", f"redis://127.0.0.1:{redis_port}",
+                                         "--rate-limit-reserve"])
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+
+        def ask(content, max_tokens):
+            conn.request("POST", "/v1/chat/completions", json.dumps(
+                {"model": "m", "max_tokens": max_tokens,
+                 "messages": [{"role": "user", "content": content}]}),
+                {"content-type": "application/json", "x-user-id": "eve"})
+            r = conn.getresponse()
+            return r.status, r.read(), dict(r.getheaders())
+
+        # The provider fails: the reservation (input estimate + 50) is released.
+        status, _, _ = ask("fail", 50)
+        assert status == 500
+        # More output than the whole output budget: refused, nothing held.
+        status, body, headers = ask("hi", BUDGET["output"] + 1)
+        assert status == 429, body
+        assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+        assert "x-ratelimit-limit" in headers, headers
+        assert len([r for r in fake.requests if "hi" in r.body.decode()]) == 0
+        # A served request is charged exactly its usage.
+        status, _, _ = ask("hi", 50)
+        assert status == 200
+        deadline = time.time() + 10
+        while time.time() < deadline and charged(redis_port, "eve") != {"input": 7, "output": 5, "total": 12}:
+            time.sleep(0.1)
+        assert charged(redis_port, "eve") == {"input": 7, "output": 5, "total": 12}
+        assert redis_cli(redis_port, "--scan", "--pattern", "aigw-reservation_*") == ""
+    finally:
+        fake.close()

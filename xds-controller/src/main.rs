@@ -110,6 +110,13 @@ struct RunArgs {
     /// unreachable). Default: fail open, allow and log.
     #[arg(long)]
     rate_limit_fail_closed: bool,
+    /// Reserve-then-settle token budgets: at admission reserve the request's
+    /// max_tokens (or max_completion_tokens, else this many output tokens)
+    /// plus an input estimate (body bytes / 4), refuse with 429 when that does
+    /// not fit, and settle to the real usage when the answer ends. Without
+    /// this flag tokens are charged after the answer, like Envoy AI Gateway.
+    #[arg(long, value_name = "DEFAULT_OUTPUT_TOKENS", num_args = 0..=1, default_missing_value = "1024")]
+    rate_limit_reserve: Option<u64>,
     /// Standalone only: also trust this PEM CA for upstream TLS (added to
     /// the system CA bundle), e.g. a test or corporate CA.
     #[arg(long)]
@@ -143,6 +150,7 @@ async fn main() -> std::process::ExitCode {
                 otlp_endpoint: args.otlp_endpoint,
                 redis: args.redis,
                 rate_limit_fail_closed: args.rate_limit_fail_closed,
+                rate_limit_reserve: args.rate_limit_reserve,
                 ca_file: None,
                 credential_ttl: Some(args.credential_ttl),
             };
@@ -194,6 +202,7 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         otlp_endpoint: None,
         redis: None,
         rate_limit_fail_closed: false,
+        rate_limit_reserve: None,
         ca_file: None,
         credential_ttl: None,
     };

@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub redis: Option<String>,
     /// Refuse requests when rate limits cannot be checked (default: allow).
     pub rate_limit_fail_closed: bool,
+    /// Reserve-then-settle token budgets, with this default output reservation.
+    pub rate_limit_reserve: Option<u64>,
     /// CA bundle upstream TLS trusts instead of the system's (`aigw run`
     /// writes the system bundle plus `--extra-ca` here).
     pub ca_file: Option<PathBuf>,
@@ -72,6 +74,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
         config_version: version,
         rate_limit: crate::translate::ratelimit::Settings {
             failure_mode_deny: config.rate_limit_fail_closed,
+            reserve_output_tokens: config.rate_limit_reserve,
         },
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)

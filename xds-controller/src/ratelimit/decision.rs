@@ -3,6 +3,15 @@
 //!
 //! Fixed windows per unit, keys laid out like envoyproxy/ratelimit:
 //! `<domain>_<key>_<value>_<key>_<value>..._<window start>`.
+//!
+//! Reserve-then-settle (opt-in, `aigw run --rate-limit-reserve`): a
+//! descriptor whose last entry is `aigw-reserve=<request id>` reserves its
+//! hits at admission, only when they fit in what is left of the limit, and
+//! records the reservation under `<domain>-reservation_<request id>_...`; one
+//! whose last entry is `aigw-settle=<request id>` carries the real usage when
+//! the request ends, and the counter moves by usage - reservation (negative
+//! when the request used less). The marker entry is not part of the counter
+//! key, so both reach the same counter as a plain descriptor of the rule.
 
 use crate::resources::RateLimitUnit;
 use std::collections::BTreeMap;
@@ -52,13 +61,109 @@ pub fn hits(descriptor_hits: Option<u64>, request_hits: u32) -> u64 {
     }
 }
 
-/// One counter operation for a store: add `hits` (0 = only read) and keep
-/// the key for `ttl_seconds`.
+/// The descriptor entry that marks a reservation; its value is the request id.
+pub const RESERVE_KEY: &str = "aigw-reserve";
+/// The descriptor entry that marks a settlement; its value is the request id.
+pub const SETTLE_KEY: &str = "aigw-settle";
+
+/// What an operation does to its counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpKind {
+    /// Add `hits` (0 = only read), as envoyproxy/ratelimit does.
+    Add,
+    /// Add `hits` only when the request is admitted (`admits`), and record
+    /// the reservation under `record`.
+    Reserve { record: String },
+    /// Move the counter by `hits` - the reservation recorded under `record`
+    /// (in the window it was made in), and forget the record. Without a
+    /// record (refused, expired, or made before reservations were on) it
+    /// adds `hits` like `Add`.
+    Settle { record: String },
+}
+
+/// One counter operation for a store: on `key`, kept for `ttl_seconds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterOp {
     pub key: String,
     pub hits: u64,
     pub ttl_seconds: u64,
+    /// The rule's limit (reservations must fit in it).
+    pub limit: u64,
+    pub kind: OpKind,
+}
+
+/// What a store did with one request's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Per op: the counter after an `Add` or `Settle`; for a `Reserve`, the
+    /// counter before it (whether or not it was taken).
+    pub counters: Vec<u64>,
+    /// Whether the reservations were taken (`admits`).
+    pub admitted: bool,
+}
+
+/// Splits a reservation or settlement marker off a descriptor's entries.
+pub fn split_marker(entries: &[(String, String)]) -> (&[(String, String)], Option<Marker<'_>>) {
+    match entries.split_last() {
+        Some(((k, id), rest)) if k == RESERVE_KEY => (rest, Some(Marker::Reserve(id))),
+        Some(((k, id), rest)) if k == SETTLE_KEY => (rest, Some(Marker::Settle(id))),
+        _ => (entries, None),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker<'a> {
+    Reserve(&'a str),
+    Settle(&'a str),
+}
+
+/// Where a request's reservation on one counter is recorded: independent of
+/// the window, so a settlement finds it after the window turned.
+pub fn record_key(domain: &str, request_id: &str, entries: &[(String, String)]) -> String {
+    let counter = cache_key(domain, entries, 0);
+    let rule = counter
+        .strip_prefix(domain)
+        .and_then(|k| k.strip_suffix("_0"))
+        .unwrap_or(&counter);
+    format!("{domain}-reservation_{request_id}{rule}")
+}
+
+/// The value of a reservation record: the hits reserved and the counter key.
+pub fn record_value(hits: u64, key: &str) -> String {
+    format!("{hits} {key}")
+}
+
+pub fn parse_record(value: &str) -> Option<(u64, &str)> {
+    let (hits, key) = value.split_once(' ')?;
+    Some((hits.parse().ok()?, key))
+}
+
+/// Whether a reservation of `hits` fits on a counter at `current`: the
+/// budget is not used up and the reservation does not cross it.
+pub fn fits(current: u64, hits: u64, limit: u64) -> bool {
+    current < limit && current.saturating_add(hits) <= limit
+}
+
+/// Whether one op, given its first-pass counter (see `Applied::counters`),
+/// lets the request in.
+pub fn op_admits(op: &CounterOp, counter: u64) -> bool {
+    match op.kind {
+        OpKind::Add if op.hits == 0 => counter < op.limit,
+        OpKind::Add => counter <= op.limit,
+        OpKind::Reserve { .. } => fits(counter, op.hits, op.limit),
+        OpKind::Settle { .. } => true,
+    }
+}
+
+/// A request's reservations are taken only when every op lets it in: a
+/// refused request holds nothing.
+pub fn admits(ops: &[CounterOp], counters: &[u64]) -> bool {
+    ops.iter().zip(counters).all(|(op, c)| op_admits(op, *c))
+}
+
+/// A counter after settling: `counter` + `actual` - `reserved`, never below 0.
+pub fn settle(counter: u64, actual: u64, reserved: u64) -> u64 {
+    counter.saturating_add(actual).saturating_sub(reserved)
 }
 
 /// The answer for one descriptor.
@@ -70,7 +175,8 @@ pub struct Verdict {
     pub reset_seconds: u64,
 }
 
-/// Plans the counter operation for a descriptor with a known limit.
+/// Plans the counter operation for a descriptor with a known limit. A
+/// reservation or settlement marker (last entry) is not part of the key.
 pub fn plan(
     domain: &str,
     entries: &[(String, String)],
@@ -79,10 +185,34 @@ pub fn plan(
     now: u64,
 ) -> CounterOp {
     let start = window_start(now, limit.unit);
+    let (entries, marker) = split_marker(entries);
+    let kind = match marker {
+        None => OpKind::Add,
+        Some(Marker::Reserve(id)) => OpKind::Reserve {
+            record: record_key(domain, id, entries),
+        },
+        Some(Marker::Settle(id)) => OpKind::Settle {
+            record: record_key(domain, id, entries),
+        },
+    };
     CounterOp {
         key: cache_key(domain, entries, start),
         hits,
         ttl_seconds: limit.unit.seconds(),
+        limit: limit.requests,
+        kind,
+    }
+}
+
+/// Judges one op after the store applied the request (`Applied`).
+pub fn judge_op(op: &CounterOp, limit: Limit, counter: u64, admitted: bool, now: u64) -> Verdict {
+    match op.kind {
+        OpKind::Reserve { .. } if admitted => judge(limit, 1, counter + op.hits, now),
+        OpKind::Reserve { .. } => Verdict {
+            over_limit: !fits(counter, op.hits, limit.requests),
+            ..judge(limit, 0, counter, now)
+        },
+        _ => judge(limit, op.hits, counter, now),
     }
 }
 
@@ -177,6 +307,121 @@ mod tests {
                 "hits {hits} counter {counter}"
             );
             assert_eq!(v.reset_seconds, 50);
+        }
+    }
+
+    #[test]
+    fn markers_stay_out_of_the_counter_key() {
+        let limit = Limit {
+            requests: 100,
+            unit: Hour,
+        };
+        let base = entries(&[("rule-default/p/0", "1"), ("x-user-id", "alice")]);
+        let mut reserve = base.clone();
+        reserve.push((RESERVE_KEY.into(), "req-1".into()));
+        let mut settle = base.clone();
+        settle.push((SETTLE_KEY.into(), "req-1".into()));
+        let plain = plan("aigw", &base, limit, 5, 7_205);
+        let r = plan("aigw", &reserve, limit, 40, 7_205);
+        let s = plan("aigw", &settle, limit, 33, 7_300);
+        assert_eq!(plain.kind, OpKind::Add);
+        assert_eq!(
+            (r.key.as_str(), s.key.as_str()),
+            (plain.key.as_str(), plain.key.as_str())
+        );
+        let record = "aigw-reservation_req-1_rule-default/p/0_1_x-user-id_alice".to_string();
+        assert_eq!(
+            r.kind,
+            OpKind::Reserve {
+                record: record.clone()
+            }
+        );
+        assert_eq!(s.kind, OpKind::Settle { record });
+        assert_eq!(r.limit, 100);
+        // A marker anywhere but last is an ordinary entry.
+        let mut odd = reserve.clone();
+        odd.push(("x".into(), "y".into()));
+        assert_eq!(plan("aigw", &odd, limit, 1, 0).kind, OpKind::Add);
+        assert_eq!(
+            parse_record(&record_value(40, &plain.key)),
+            Some((40, plain.key.as_str()))
+        );
+        assert_eq!(parse_record("x y"), None);
+    }
+
+    #[test]
+    fn reservations_fit_or_refuse() {
+        // (current, reservation, limit, fits)
+        let table = [
+            (0, 0, 10, true),
+            (0, 10, 10, true),
+            (0, 11, 10, false),
+            (4, 6, 10, true),
+            (4, 7, 10, false),
+            (9, 0, 10, true),
+            (10, 0, 10, false),
+            (12, 0, 10, false),
+            (u64::MAX - 3, 5, u64::MAX - 2, false),
+        ];
+        for (current, hits, limit, want) in table {
+            assert_eq!(
+                fits(current, hits, limit),
+                want,
+                "{current} + {hits} <= {limit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_is_admitted_only_when_every_op_lets_it_in() {
+        let op = |kind: OpKind, hits: u64| CounterOp {
+            key: "k".into(),
+            hits,
+            ttl_seconds: 60,
+            limit: 10,
+            kind,
+        };
+        let reserve = |hits| op(OpKind::Reserve { record: "r".into() }, hits);
+        let settle = op(OpKind::Settle { record: "r".into() }, 50);
+        // (ops, first-pass counters, admitted)
+        let table = [
+            (vec![reserve(5)], vec![5], true),
+            (vec![reserve(5)], vec![6], false),
+            (vec![reserve(5), op(OpKind::Add, 1)], vec![0, 11], false),
+            (vec![reserve(5), op(OpKind::Add, 1)], vec![0, 10], true),
+            (vec![reserve(5), op(OpKind::Add, 0)], vec![0, 10], false),
+            (vec![reserve(5), op(OpKind::Add, 0)], vec![0, 9], true),
+            (vec![settle.clone()], vec![500], true),
+            (vec![], vec![], true),
+        ];
+        for (n, (ops, counters, want)) in table.into_iter().enumerate() {
+            assert_eq!(admits(&ops, &counters), want, "case {n}");
+        }
+        let limit = Limit {
+            requests: 10,
+            unit: Minute,
+        };
+        let v = judge_op(&reserve(4), limit, 5, true, 130);
+        assert_eq!((v.over_limit, v.remaining), (false, 1));
+        let v = judge_op(&reserve(6), limit, 5, false, 130);
+        assert_eq!((v.over_limit, v.remaining), (true, 5));
+        // Fits, but another op refused the request: not over, not taken.
+        let v = judge_op(&reserve(4), limit, 5, false, 130);
+        assert_eq!((v.over_limit, v.remaining), (false, 5));
+    }
+
+    #[test]
+    fn settling_moves_by_usage_minus_reservation() {
+        // (counter with the reservation, actual, reserved, after)
+        let table = [
+            (100, 30, 100, 30),
+            (100, 100, 100, 100),
+            (100, 130, 100, 130),
+            (150, 0, 100, 50),
+            (20, 0, 100, 0),
+        ];
+        for (counter, actual, reserved, want) in table {
+            assert_eq!(settle(counter, actual, reserved), want);
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod memory;
 pub mod redis;
 
 use crate::resources::RateLimitUnit;
-use decision::{CounterOp, Limit, RateLimitConfig, Verdict};
+use decision::{Applied, CounterOp, Limit, RateLimitConfig, Verdict};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit as PbUnit, Code, DescriptorStatus, RateLimit as PbRateLimit,
 };
@@ -28,7 +28,7 @@ pub enum Store {
 }
 
 impl Store {
-    async fn apply(&self, ops: &[CounterOp], now: u64) -> Result<Vec<u64>, String> {
+    async fn apply(&self, ops: &[CounterOp], now: u64) -> Result<Applied, String> {
         match self {
             Store::Memory(m) => Ok(m.apply(ops, now)),
             Store::Redis(r) => r.apply(ops).await,
@@ -78,8 +78,8 @@ impl RateLimitServer {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // (descriptor index, limit, hits) for descriptors with a known rule.
-        let mut planned: Vec<(usize, Limit, u64)> = Vec::new();
+        // (descriptor index, limit) for descriptors with a known rule.
+        let mut planned: Vec<(usize, Limit)> = Vec::new();
         let mut ops = Vec::new();
         if request.domain == config.domain {
             for (i, d) in request.descriptors.iter().enumerate() {
@@ -93,10 +93,10 @@ impl RateLimitServer {
                     .collect();
                 let hits = decision::hits(d.hits_addend.map(|h| h.value), request.hits_addend);
                 ops.push(decision::plan(&config.domain, &entries, *limit, hits, now));
-                planned.push((i, *limit, hits));
+                planned.push((i, *limit));
             }
         }
-        let counters = self.inner.store.apply(&ops, now).await?;
+        let applied = self.inner.store.apply(&ops, now).await?;
         let mut statuses = vec![
             DescriptorStatus {
                 code: Code::Ok as i32,
@@ -105,8 +105,8 @@ impl RateLimitServer {
             request.descriptors.len()
         ];
         let mut over = false;
-        for ((i, limit, hits), counter) in planned.into_iter().zip(counters) {
-            let verdict = decision::judge(limit, hits, counter, now);
+        for (((i, limit), op), counter) in planned.into_iter().zip(&ops).zip(applied.counters) {
+            let verdict = decision::judge_op(op, limit, counter, applied.admitted, now);
             over |= verdict.over_limit;
             statuses[i] = status(&request.descriptors[i].entries[0].key, &verdict);
         }

@@ -171,9 +171,158 @@ async fn run_table(server: &RateLimitServer) {
     );
 }
 
+fn marked(rule: &str, user: &str, marker: &str, id: &str, hits: u64) -> RateLimitDescriptor {
+    let mut d = descriptor(rule, user, Some(hits));
+    d.entries.push(Entry {
+        key: marker.into(),
+        value: id.into(),
+    });
+    d
+}
+
+fn reserve(id: &str, hits: u64) -> RateLimitDescriptor {
+    marked("rule-a", "res", decision::RESERVE_KEY, id, hits)
+}
+
+fn settle(id: &str, actual: u64) -> RateLimitDescriptor {
+    marked("rule-a", "res", decision::SETTLE_KEY, id, actual)
+}
+
+/// Reserve-then-settle on rule-a (10 per hour), user `res`: (descriptors,
+/// now, overall over?, per descriptor (over, remaining), then the counter as
+/// a check-only descriptor sees it: remaining).
+type ReserveStep = (Vec<RateLimitDescriptor>, u64, bool, Vec<(bool, u32)>, u32);
+
+fn reserve_table() -> Vec<ReserveStep> {
+    vec![
+        // 6 fit: taken.
+        (vec![reserve("r1", 6)], NOW, false, vec![(false, 4)], 4),
+        // 5 more do not fit: refused, nothing taken.
+        (vec![reserve("r2", 5)], NOW, true, vec![(true, 4)], 4),
+        // The refused request ends with no usage: nothing to release.
+        (vec![settle("r2", 0)], NOW, false, vec![(false, 4)], 4),
+        // r1 used 3 of its 6.
+        (vec![settle("r1", 3)], NOW + 1, false, vec![(false, 7)], 7),
+        // A reservation may use up the budget exactly...
+        (vec![reserve("r3", 7)], NOW + 2, false, vec![(false, 0)], 0),
+        // ...and a request may use more than it reserved: 3 + 9 = 12.
+        (vec![settle("r3", 9)], NOW + 3, true, vec![(true, 0)], 0),
+        // Used up: even a reservation of 0 is refused.
+        (vec![reserve("r4", 0)], NOW + 4, true, vec![(true, 0)], 0),
+        // Next hour: fresh. A reservation that fits is not taken when
+        // another descriptor refuses the request (rule-b: 2 per minute).
+        (
+            vec![reserve("r5", 4), descriptor("rule-b", "res", Some(3))],
+            NOW + 3600,
+            true,
+            vec![(false, 10), (true, 0)],
+            10,
+        ),
+        (
+            vec![reserve("r6", 8)],
+            NOW + 3600,
+            false,
+            vec![(false, 2)],
+            2,
+        ),
+        // A failed request releases all it reserved (usage 0).
+        (
+            vec![settle("r6", 0)],
+            NOW + 3601,
+            false,
+            vec![(false, 10)],
+            10,
+        ),
+        // No reservation on record (e.g. reservations turned on meanwhile):
+        // the usage is charged like a plain descriptor.
+        (
+            vec![settle("r7", 2)],
+            NOW + 3602,
+            false,
+            vec![(false, 8)],
+            8,
+        ),
+        // A reservation made in one window settles there, not in the next:
+        // r8 takes 8 at the end of hour 2 (2 + 8); settling 1 in hour 3
+        // leaves 3 in hour 2 and hour 3 untouched.
+        (
+            vec![reserve("r8", 8)],
+            NOW + 7194,
+            false,
+            vec![(false, 0)],
+            0,
+        ),
+        (
+            vec![settle("r8", 1)],
+            NOW + 7200,
+            false,
+            vec![(false, 7)],
+            10,
+        ),
+        // Two live requests under one client-chosen id: both reservations
+        // are released by the first settlement, the second charges its own.
+        (
+            vec![reserve("dup", 3)],
+            NOW + 7201,
+            false,
+            vec![(false, 7)],
+            7,
+        ),
+        (
+            vec![reserve("dup", 4)],
+            NOW + 7201,
+            false,
+            vec![(false, 3)],
+            3,
+        ),
+        (
+            vec![settle("dup", 1)],
+            NOW + 7202,
+            false,
+            vec![(false, 9)],
+            9,
+        ),
+        (
+            vec![settle("dup", 2)],
+            NOW + 7202,
+            false,
+            vec![(false, 7)],
+            7,
+        ),
+    ]
+}
+
+async fn run_reserve_table(server: &RateLimitServer) {
+    server.update(config());
+    for (n, (descriptors, now, over, want, left)) in reserve_table().into_iter().enumerate() {
+        let r = server.decide(&request(descriptors, 0), now).await.unwrap();
+        assert_eq!(r.overall_code == Code::OverLimit as i32, over, "step {n}");
+        let got: Vec<(bool, u32)> = r
+            .statuses
+            .iter()
+            .map(|s| (s.code == Code::OverLimit as i32, s.limit_remaining))
+            .collect();
+        assert_eq!(got, want, "step {n}");
+        let check = server
+            .decide(&request(vec![descriptor("rule-a", "res", Some(0))], 0), now)
+            .await
+            .unwrap();
+        assert_eq!(check.statuses[0].limit_remaining, left, "step {n}: counter");
+    }
+}
+
 #[tokio::test]
 async fn memory_store_follows_the_table() {
     run_table(&RateLimitServer::new(
+        Store::Memory(Default::default()),
+        false,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn memory_store_reserves_and_settles() {
+    run_reserve_table(&RateLimitServer::new(
         Store::Memory(Default::default()),
         false,
     ))
@@ -228,6 +377,7 @@ async fn redis_store_follows_the_same_table() {
     let store = redis::RedisStore::new(&format!("redis://127.0.0.1:{}", redis.1)).unwrap();
     let server = RateLimitServer::new(Store::Redis(store), false);
     run_table(&server).await;
+    run_reserve_table(&server).await;
     // The counter lives under the documented key with the window's TTL.
     let client = ::redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();

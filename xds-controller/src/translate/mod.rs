@@ -196,6 +196,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             .flat_map(|(route, rules)| rules.iter().map(move |r| (*route, r)))
             .collect();
         let limits = ratelimit::for_gateway(
+            &options.rate_limit,
             &resources.backend_traffic_policies,
             gateway,
             attached.iter().map(|(route, _)| *route),
@@ -257,6 +258,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 max_request_bytes: buffer_limit,
                 backends,
                 credentials: None,
+                reserve_output_tokens: options.rate_limit.reserve_output_tokens,
             };
             let domains = match &listener.hostname {
                 Some(h) => vec![h.clone(), format!("{h}:*")],
@@ -532,6 +534,7 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
             .map(|b| (b.key.clone(), b.config.clone()))
             .collect(),
         credentials: Some(options.credential_source.clone()),
+        reserve_output_tokens: None,
     };
     let mut cluster = json!({
         "name": name,

@@ -11,9 +11,18 @@
 //!
 //! Envoy fails open by default when the service is unreachable
 //! (`failure_mode_deny: false`); `Settings::failure_mode_deny` changes that.
+//!
+//! Reserve-then-settle (`Settings::reserve_output_tokens`): a rule whose
+//! response cost is a token count reserves, at admission, the token
+//! estimate the filter published (`wasm.llm_reserve_<kind>`) in a
+//! descriptor ending in `aigw-reserve=<x-request-id>`, instead of its
+//! request cost; its stream-done descriptor ends in
+//! `aigw-settle=<x-request-id>` and settles the real count (see
+//! `ratelimit::decision`). Envoy's hits_addend is unsigned, so the request id
+//! lets the service find what it reserved and subtract it.
 
 use crate::error::Diagnostic;
-use crate::ratelimit::decision::Limit;
+use crate::ratelimit::decision::{Limit, RESERVE_KEY, SETTLE_KEY};
 use crate::resources::{
     AIGatewayRouteSpec, BackendTrafficPolicySpec, CostFrom, CostSpecifier, GatewaySpec,
     HeaderSelectorType, LlmCostType, Named, RateLimitRule,
@@ -35,6 +44,11 @@ const PER_ROUTE_TYPE: &str =
 pub struct Settings {
     /// Refuse requests when the service is unreachable (default: allow).
     pub failure_mode_deny: bool,
+    /// Reserve-then-settle for token costs; the value is the output tokens
+    /// reserved for a request that names no max_tokens (the filter's
+    /// `PluginConfig::reserve_output_tokens`). None: charge after the
+    /// response, as Envoy AI Gateway does.
+    pub reserve_output_tokens: Option<u64>,
 }
 
 /// The rate limits of the routes attached to one Gateway.
@@ -194,13 +208,39 @@ fn rule_actions(id: &str, rule: &RateLimitRule) -> Result<Vec<Value>, Diagnostic
     Ok(actions)
 }
 
-/// `hits_addend` of the entry charged when the response is complete.
-fn response_hits(
+/// What the entry charged when the response is complete adds.
+enum ResponseCost {
+    Number(u64),
+    /// A token count the filter publishes as `wasm.<property>`.
+    Tokens(&'static str),
+}
+
+impl ResponseCost {
+    fn hits(&self) -> Value {
+        match self {
+            ResponseCost::Number(n) => json!({"number": n}),
+            ResponseCost::Tokens(p) => json!({"format": format!("%FILTER_STATE(wasm.{p}:PLAIN)%")}),
+        }
+    }
+}
+
+/// The descriptor entry that ties a reservation to its settlement.
+fn request_id_action(marker: &str) -> Value {
+    json!({"request_headers": {"header_name": "x-request-id", "descriptor_key": marker}})
+}
+
+/// The filter property holding the reservation for a token property.
+pub fn reserve_property(token_property: &str) -> String {
+    token_property.replacen("llm_", "llm_reserve_", 1)
+}
+
+/// The cost the entry charged when the response is complete adds.
+fn response_cost(
     cost: &CostSpecifier,
     route: &Named<AIGatewayRouteSpec>,
-) -> Result<Value, Diagnostic> {
+) -> Result<ResponseCost, Diagnostic> {
     if cost.from == CostFrom::Number {
-        return Ok(json!({"number": cost.number.unwrap_or(1)}));
+        return Ok(ResponseCost::Number(cost.number.unwrap_or(1)));
     }
     let Some(metadata) = &cost.metadata else {
         return Err(Diagnostic::error(
@@ -226,7 +266,7 @@ fn response_hits(
         )));
     };
     match token_property(cost.cost_type) {
-        Some(property) => Ok(json!({"format": format!("%FILTER_STATE(wasm.{property}:PLAIN)%")})),
+        Some(property) => Ok(ResponseCost::Tokens(property)),
         None => Err(Diagnostic::error(format!(
             "AIGatewayRoute {}: llmRequestCosts type CEL (metadataKey {:?}, expression {:?}) is not supported yet; the response cost is not charged",
             route.key(),
@@ -238,6 +278,7 @@ fn response_hits(
 
 /// The rate limits the policies put on `routes`, all attached to `gateway`.
 pub fn for_gateway<'a>(
+    settings: &Settings,
     policies: &[Named<BackendTrafficPolicySpec>],
     gateway: &Named<GatewaySpec>,
     routes: impl IntoIterator<Item = &'a Named<AIGatewayRouteSpec>>,
@@ -315,15 +356,42 @@ pub fn for_gateway<'a>(
             );
             for route in &hit {
                 let entries = out.per_route.entry(route.key()).or_default();
-                entries.push(json!({"actions": actions, "hits_addend": {"number": request_hits}}));
-                if let Some(response) = &cost.response {
-                    match response_hits(response, route) {
-                        Ok(hits) => entries.push(json!({
-                            "actions": actions,
+                let response = cost.response.as_ref().map(|r| response_cost(r, route));
+                match response {
+                    Some(Ok(ResponseCost::Tokens(property)))
+                        if settings.reserve_output_tokens.is_some() =>
+                    {
+                        let with = |marker: &str| {
+                            let mut a = actions.clone();
+                            a.push(request_id_action(marker));
+                            a
+                        };
+                        let reserve = reserve_property(property);
+                        entries.push(json!({
+                            "actions": with(RESERVE_KEY),
+                            "hits_addend": {"format": format!("%FILTER_STATE(wasm.{reserve}:PLAIN)%")},
+                        }));
+                        entries.push(json!({
+                            "actions": with(SETTLE_KEY),
                             "apply_on_stream_done": true,
-                            "hits_addend": hits,
-                        })),
-                        Err(d) => diagnostics.push(here(d.field(format!("{field}.cost.response")))),
+                            "hits_addend": ResponseCost::Tokens(property).hits(),
+                        }));
+                    }
+                    response => {
+                        entries.push(
+                            json!({"actions": actions, "hits_addend": {"number": request_hits}}),
+                        );
+                        match response {
+                            Some(Ok(cost)) => entries.push(json!({
+                                "actions": actions,
+                                "apply_on_stream_done": true,
+                                "hits_addend": cost.hits(),
+                            })),
+                            Some(Err(d)) => {
+                                diagnostics.push(here(d.field(format!("{field}.cost.response"))))
+                            }
+                            None => {}
+                        }
                     }
                 }
             }
@@ -359,6 +427,7 @@ mod tests {
     fn translate(resources: &Resources) -> (GatewayLimits, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let limits = for_gateway(
+            &Settings::default(),
             &resources.backend_traffic_policies,
             &resources.gateways[0],
             resources.ai_gateway_routes.iter(),
@@ -428,6 +497,84 @@ mod tests {
         assert_eq!(filters[0]["name"], FILTER_NAME);
         assert_eq!(filters[1]["name"], "envoy.filters.http.router");
         crate::proto::to_any(crate::proto::LISTENER, &listener).unwrap();
+    }
+
+    #[test]
+    fn reserve_mode_reserves_at_admission_and_settles_by_request_id() {
+        let (resources, _) = load(&[
+            blueprint("gateway.yaml"),
+            blueprint("rate-limiting/ai-gateway-route.yaml"),
+            blueprint("rate-limiting/backend-traffic-policy.yaml"),
+        ]);
+        let settings = Settings {
+            reserve_output_tokens: Some(256),
+            ..Default::default()
+        };
+        let mut diagnostics = Vec::new();
+        let limits = for_gateway(
+            &settings,
+            &resources.backend_traffic_policies,
+            &resources.gateways[0],
+            resources.ai_gateway_routes.iter(),
+            &mut diagnostics,
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let entries = &limits.per_route["default/ai-gateway-route"];
+        assert_eq!(entries.len(), 6, "a reserve and a settle entry per rule");
+        let actions = |marker: &str| {
+            json!([
+                {"generic_key": {"descriptor_key": "rule-default/rate-limit-policy/0", "descriptor_value": "1"}},
+                {"request_headers": {"header_name": "x-user-id", "descriptor_key": "x-user-id"}},
+                {"request_headers": {"header_name": "x-request-id", "descriptor_key": marker}},
+            ])
+        };
+        assert_eq!(
+            entries[0],
+            json!({"actions": actions("aigw-reserve"),
+                   "hits_addend": {"format": "%FILTER_STATE(wasm.llm_reserve_input_token:PLAIN)%"}})
+        );
+        assert_eq!(
+            entries[1],
+            json!({"actions": actions("aigw-settle"), "apply_on_stream_done": true,
+                   "hits_addend": {"format": "%FILTER_STATE(wasm.llm_input_token:PLAIN)%"}})
+        );
+        assert_eq!(
+            entries[4]["hits_addend"]["format"],
+            "%FILTER_STATE(wasm.llm_reserve_total_token:PLAIN)%"
+        );
+        let route = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            limits.attach("default/ai-gateway-route", json!({"match": {"prefix": "/"}, "route": {"cluster": "c"}}))
+        ]}]});
+        crate::proto::to_any(crate::proto::ROUTE, &route).unwrap();
+        // Request costs stay plain: a request-count rule is unchanged.
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route_yaml("[]")),
+            (
+                "p",
+                policy(
+                    "{kind: Gateway, name: gw}",
+                    "{limit: {requests: 5, unit: Hour}}",
+                ),
+            ),
+        ]);
+        let mut diagnostics = Vec::new();
+        let limits = for_gateway(
+            &settings,
+            &resources.backend_traffic_policies,
+            &resources.gateways[0],
+            resources.ai_gateway_routes.iter(),
+            &mut diagnostics,
+        );
+        assert_eq!(limits.per_route["default/r"].len(), 1);
+        assert_eq!(
+            limits.per_route["default/r"][0]["hits_addend"],
+            json!({"number": 1})
+        );
+    }
+
+    fn route_yaml(costs: &str) -> String {
+        route(costs)
     }
 
     const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {listeners: [{name: http, port: 80, protocol: HTTP}]}\n";
