@@ -107,3 +107,65 @@ def test_token_budget_per_user(redis_port, providers, gateway):
     assert counters(redis_port, "alice") == ONE_REQUEST
     with pytest.raises(openai.RateLimitError):
         ask("bob")
+
+
+ANTHROPIC_POLICY = """
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: per-user}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+      - clientSelectors: [{headers: [{name: x-user-id, type: Distinct}]}]
+        limit: {requests: 1, unit: Hour}
+"""
+
+
+def test_anthropic_clients_get_anthropic_shaped_429(tmp_path, providers, gateway):
+    import anthropic
+    from conftest import anthropic_config, write_yaml
+    from test_anthropic import anthropic_fake
+
+    fake = providers(anthropic_fake, name="anthropic")
+    config = anthropic_config(fake.port, "sk-ant-provider") + ANTHROPIC_POLICY
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", config)])  # counters in memory
+    client = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="unused", max_retries=0)
+
+    def ask(user, stream=False):
+        kwargs = dict(model="claude-sonnet", max_tokens=64, extra_headers={"x-user-id": user},
+                      messages=[{"role": "user", "content": "hi"}])
+        if stream:
+            with client.messages.stream(**kwargs) as s:
+                return s.get_final_message()
+        return client.messages.create(**kwargs)
+
+    assert ask("alice").content[0].text
+    served = len(fake.requests)
+    for stream in (False, True):
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            ask("alice", stream=stream)
+        response = refused.value.response
+        assert response.status_code == 429
+        assert response.headers["content-type"].startswith("application/json")
+        body = response.json()
+        assert body["type"] == "error", body
+        assert body["error"]["type"] == "rate_limit_error", body
+        assert "rate limit exceeded" in body["error"]["message"], body
+        assert set(body) == {"type", "error"} and set(body["error"]) == {"type", "message"}, body
+        assert response.headers["x-ratelimit-limit"].startswith("1"), dict(response.headers)
+        assert response.headers["x-ratelimit-remaining"] == "0"
+        assert 0 < int(response.headers["x-ratelimit-reset"]) <= 3600
+    assert len(fake.requests) == served, "a refused request must not reach the provider"
+    # Another user is unaffected, streamed too.
+    assert ask("bob", stream=True).content[0].text
+    # The OpenAI endpoint of the same gateway keeps OpenAI's shape.
+    client_openai = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client_openai.chat.completions.create(
+            model="claude-sonnet", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-user-id": "alice"})
+    assert refused.value.response.json()["error"]["code"] == "rate_limit_exceeded"
