@@ -157,3 +157,37 @@ def test_remote_jwks_key_rotation(setup):
     assert provider.requests[-1].headers["x-user-id"] == "new"
     status, _, body = post(url, CHAT, {"authorization": f"Bearer {old_token}"})
     assert status == 401, body
+
+
+def test_local_jwks_from_a_config_map(tmp_path, providers, gateway):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    provider = providers(name="alpha")
+    extra = f"""
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: idp-keys}}
+data:
+  jwks: '{jwks(key, kid="k1")}'
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: jwt}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  jwt:
+    providers:
+    - name: local
+      issuer: {ISSUER}
+      localJWKS: {{type: ValueRef, valueRef: {{group: '', kind: ConfigMap, name: idp-keys}}}}
+      claimToHeaders: [{{header: x-user-id, claim: sub}}]
+"""
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port, extra=extra))])
+    url = gw.url + "/v1/chat/completions"
+    status, _, body = post(url, CHAT, {"authorization": f"Bearer {sign(key, claims(), kid='k1')}"})
+    assert status == 200, body
+    assert provider.requests[-1].headers["x-user-id"] == "dana"
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    status, _, body = post(url, CHAT, {"authorization": f"Bearer {sign(other, claims(), kid='k1')}"})
+    assert status == 401, body
+    assert len(provider.requests) == 1

@@ -375,8 +375,9 @@ fn same_specs(a: &BTreeMap<ObjectKey, Object>, b: &BTreeMap<ObjectKey, Object>) 
 
 /// Collects `(kind, namespace, name)` of every Secret and ConfigMap `value`
 /// refers to: each `secretRef` and OIDC `clientSecret` (BackendSecurityPolicy), `credentialRefs[]`
-/// entry (SecurityPolicy apiKeyAuth) and `caCertificateRefs[]` entry
-/// (BackendTLSPolicy; a ConfigMap unless it says Secret).
+/// entry (SecurityPolicy apiKeyAuth), `caCertificateRefs[]` entry
+/// (BackendTLSPolicy; a ConfigMap unless it says Secret) and `valueRef`
+/// (SecurityPolicy localJWKS; a ConfigMap).
 fn data_refs(value: &Value, namespace: &str, out: &mut BTreeSet<(String, String, String)>) {
     let mut add = |reference: &Value, default_kind: &str| {
         let kind = reference
@@ -407,6 +408,8 @@ fn data_refs(value: &Value, namespace: &str, out: &mut BTreeSet<(String, String,
                     ("caCertificateRefs", Value::Array(items)) => {
                         items.iter().for_each(|i| add(i, "ConfigMap"))
                     }
+                    // SecurityPolicy jwt localJWKS (type ValueRef).
+                    ("valueRef", Value::Object(_)) => add(child, "ConfigMap"),
                     _ => {}
                 }
             }

@@ -693,3 +693,18 @@ fn a_configuration_with_errors_that_serves_nothing_is_not_accepted() {
         "deleting everything is allowed"
     );
 }
+
+#[test]
+fn local_jwks_config_maps_are_referenced() {
+    let mut out = BTreeSet::new();
+    let policy = json!({"spec": {"jwt": {"providers": [
+        {"name": "p", "localJWKS": {"type": "ValueRef", "valueRef": {"group": "", "kind": "ConfigMap", "name": "jwks"}}},
+        {"name": "q", "localJWKS": {"type": "ValueRef", "valueRef": {"name": "more"}}},
+    ]}}});
+    data_refs(&policy, "team", &mut out);
+    let names: Vec<String> = out
+        .iter()
+        .map(|(k, ns, n)| format!("{k} {ns}/{n}"))
+        .collect();
+    assert_eq!(names, ["ConfigMap team/jwks", "ConfigMap team/more"]);
+}

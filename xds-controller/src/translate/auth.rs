@@ -174,6 +174,8 @@ pub struct LocalJwksSpec {
     pub jwks_type: Option<String>,
     #[serde(default)]
     pub inline: Option<String>,
+    #[serde(default)]
+    pub value_ref: Option<TargetRef>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -349,7 +351,7 @@ fn translate_policy(
         let mut names = Vec::new();
         for (i, provider) in jwt.providers.iter().enumerate() {
             let field = format!("spec.jwt.providers[{i}]");
-            match jwt_provider(env, provider, clusters) {
+            match jwt_provider(resources, &policy.namespace, env, provider, clusters) {
                 Ok(value) => {
                     let name = format!("{}/{}/{}", policy.namespace, policy.name, provider.name);
                     for c in &provider.claim_to_headers {
@@ -500,6 +502,8 @@ fn parse_uri(uri: &str) -> Option<(bool, String, u16)> {
 }
 
 fn jwt_provider(
+    resources: &Resources,
+    namespace: &str,
     env: &Env,
     spec: &JwtProviderSpec,
     clusters: &mut BTreeMap<String, Value>,
@@ -557,15 +561,20 @@ fn jwt_provider(
             });
         }
         (None, Some(local)) => {
-            let inline = match (
+            let (inline, field) = match (
                 local.jwks_type.as_deref().unwrap_or("Inline"),
                 &local.inline,
+                &local.value_ref,
             ) {
-                ("Inline", Some(text)) => text,
+                ("Inline", Some(text), _) => (text, ".localJWKS.inline"),
+                ("ValueRef", _, Some(r)) => (
+                    jwks_config_map(resources, namespace, r)?,
+                    ".localJWKS.valueRef",
+                ),
                 _ => {
                     return Err((
                         ".localJWKS".into(),
-                        "only localJWKS type Inline with an inline JWKS is supported".into(),
+                        "localJWKS needs type Inline with inline, or type ValueRef with valueRef (a ConfigMap)".into(),
                     ))
                 }
             };
@@ -574,7 +583,7 @@ fn jwt_provider(
                 .unwrap_or(true)
             {
                 return Err((
-                    ".localJWKS.inline".into(),
+                    field.into(),
                     "is not a JWKS (a JSON object with keys)".into(),
                 ));
             }
@@ -595,6 +604,34 @@ fn jwt_provider(
             .collect();
     }
     Ok(provider)
+}
+
+/// The JWKS of a `localJWKS.valueRef`: key `jwks` of a ConfigMap in the
+/// policy's namespace, else its only (first) key, as Envoy Gateway reads it.
+fn jwks_config_map<'a>(
+    resources: &'a Resources,
+    namespace: &str,
+    r: &TargetRef,
+) -> Result<&'a String, (String, String)> {
+    let field = ".localJWKS.valueRef".to_string();
+    if r.kind.as_deref().is_some_and(|k| k != "ConfigMap") {
+        return Err((field, "valueRef must name a ConfigMap".into()));
+    }
+    let map = resources
+        .config_maps
+        .iter()
+        .find(|m| m.namespace == namespace && m.name == r.name)
+        .ok_or_else(|| {
+            (
+                field.clone(),
+                format!("ConfigMap {namespace}/{} does not exist", r.name),
+            )
+        })?;
+    map.spec
+        .values
+        .get("jwks")
+        .or_else(|| map.spec.values.values().next())
+        .ok_or_else(|| (field, format!("ConfigMap {} is empty", map.key())))
 }
 
 impl GatewayAuth {

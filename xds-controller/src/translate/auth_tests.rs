@@ -223,7 +223,15 @@ fn unenforceable_policies_refuse_and_name_no_key() {
         ),
         (
             "  jwt: {providers: [{name: p, localJWKS: {type: ValueRef, valueRef: {name: cm}}}]}\n",
-            "only localJWKS type Inline",
+            "ConfigMap default/cm does not exist",
+        ),
+        (
+            "  jwt: {providers: [{name: p, localJWKS: {type: ValueRef, valueRef: {name: cm}}}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {jwks: not-json}\n",
+            "is not a JWKS",
+        ),
+        (
+            "  jwt: {providers: [{name: p, localJWKS: {type: Inline}}]}\n",
+            "localJWKS needs type Inline with inline",
         ),
     ] {
         let (resources, _) = load(&format!("  targetRefs: [{{kind: Gateway, name: gw}}]\n{policy}"));
@@ -418,4 +426,22 @@ fn jwt_and_ext_auth_in_one_policy_check_the_token_first() {
             "envoy.filters.http.router"
         ]
     );
+}
+
+#[test]
+fn local_jwks_from_a_config_map() {
+    for data in [
+        format!("{{jwks: '{JWKS}'}}"),
+        format!("{{other.json: '{JWKS}'}}"),
+    ] {
+        let (resources, _) = load(&format!("  targetRefs: [{{kind: Gateway, name: gw}}]\n  jwt:\n    providers:\n    - name: cm\n      localJWKS: {{type: ValueRef, valueRef: {{group: '', kind: ConfigMap, name: keys}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keys}}\ndata: {data}\n"));
+        let (auth, diagnostics) = translate(&resources);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let listener = listener(&auth);
+        assert_eq!(
+            http_filter(&listener, GATEWAY_JWT)["typed_config"]["providers"]["default/auth/cm"]
+                ["local_jwks"]["inline_string"],
+            JWKS
+        );
+    }
 }
