@@ -187,3 +187,59 @@ spec:
         assert status == 401, (token, status, body)
         assert json.loads(body)["error"]["code"] == "invalid_api_key"
     assert len(provider.requests) == 1
+
+
+ROUTE_API_KEY_POLICY = f"""
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: route-keys}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: route}}]
+  apiKeyAuth:
+    credentialRefs: [{{kind: Secret, name: client-keys}}]
+    extractFrom: [{{headers: [authorization, x-api-key]}}]
+    forwardClientIDHeader: x-user-id
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client-keys}}
+stringData: {{alice: {ALICE_KEY}}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: open-route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: open-model}}]}}]
+    backendRefs: [{{name: backend}}]
+"""
+
+
+def test_api_key_on_a_route(tmp_path, providers, gateway):
+    provider = providers(name="alpha")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port, api_key="sk-provider-secret",
+                                                                extra=ROUTE_API_KEY_POLICY))])
+    url = gw.url + "/v1/chat/completions"
+    # The other route needs no key.
+    status, _, body = post(url, {**CHAT, "model": "open-model"})
+    assert status == 200, body
+    # The targeted route does, whatever route the client names in its own header.
+    status, _, body = post(url, CHAT)
+    assert_openai_401(status, body)
+    status, _, body = post(url, CHAT, {"x-ai-eg-model": "open-model"})
+    assert_openai_401(status, body)
+    status, _, body = post(url, CHAT, {"x-api-key": BOB_KEY})
+    assert_openai_401(status, body)
+    status, _, body = post(gw.url + "/anthropic/v1/messages",
+                           {"model": "test-model", "max_tokens": 8, "messages": []})
+    assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error", body
+    assert len(provider.requests) == 1
+    # With a key: the identity is the key's client, the key stays at the gateway.
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=ALICE_KEY, max_retries=0)
+    client.chat.completions.create(**CHAT, extra_headers={"x-user-id": "mallory"})
+    sent = provider.requests[-1]
+    assert sent.headers["x-user-id"] == "alice"
+    assert sent.headers["authorization"] == "Bearer sk-provider-secret"
+    assert ALICE_KEY not in json.dumps(sent.headers) + sent.body.decode()

@@ -37,8 +37,13 @@
 //!   route, which Envoy decides before the body is read) would let a client
 //!   pick the route with a forged `x-ai-eg-model` header. A route's policy
 //!   adds to the Gateway's (both must pass) instead of replacing it, for the
-//!   same reason. `apiKeyAuth` on a route is refused (403) for now: Envoy's
-//!   api_key_auth filter has no pass-through default to build this on.
+//!   same reason. `apiKeyAuth` on a route: Envoy's api_key_auth filter has
+//!   no pass-through default, so each policy's instance (after the route
+//!   `jwt_authn`) is wrapped in an `ExtensionWithMatcher` that skips it
+//!   unless the request's headers, as the router filter left them, satisfy
+//!   the header matches of a route the policy targets. This is conservative:
+//!   a request that an earlier, untargeted route serves but that also
+//!   satisfies a targeted route's matches must carry a key too.
 //!   `extAuth` on a route: one `ext_authz` instance per policy after the
 //!   route `jwt_authn`, switched off (`ExtAuthzPerRoute.disabled`) on every
 //!   route the policy does not target. The filter reads that per-route
@@ -83,6 +88,8 @@ pub const GATEWAY_API_KEY: &str = "aigw.auth.gateway.api_key_auth";
 pub const GATEWAY_JWT: &str = "aigw.auth.gateway.jwt_authn";
 pub const ROUTE_JWT: &str = "aigw.auth.route.jwt_authn";
 pub const GATEWAY_EXT_AUTH: &str = "aigw.auth.gateway.ext_authz";
+/// Route-level api_key_auth instances are named this plus the policy key.
+pub const ROUTE_API_KEY_PREFIX: &str = "aigw.auth.route.api_key_auth/";
 /// Route-level ext_authz instances are named this plus the policy key.
 pub const ROUTE_EXT_AUTH_PREFIX: &str = "aigw.auth.route.ext_authz/";
 /// The wasm router filter's name; route-level auth goes right after it.
@@ -213,8 +220,63 @@ pub struct GatewayAuth {
     gateway: Option<Translated>,
     /// AIGatewayRoute `namespace/name` -> (policy key, translation).
     routes: BTreeMap<String, (String, Translated)>,
-    /// Clusters for remote JWKS hosts.
+    /// AIGatewayRoute `namespace/name` -> a matcher predicate on the request
+    /// headers (after the router filter) that holds for every request the
+    /// route can serve; `None`: it can serve any request.
+    route_matches: BTreeMap<String, Option<Value>>,
+    /// Clusters for remote JWKS hosts and authorization services.
     pub clusters: Vec<Value>,
+}
+
+const HEADER_INPUT_TYPE: &str =
+    "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput";
+const EXTENSION_WITH_MATCHER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher";
+const SKIP_FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter";
+
+/// `xds.type.matcher.v3.Matcher.MatcherList.Predicate` combining `items`
+/// with `and_matcher` / `or_matcher` (which need two or more).
+fn combine(kind: &str, mut items: Vec<Value>) -> Value {
+    if items.len() == 1 {
+        items.pop().unwrap_or_default()
+    } else {
+        json!({ kind: {"predicate": items} })
+    }
+}
+
+/// A predicate that holds for every request one of the route's rules
+/// matches (the same header matches as its Envoy route entries), or `None`
+/// when a rule matches every request. Conservative: a request an earlier
+/// route takes may satisfy it too.
+fn route_predicate(route: &AIGatewayRouteSpec) -> Option<Value> {
+    let mut any = Vec::new();
+    for rule in &route.rules {
+        if rule.matches.is_empty() {
+            return None;
+        }
+        for m in &rule.matches {
+            let mut all = Vec::new();
+            for h in &m.headers {
+                let value_match = match h.match_type.as_deref().unwrap_or("Exact") {
+                    "Exact" => json!({"exact": h.value}),
+                    "RegularExpression" => json!({"safe_regex": {"regex": h.value}}),
+                    // Such a rule is not served; match it anyway.
+                    _ => return None,
+                };
+                let name = h.name.to_ascii_lowercase();
+                all.push(json!({"single_predicate": {
+                    "input": {"name": name, "typed_config": {"@type": HEADER_INPUT_TYPE, "header_name": name}},
+                    "value_match": value_match,
+                }}));
+            }
+            if all.is_empty() {
+                return None;
+            }
+            any.push(combine("and_matcher", all));
+        }
+    }
+    (!any.is_empty()).then(|| combine("or_matcher", any))
 }
 
 fn targets(policy: &Named<SecurityPolicySpec>) -> impl Iterator<Item = &TargetRef> {
@@ -281,19 +343,10 @@ pub fn for_gateway<'a>(
                 ))));
                 continue;
             }
-            let mut translated = translated.clone();
-            if translated.api_key.take().is_some() {
-                // api_key_auth has no pass-through default, so it cannot be
-                // switched on by the route chosen after the body is read.
-                diagnostics.push(here(
-                    Diagnostic::error(
-                        "apiKeyAuth on an AIGatewayRoute is not supported yet (target the Gateway); requests on the route are refused (403)",
-                    )
-                    .field("spec.targetRefs"),
-                ));
-                translated.deny = true;
-            }
-            out.routes.insert(route.key(), (policy.key(), translated));
+            out.route_matches
+                .insert(route.key(), route_predicate(&route.spec));
+            out.routes
+                .insert(route.key(), (policy.key(), translated.clone()));
         }
     }
     out.clusters = clusters.into_values().collect();
@@ -684,6 +737,30 @@ impl GatewayAuth {
         entry
     }
 
+    /// Route-level api_key_auth instances: policy key -> (config, predicate
+    /// over the routes it targets; `None`: every request).
+    fn route_api_keys(&self) -> BTreeMap<String, (Value, Option<Value>)> {
+        let mut by_policy: BTreeMap<String, (Value, Vec<Value>, bool)> = BTreeMap::new();
+        for (route, (policy, t)) in &self.routes {
+            let Some(api_key) = &t.api_key else { continue };
+            let entry = by_policy
+                .entry(policy.clone())
+                .or_insert_with(|| (api_key.clone(), Vec::new(), false));
+            match self.route_matches.get(route).cloned().flatten() {
+                Some(p) => entry.1.push(p),
+                None => entry.2 = true,
+            }
+        }
+        by_policy
+            .into_iter()
+            .map(|(policy, (config, predicates, always))| {
+                let predicate =
+                    (!always && !predicates.is_empty()).then(|| combine("or_matcher", predicates));
+                (policy, (config, predicate))
+            })
+            .collect()
+    }
+
     /// Keys of the policies on routes that have an ext_authz instance.
     fn route_ext_auth_policies(&self) -> BTreeSet<String> {
         self.routes
@@ -736,6 +813,28 @@ impl GatewayAuth {
             after_router.push(json!({"name": ROUTE_JWT, "typed_config": {
                 "@type": JWT_TYPE, "providers": providers, "requirement_map": requirements,
             }}));
+        }
+        // api_key_auth has no pass-through default, so a route's instance is
+        // wrapped in a matcher that skips it unless the request (its headers
+        // once the router filter has set x-ai-eg-model) can be served by a
+        // route of the policy. Evaluated when the filter runs, not when the
+        // stream starts: a forged x-ai-eg-model header does not skip it.
+        for (policy, (api_key, predicate)) in self.route_api_keys() {
+            let mut config = api_key;
+            config["@type"] = json!(API_KEY_TYPE);
+            let name = format!("{ROUTE_API_KEY_PREFIX}{policy}");
+            let filter = match predicate {
+                None => json!({"name": name, "typed_config": config}),
+                Some(p) => json!({"name": name, "typed_config": {
+                    "@type": EXTENSION_WITH_MATCHER_TYPE,
+                    "extension_config": {"name": "envoy.filters.http.api_key_auth", "typed_config": config},
+                    "xds_matcher": {"matcher_list": {"matchers": [{
+                        "predicate": {"not_matcher": p},
+                        "on_match": {"action": {"name": "skip", "typed_config": {"@type": SKIP_FILTER_TYPE}}},
+                    }]}},
+                }}),
+            };
+            after_router.push(filter);
         }
         // ext_authz skips a request that has no route yet, and the route is
         // only known once the router filter has read the model: so even the

@@ -169,18 +169,62 @@ fn jwt_on_a_route_runs_after_the_router_filter_per_route() {
 }
 
 #[test]
-fn api_key_on_a_route_is_refused_not_skipped() {
-    let (resources, _) = load("  targetRefs: [{kind: HTTPRoute, name: r}]\n  apiKeyAuth:\n    credentialRefs: [{name: keys}]\n    extractFrom: [{headers: [x-api-key]}]\n");
+fn api_key_on_a_route_is_skipped_unless_the_request_can_be_that_routes() {
+    let (resources, _) = load("  targetRefs: [{kind: HTTPRoute, name: r}, {kind: AIGatewayRoute, name: m}]\n  apiKeyAuth:\n    credentialRefs: [{name: keys}]\n    extractFrom: [{headers: [x-api-key]}]\n    forwardClientIDHeader: x-user-id\n---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute\nmetadata: {name: m}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches:\n    - headers: [{name: x-ai-eg-model, value: gpt}]\n    - headers: [{name: X-AI-EG-Model, type: RegularExpression, value: 'claude-.*'}, {name: x-tier, value: gold}]\n    backendRefs: [{name: b}]\n");
     let (auth, diagnostics) = translate(&resources);
-    assert!(
-        format!("{diagnostics:?}").contains("not supported yet"),
-        "{diagnostics:?}"
-    );
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let instance = format!("{ROUTE_API_KEY_PREFIX}default/auth");
+    let listener = listener(&auth);
     assert_eq!(
-        names(&listener(&auth)),
-        [WASM_ROUTER, "envoy.filters.http.router"]
+        names(&listener),
+        [
+            STRIP_IDENTITY,
+            WASM_ROUTER,
+            instance.as_str(),
+            "envoy.filters.http.router"
+        ]
     );
-    assert_eq!(route_entry(&auth)["direct_response"]["status"], 403);
+    // Route r matches every request, so the filter always runs.
+    let filter = &http_filter(&listener, &instance)["typed_config"];
+    assert_eq!(filter["@type"], API_KEY_TYPE);
+    assert_eq!(filter["forwarding"]["header"], "x-user-id");
+    let entry = route_entry(&auth);
+    assert!(entry.get("direct_response").is_none());
+    assert_eq!(entry["request_headers_to_remove"], json!(["x-api-key"]));
+
+    // Only route m: skipped unless the headers match one of m's rules.
+    let predicate = route_predicate(&resources.ai_gateway_routes[1].spec).unwrap();
+    let header = |name: &str, value_match: Value| {
+        json!({"single_predicate": {
+            "input": {"name": name, "typed_config": {"@type": HEADER_INPUT_TYPE, "header_name": name}},
+            "value_match": value_match,
+        }})
+    };
+    assert_eq!(
+        predicate,
+        json!({"or_matcher": {"predicate": [
+            header("x-ai-eg-model", json!({"exact": "gpt"})),
+            {"and_matcher": {"predicate": [
+                header("x-ai-eg-model", json!({"safe_regex": {"regex": "claude-.*"}})),
+                header("x-tier", json!({"exact": "gold"})),
+            ]}},
+        ]}})
+    );
+    let mut only_m = auth.clone();
+    only_m.routes.remove("default/r");
+    let only_m_listener = self::listener(&only_m);
+    let wrapped = &http_filter(&only_m_listener, &instance)["typed_config"];
+    assert_eq!(wrapped["@type"], EXTENSION_WITH_MATCHER_TYPE);
+    assert_eq!(
+        wrapped["extension_config"]["typed_config"]["@type"],
+        API_KEY_TYPE
+    );
+    let matcher = &wrapped["xds_matcher"]["matcher_list"]["matchers"][0];
+    assert_eq!(matcher["predicate"], json!({"not_matcher": predicate}));
+    assert_eq!(
+        matcher["on_match"]["action"]["typed_config"]["@type"],
+        SKIP_FILTER_TYPE
+    );
     // Another route is not affected.
     let other = auth.attach("default/other", json!({"route": {"cluster": "c"}}));
     assert_eq!(other, json!({"route": {"cluster": "c"}}));
