@@ -3,7 +3,7 @@ record every check they are asked.
 
 Both decide the same way: `authorization: Bearer team-<user>` is allowed and
 answered with `x-user-id: <user>`; `Bearer forbidden-<anything>` is refused
-with 403; anything else with 401.
+with 403; `Bearer throttled-<anything>` with 429; anything else with 401.
 
 * FakeHttpAuth: the HTTP protocol (any status but 200 refuses; the check
   carries the client's path after the configured prefix).
@@ -22,11 +22,15 @@ def decide(headers):
         return 200, token[len("Bearer team-"):]
     if token.startswith("Bearer forbidden-"):
         return 403, None
+    if token.startswith("Bearer throttled-"):
+        return 429, None
     return 401, None
 
 
 class FakeHttpAuth:
-    def __init__(self, status_override=None):
+    """With `tls=(cert.pem, key.pem)` it speaks HTTPS."""
+
+    def __init__(self, status_override=None, tls=None):
         self.status_override = status_override
 
         def respond(request):
@@ -38,7 +42,7 @@ class FakeHttpAuth:
             return status, {"content-type": "text/plain", "www-authenticate": "Bearer realm=aigw",
                             "x-auth-reason": "test"}, b"denied by the fake: secret-detail"
 
-        self.server = FakeProvider(respond, name="authz")
+        self.server = FakeProvider(respond, name="authz", tls=tls)
         self.port = self.server.port
         self.requests = self.server.requests
 

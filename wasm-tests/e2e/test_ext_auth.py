@@ -99,6 +99,10 @@ def test_http_ext_auth_allows_refuses_and_owns_the_identity(tmp_path, providers,
     status, _, body = post(gw.url + "/anthropic/v1/messages", ANTHROPIC,
                            {"x-api-key": "whatever", "authorization": "Bearer forbidden-eve"})
     assert_error(status, body, 403, anthropic_type="permission_error")
+    # Another refusal status is kept, with the gateway's message.
+    status, _, body = post(url, CHAT, {"authorization": "Bearer throttled-eve"})
+    error = assert_error(status, body, 429, "permission_denied")
+    assert "authorization service refused" in error["error"]["message"]
     assert provider.requests == []
 
     # Allowed (the official SDK sends Authorization: Bearer <api_key>). Alice
@@ -124,6 +128,35 @@ def test_http_ext_auth_allows_refuses_and_owns_the_identity(tmp_path, providers,
     assert bob.chat.completions.create(**CHAT).choices[0].message.content
     assert provider.requests[-1].headers["x-user-id"] == "bob"
     assert gw.access_log(8)[-1]["user_id"] == "bob"
+
+
+def test_http_ext_auth_service_over_tls(tmp_path, providers, gateway):
+    """An authorization service on port 443 is called over TLS, verified
+    against the configured CAs; one with an untrusted certificate is
+    unavailable (503), never called in plaintext."""
+    from fake_bedrock import make_test_ca
+    ca, cert, key = make_test_ca(str(tmp_path), hostname="authz.test")
+    auth = FakeHttpAuth(tls=(cert, key))
+    try:
+        provider = providers(name="alpha")
+        policy = http_policy(0).replace("ip: {address: 127.0.0.1, port: 0}", "fqdn: {hostname: authz.test, port: 443}")
+        config = write_yaml(tmp_path, "gw.yaml", basic_config(provider.port, extra=policy))
+        resolve = [f"authz.test:443=127.0.0.1:{auth.port}"]
+        gw = gateway([config], resolve=resolve, extra_args=["--extra-ca", ca])
+        url = gw.url + "/v1/chat/completions"
+        status, _, body = post(url, CHAT, {"authorization": "Bearer team-alice"})
+        assert status == 200, body
+        assert provider.requests[-1].headers["x-user-id"] == "alice"
+        status, _, body = post(url, CHAT)
+        assert_error(status, body, 401, "invalid_api_key")
+        assert len(auth.requests) == 2
+        # Without the test CA the certificate does not validate.
+        untrusted = gateway([config], resolve=resolve)
+        status, _, body = post(untrusted.url + "/v1/chat/completions", CHAT, {"authorization": "Bearer team-alice"})
+        assert_error(status, body, 503, "auth_service_unavailable")
+        assert len(auth.requests) == 2 and len(provider.requests) == 1
+    finally:
+        auth.close()
 
 
 def test_http_ext_auth_unavailable_fails_closed_or_open(tmp_path, providers, gateway):
