@@ -19,7 +19,8 @@
 //!   the wasm router filter has read the model there is none: so ext_authz
 //!   always runs right after the router filter (and the route `jwt_authn`),
 //!   even for a Gateway policy, with the Gateway's first. The body has been
-//!   read by then, and an unknown model is answered 404 before the check.
+//!   read by then, and an unknown model (404) and `GET /v1/models` are
+//!   answered by the router filter before the check.
 //! * `basicAuth`, `oidc` and `authorization` are not translated yet: a policy
 //!   that asks for one (or that has any other error) refuses every request on
 //!   its target with 403 rather than letting clients in unchecked.
