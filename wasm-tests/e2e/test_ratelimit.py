@@ -169,3 +169,44 @@ def test_anthropic_clients_get_anthropic_shaped_429(tmp_path, providers, gateway
             model="claude-sonnet", messages=[{"role": "user", "content": "hi"}],
             extra_headers={"x-user-id": "alice"})
     assert refused.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_source_cidr_and_shadow_rules(tmp_path, providers, gateway):
+    from conftest import basic_config, write_yaml
+
+    fake = providers(name="fake")
+
+    def config(cidr):
+        return basic_config(fake.port, extra=f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: by-address}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+      - clientSelectors: [{{sourceCIDR: {{type: Distinct, value: {cidr}}}}}]
+        limit: {{requests: 2, unit: Hour}}
+      - limit: {{requests: 1, unit: Hour}}
+        shadowMode: true
+""")
+
+    # Loopback clients are not in 10.0.0.0/8: never limited; the shadow rule
+    # (1 per hour) counts them but refuses nothing.
+    path = write_yaml(tmp_path, "gw.yaml", config("10.0.0.0/8"))
+    gw = gateway([path])
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    ask = lambda: client.chat.completions.create(  # noqa: E731
+        model="test-model", messages=[{"role": "user", "content": "hi"}])
+    for _ in range(4):
+        assert ask().choices[0].message.content
+    # In range: 2 per hour for this address, then 429.
+    with open(path, "w") as f:
+        f.write(config("127.0.0.0/8"))
+    gw.wait_for_version(2)
+    ask()
+    ask()
+    with pytest.raises(openai.RateLimitError):
+        ask()

@@ -390,6 +390,9 @@ pub struct RateLimitRule {
     pub limit: RateLimitValue,
     #[serde(default)]
     pub cost: Option<RateLimitCost>,
+    /// Count but never refuse.
+    #[serde(default)]
+    pub shadow_mode: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]

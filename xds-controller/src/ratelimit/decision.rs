@@ -15,12 +15,95 @@
 
 use crate::resources::RateLimitUnit;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// One rule's limit: `requests` hits per `unit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     pub requests: u64,
     pub unit: RateLimitUnit,
+    /// Shadow mode: counted, never refused.
+    pub shadow: bool,
+    /// A `sourceCIDR` selector: the rule applies only to clients in it.
+    pub source: Option<SourceCidr>,
+}
+
+impl Limit {
+    pub fn new(requests: u64, unit: RateLimitUnit) -> Self {
+        Limit {
+            requests,
+            unit,
+            shadow: false,
+            source: None,
+        }
+    }
+}
+
+/// The descriptor entry Envoy's `masked_remote_address` action produces:
+/// the client address masked to a prefix, `<ip>/<prefix length>`.
+pub const REMOTE_ADDRESS_KEY: &str = "masked_remote_address";
+
+/// An address range, its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceCidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl SourceCidr {
+    /// Parses `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
+    pub fn parse(text: &str) -> Option<SourceCidr> {
+        let (ip, prefix) = match text.trim().split_once('/') {
+            Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u8>().ok()?),
+            None => {
+                let ip = text.trim().parse::<IpAddr>().ok()?;
+                (ip, if ip.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix > bits {
+            return None;
+        }
+        Some(SourceCidr {
+            network: mask(ip, prefix),
+            prefix,
+        })
+    }
+
+    /// The longest prefix: 32 for IPv4, 128 for IPv6.
+    pub fn host_bits(&self) -> u8 {
+        if self.network.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
+    }
+
+    /// Whether the client a descriptor's masked address (`ip/len`) names
+    /// is in this range.
+    pub fn selects(&self, masked: &str) -> bool {
+        let ip = masked.split('/').next().unwrap_or(masked);
+        ip.parse().is_ok_and(|ip| self.contains(ip))
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((bits & m).into())
+        }
+    }
 }
 
 /// What the rate-limit service enforces; produced by the translation.
@@ -199,7 +282,12 @@ pub fn plan(
         key: cache_key(domain, entries, start),
         hits,
         ttl_seconds: limit.unit.seconds(),
-        limit: limit.requests,
+        // A shadow rule counts, and never refuses (nor keeps a reservation out).
+        limit: if limit.shadow {
+            u64::MAX
+        } else {
+            limit.requests
+        },
         kind,
     }
 }
@@ -252,16 +340,7 @@ mod tests {
             cache_key("aigw", &e, 1_700_000_000),
             "aigw_rule-default/p/0_1_x-user-id_alice_1700000000"
         );
-        let op = plan(
-            "aigw",
-            &e,
-            Limit {
-                requests: 10,
-                unit: Hour,
-            },
-            3,
-            7_205,
-        );
+        let op = plan("aigw", &e, Limit::new(10, Hour), 3, 7_205);
         assert_eq!(op.key, "aigw_rule-default/p/0_1_x-user-id_alice_7200");
         assert_eq!((op.hits, op.ttl_seconds), (3, 3600));
     }
@@ -284,10 +363,7 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let limit = Limit {
-            requests: 10,
-            unit: Minute,
-        };
+        let limit = Limit::new(10, Minute);
         // (hits, counter after op, over, remaining)
         let table = [
             (0, 0, false, 10),
@@ -312,10 +388,7 @@ mod tests {
 
     #[test]
     fn markers_stay_out_of_the_counter_key() {
-        let limit = Limit {
-            requests: 100,
-            unit: Hour,
-        };
+        let limit = Limit::new(100, Hour);
         let base = entries(&[("rule-default/p/0", "1"), ("x-user-id", "alice")]);
         let mut reserve = base.clone();
         reserve.push((RESERVE_KEY.into(), "req-1".into()));
@@ -397,10 +470,7 @@ mod tests {
         for (n, (ops, counters, want)) in table.into_iter().enumerate() {
             assert_eq!(admits(&ops, &counters), want, "case {n}");
         }
-        let limit = Limit {
-            requests: 10,
-            unit: Minute,
-        };
+        let limit = Limit::new(10, Minute);
         let v = judge_op(&reserve(4), limit, 5, true, 130);
         assert_eq!((v.over_limit, v.remaining), (false, 1));
         let v = judge_op(&reserve(6), limit, 5, false, 130);
@@ -423,5 +493,55 @@ mod tests {
         for (counter, actual, reserved, want) in table {
             assert_eq!(settle(counter, actual, reserved), want);
         }
+    }
+
+    #[test]
+    fn source_cidrs() {
+        let c = SourceCidr::parse("10.1.2.3/8").unwrap();
+        assert_eq!(c.network.to_string(), "10.0.0.0");
+        assert_eq!((c.prefix, c.host_bits()), (8, 32));
+        // (range, masked client address as Envoy sends it, selected)
+        let table = [
+            ("10.0.0.0/8", "10.0.0.0/8", true),
+            ("10.0.0.0/8", "10.200.3.4/32", true),
+            ("10.0.0.0/8", "11.0.0.1/32", false),
+            ("10.0.0.0/8", "192.0.0.0/8", false),
+            ("127.0.0.1", "127.0.0.1/32", true),
+            ("127.0.0.1", "127.0.0.2/32", false),
+            ("0.0.0.0/0", "8.8.8.8/32", true),
+            ("0.0.0.0/0", "::1/128", false),
+            ("2001:db8::/32", "2001:db8:1::5/128", true),
+            ("2001:db8::/32", "2001:db9::/128", false),
+            ("::/0", "::1/128", true),
+            ("10.0.0.0/8", "garbage", false),
+        ];
+        for (range, masked, want) in table {
+            let c = SourceCidr::parse(range).unwrap();
+            assert_eq!(c.selects(masked), want, "{range} selects {masked}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert_eq!(SourceCidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shadow_rules_count_but_never_refuse() {
+        let mut limit = Limit::new(2, Minute);
+        limit.shadow = true;
+        let e = entries(&[("rule", "1")]);
+        let add = plan("aigw", &e, limit, 5, 0);
+        assert_eq!(add.hits, 5, "still counted");
+        assert!(op_admits(&add, 500));
+        let mut reserve = e.clone();
+        reserve.push((RESERVE_KEY.into(), "id".into()));
+        let r = plan("aigw", &reserve, limit, 50, 0);
+        assert!(admits(std::slice::from_ref(&r), &[100]));
     }
 }

@@ -86,6 +86,16 @@ impl RateLimitServer {
                 let Some(limit) = d.entries.first().and_then(|e| config.limits.get(&e.key)) else {
                     continue;
                 };
+                // A sourceCIDR rule applies to the clients in its range only.
+                if let Some(range) = limit.source {
+                    let client = d
+                        .entries
+                        .iter()
+                        .find(|e| e.key == decision::REMOTE_ADDRESS_KEY);
+                    if !client.is_some_and(|e| range.selects(&e.value)) {
+                        continue;
+                    }
+                }
                 let entries: Vec<(String, String)> = d
                     .entries
                     .iter()
@@ -106,6 +116,10 @@ impl RateLimitServer {
         ];
         let mut over = false;
         for (((i, limit), op), counter) in planned.into_iter().zip(&ops).zip(applied.counters) {
+            if limit.shadow {
+                // Counted, never refused, and not shown to the client.
+                continue;
+            }
             let verdict = decision::judge_op(op, limit, counter, applied.admitted, now);
             over |= verdict.over_limit;
             statuses[i] = status(&request.descriptors[i].entries[0].key, &verdict);

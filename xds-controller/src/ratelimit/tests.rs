@@ -9,20 +9,8 @@ fn config() -> RateLimitConfig {
     RateLimitConfig {
         domain: "aigw".into(),
         limits: [
-            (
-                "rule-a".to_string(),
-                Limit {
-                    requests: 10,
-                    unit: RateLimitUnit::Hour,
-                },
-            ),
-            (
-                "rule-b".to_string(),
-                Limit {
-                    requests: 2,
-                    unit: RateLimitUnit::Minute,
-                },
-            ),
+            ("rule-a".to_string(), Limit::new(10, RateLimitUnit::Hour)),
+            ("rule-b".to_string(), Limit::new(2, RateLimitUnit::Minute)),
         ]
         .into(),
     }
@@ -309,6 +297,63 @@ async fn run_reserve_table(server: &RateLimitServer) {
             .unwrap();
         assert_eq!(check.statuses[0].limit_remaining, left, "step {n}: counter");
     }
+}
+
+#[tokio::test]
+async fn source_cidr_and_shadow_rules() {
+    let server = RateLimitServer::new(Store::Memory(Default::default()), false);
+    let mut config = config();
+    let mut ranged = Limit::new(1, RateLimitUnit::Hour);
+    ranged.source = decision::SourceCidr::parse("10.0.0.0/8");
+    let mut shadow = Limit::new(1, RateLimitUnit::Hour);
+    shadow.shadow = true;
+    config.limits.insert("rule-cidr".into(), ranged);
+    config.limits.insert("rule-shadow".into(), shadow);
+    server.update(config);
+    let from = |rule: &str, address: &str| RateLimitDescriptor {
+        entries: vec![
+            Entry {
+                key: rule.into(),
+                value: "1".into(),
+            },
+            Entry {
+                key: decision::REMOTE_ADDRESS_KEY.into(),
+                value: address.into(),
+            },
+        ],
+        ..Default::default()
+    };
+    let over = |r: RateLimitResponse| r.overall_code == Code::OverLimit as i32;
+    // (descriptor, over?) in order: the range allows 1 per hour to clients
+    // in it: one counter for all of them with Exact (Envoy masks to /8),
+    // one per address with Distinct (/32). Others are not limited.
+    let steps = [
+        (from("rule-cidr", "10.0.0.0/8"), false),
+        (from("rule-cidr", "10.0.0.0/8"), true),
+        (from("rule-cidr", "10.1.2.3/32"), false),
+        (from("rule-cidr", "10.1.2.3/32"), true),
+        (from("rule-cidr", "192.0.0.0/8"), false),
+        (from("rule-cidr", "192.0.0.0/8"), false),
+        // Shadow: counted (2 > 1) but never refused, and no status shown.
+        (from("rule-shadow", "1.1.1.1/32"), false),
+        (from("rule-shadow", "1.1.1.1/32"), false),
+    ];
+    for (n, (descriptor, want)) in steps.into_iter().enumerate() {
+        let r = server
+            .decide(&request(vec![descriptor], 0), NOW)
+            .await
+            .unwrap();
+        assert_eq!(over(r.clone()), want, "step {n}");
+        if n >= 6 {
+            assert!(r.statuses[0].current_limit.is_none(), "step {n}");
+        }
+    }
+    // A descriptor without the client address is not the range's.
+    let r = server
+        .decide(&request(vec![descriptor("rule-cidr", "x", None)], 0), NOW)
+        .await
+        .unwrap();
+    assert!(!over(r));
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@
 //! lets the service find what it reserved and subtract it.
 
 use crate::error::Diagnostic;
-use crate::ratelimit::decision::{Limit, RESERVE_KEY, SETTLE_KEY};
+use crate::ratelimit::decision::{Limit, SourceCidr, RESERVE_KEY, SETTLE_KEY};
 use crate::resources::{
     AIGatewayRouteSpec, BackendTrafficPolicySpec, CostFrom, CostSpecifier, GatewaySpec,
     HeaderSelectorType, LlmCostType, Named, RateLimitRule,
@@ -159,15 +159,53 @@ fn targets_route(
             })
 }
 
-/// Descriptor actions of one rule.
-fn rule_actions(id: &str, rule: &RateLimitRule) -> Result<Vec<Value>, Diagnostic> {
+/// A `sourceCIDR` selector (`{type: Exact|Distinct, value: <cidr>}`) as a
+/// `masked_remote_address` action and the range the service checks: Exact
+/// masks client addresses to the range's prefix (one counter for the
+/// range), Distinct keeps them whole (one counter per client address).
+fn source_action(selector: &Value) -> Result<(Value, SourceCidr), Diagnostic> {
+    let text = selector
+        .get("value")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Diagnostic::error("value (a CIDR such as 10.0.0.0/8) is required"))?;
+    let range = SourceCidr::parse(text)
+        .ok_or_else(|| Diagnostic::error(format!("{text:?} is not a CIDR such as 10.0.0.0/8")))?;
+    let mask = match selector.get("type").and_then(Value::as_str) {
+        None | Some("Exact") => range.prefix,
+        Some("Distinct") => range.host_bits(),
+        Some(other) => {
+            return Err(Diagnostic::error(format!(
+                "type {other:?} is not one of Exact, Distinct"
+            )))
+        }
+    };
+    let field = if range.network.is_ipv4() {
+        "v4_prefix_mask_len"
+    } else {
+        "v6_prefix_mask_len"
+    };
+    Ok((json!({"masked_remote_address": {field: mask}}), range))
+}
+
+/// Descriptor actions of one rule, and its sourceCIDR range if any.
+fn rule_actions(
+    id: &str,
+    rule: &RateLimitRule,
+) -> Result<(Vec<Value>, Option<SourceCidr>), Diagnostic> {
     let mut actions = vec![json!({"generic_key": {"descriptor_key": id, "descriptor_value": "1"}})];
+    let mut source = None;
     for (s, selector) in rule.client_selectors.iter().enumerate() {
-        if selector.source_cidr.is_some() {
-            return Err(Diagnostic::error(
-                "sourceCIDR selectors are not supported yet; the rule is not enforced",
-            )
-            .field(format!("clientSelectors[{s}].sourceCIDR")));
+        if let Some(cidr) = &selector.source_cidr {
+            let field = format!("clientSelectors[{s}].sourceCIDR");
+            if source.is_some() {
+                return Err(Diagnostic::error(
+                    "a rule selects by at most one sourceCIDR; the rule is not enforced",
+                )
+                .field(field));
+            }
+            let (action, range) = source_action(cidr).map_err(|d| d.field(field))?;
+            actions.push(action);
+            source = Some(range);
         }
         for (h, header) in selector.headers.iter().enumerate() {
             let field = format!("clientSelectors[{s}].headers[{h}]");
@@ -205,7 +243,7 @@ fn rule_actions(id: &str, rule: &RateLimitRule) -> Result<Vec<Value>, Diagnostic
             }}));
         }
     }
-    Ok(actions)
+    Ok((actions, source))
 }
 
 /// What the entry charged when the response is complete adds.
@@ -276,6 +314,91 @@ fn response_cost(
     }
 }
 
+/// Which policy's `rateLimit` applies to which route, as Envoy Gateway
+/// resolves it: one policy per target; a policy on the route wins over one
+/// on its Gateway (which is then reported as overridden there, a note); of
+/// two policies on the same target the first by namespace/name wins (Envoy
+/// Gateway takes the oldest; files carry no creation time) and the other
+/// is reported as conflicted. Policies in namespace/name order, each with
+/// the routes it applies to.
+fn resolve<'p, 'r>(
+    policies: &'p [Named<BackendTrafficPolicySpec>],
+    gateway: &Named<GatewaySpec>,
+    routes: &[&'r Named<AIGatewayRouteSpec>],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(
+    &'p Named<BackendTrafficPolicySpec>,
+    Vec<&'r Named<AIGatewayRouteSpec>>,
+)> {
+    let mut limiting: Vec<&Named<BackendTrafficPolicySpec>> = policies
+        .iter()
+        .filter(|p| p.spec.rate_limit.is_some())
+        .collect();
+    limiting.sort_by_key(|p| (p.namespace.clone(), p.name.clone()));
+    let conflict = |loser: &Named<BackendTrafficPolicySpec>,
+                    winner: &Named<BackendTrafficPolicySpec>,
+                    target: String| {
+        Diagnostic::error(format!(
+            "Conflicted: BackendTrafficPolicy {} also sets rateLimit on {target} and wins (one policy per target, the first by namespace/name); this policy's rateLimit is not applied to it",
+            winner.key()
+        ))
+        .field("spec.targetRefs")
+        .at(format!("BackendTrafficPolicy {}", loser.key()), &loser.source)
+    };
+    let on_gateway: Vec<_> = limiting
+        .iter()
+        .copied()
+        .filter(|p| targets_gateway(p, gateway))
+        .collect();
+    for loser in on_gateway.iter().skip(1) {
+        diagnostics.push(conflict(
+            loser,
+            on_gateway[0],
+            format!("Gateway {}", gateway.key()),
+        ));
+    }
+    let mut assigned: Vec<(
+        &Named<BackendTrafficPolicySpec>,
+        Vec<&Named<AIGatewayRouteSpec>>,
+    )> = limiting.iter().map(|p| (*p, Vec::new())).collect();
+    let mut give = |policy: &Named<BackendTrafficPolicySpec>, route| {
+        if let Some((_, routes)) = assigned.iter_mut().find(|(p, _)| std::ptr::eq(*p, policy)) {
+            routes.push(route);
+        }
+    };
+    for route in routes {
+        let on_route: Vec<_> = limiting
+            .iter()
+            .copied()
+            .filter(|p| targets_route(p, route))
+            .collect();
+        for loser in on_route.iter().skip(1) {
+            diagnostics.push(conflict(
+                loser,
+                on_route[0],
+                format!("route {}", route.key()),
+            ));
+        }
+        match (on_route.first(), on_gateway.first()) {
+            (Some(own), Some(gw)) => {
+                diagnostics.push(
+                    Diagnostic::note(format!(
+                        "rateLimit overridden on route {} by BackendTrafficPolicy {}, which targets the route itself",
+                        route.key(),
+                        own.key()
+                    ))
+                    .at(format!("BackendTrafficPolicy {}", gw.key()), &gw.source),
+                );
+                give(own, *route);
+            }
+            (Some(p), None) | (None, Some(p)) => give(p, *route),
+            (None, None) => {}
+        }
+    }
+    assigned.retain(|(_, routes)| !routes.is_empty());
+    assigned
+}
+
 /// The rate limits the policies put on `routes`, all attached to `gateway`.
 pub fn for_gateway<'a>(
     settings: &Settings,
@@ -287,7 +410,7 @@ pub fn for_gateway<'a>(
     let mut out = GatewayLimits::default();
     let mut routes: Vec<&Named<AIGatewayRouteSpec>> = routes.into_iter().collect();
     routes.dedup_by_key(|r| r.key());
-    for policy in policies {
+    for (policy, hit) in resolve(policies, gateway, &routes, diagnostics) {
         let Some(rate_limit) = &policy.spec.rate_limit else {
             continue;
         };
@@ -297,15 +420,6 @@ pub fn for_gateway<'a>(
                 &policy.source,
             )
         };
-        let whole = targets_gateway(policy, gateway);
-        let hit: Vec<&Named<AIGatewayRouteSpec>> = routes
-            .iter()
-            .copied()
-            .filter(|r| whole || targets_route(policy, r))
-            .collect();
-        if hit.is_empty() {
-            continue;
-        }
         let kind = rate_limit.limit_type.as_deref().unwrap_or("Global");
         if kind != "Global" || rate_limit.local.is_some() {
             diagnostics.push(here(
@@ -325,7 +439,7 @@ pub fn for_gateway<'a>(
         for (i, rule) in global.rules.iter().enumerate() {
             let field = format!("spec.rateLimit.global.rules[{i}]");
             let id = format!("rule-{}/{}/{i}", policy.namespace, policy.name);
-            let actions = match rule_actions(&id, rule) {
+            let (actions, source) = match rule_actions(&id, rule) {
                 Ok(a) => a,
                 Err(mut d) => {
                     d.field = Some(format!("{field}.{}", d.field.unwrap_or_default()));
@@ -350,8 +464,9 @@ pub fn for_gateway<'a>(
             out.limits.insert(
                 id.clone(),
                 Limit {
-                    requests: rule.limit.requests,
-                    unit: rule.limit.unit,
+                    shadow: rule.shadow_mode.unwrap_or(false),
+                    source,
+                    ..Limit::new(rule.limit.requests, rule.limit.unit)
                 },
             );
             for route in &hit {
@@ -669,5 +784,141 @@ mod tests {
         ]);
         let (limits, diagnostics) = translate(&resources);
         assert!(limits.is_empty() && diagnostics.is_empty());
+    }
+
+    fn policy_named(name: &str, target: &str, rule: &str) -> String {
+        policy(target, rule).replace(
+            "metadata: {name: p}",
+            &format!("metadata: {{name: {name}}}"),
+        )
+    }
+
+    #[test]
+    fn source_cidr_selectors() {
+        let rule = |cidr: &str| {
+            format!("{{clientSelectors: [{{sourceCIDR: {cidr}}}], limit: {{requests: 5, unit: Minute}}}}")
+        };
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route("[]")),
+            ("p", policy("{kind: Gateway, name: gw}", &[
+                rule("{type: Exact, value: 10.0.0.0/8}"),
+                rule("{type: Distinct, value: 127.0.0.0/8}"),
+                rule("{value: '2001:db8::/32'}"),
+                rule("{type: Exact, value: 10.0.0.0/33}"),
+                rule("{type: Sometimes, value: 10.0.0.0/8}"),
+                "{clientSelectors: [{sourceCIDR: {value: 10.0.0.0/8}}, {sourceCIDR: {value: 11.0.0.0/8}}], limit: {requests: 5, unit: Minute}}".to_string(),
+            ].join(", "))),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        let text: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            text[0].contains("rules[3].clientSelectors[0].sourceCIDR")
+                && text[0].contains("is not a CIDR"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("\"Sometimes\" is not one of Exact, Distinct"),
+            "{text:?}"
+        );
+        assert!(
+            text[2].contains("rules[5].clientSelectors[1].sourceCIDR")
+                && text[2].contains("at most one"),
+            "{text:?}"
+        );
+        let entries = &limits.per_route["default/r"];
+        assert_eq!(entries.len(), 3);
+        assert_eq!(
+            entries[0]["actions"][1],
+            json!({"masked_remote_address": {"v4_prefix_mask_len": 8}})
+        );
+        assert_eq!(
+            entries[1]["actions"][1],
+            json!({"masked_remote_address": {"v4_prefix_mask_len": 32}})
+        );
+        assert_eq!(
+            entries[2]["actions"][1],
+            json!({"masked_remote_address": {"v6_prefix_mask_len": 32}})
+        );
+        let source = |i: usize| {
+            limits.limits[&format!("rule-default/p/{i}")]
+                .source
+                .unwrap()
+        };
+        assert_eq!(source(0), SourceCidr::parse("10.0.0.0/8").unwrap());
+        assert_eq!(source(1), SourceCidr::parse("127.0.0.0/8").unwrap());
+        assert_eq!(source(2).prefix, 32);
+        let route = json!({"name": "r", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+            limits.attach("default/r", json!({"match": {"prefix": "/"}, "route": {"cluster": "c"}}))
+        ]}]});
+        crate::proto::to_any(crate::proto::ROUTE, &route).unwrap();
+    }
+
+    #[test]
+    fn shadow_mode_reaches_the_service() {
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route("[]")),
+            ("p", policy("{kind: Gateway, name: gw}",
+                "{limit: {requests: 5, unit: Minute}, shadowMode: true}, {limit: {requests: 5, unit: Minute}}")),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert!(limits.limits["rule-default/p/0"].shadow);
+        assert!(!limits.limits["rule-default/p/1"].shadow);
+        assert_eq!(
+            limits.per_route["default/r"].len(),
+            2,
+            "shadow rules are still counted"
+        );
+    }
+
+    #[test]
+    fn conflicting_policies_one_wins_per_target() {
+        let rule = "{limit: {requests: 5, unit: Minute}}";
+        let second_route = route("[]").replace("{name: r}", "{name: r2}");
+        let (resources, _) = load(&[
+            ("g", GATEWAY.into()),
+            ("r", route("[]")),
+            ("r2", second_route),
+            ("a", policy_named("b-gw", "{kind: Gateway, name: gw}", rule)),
+            ("b", policy_named("a-gw", "{kind: Gateway, name: gw}", rule)),
+            (
+                "c",
+                policy_named("z-route", "{kind: AIGatewayRoute, name: r}", rule),
+            ),
+            (
+                "d",
+                policy_named("y-route", "{kind: AIGatewayRoute, name: r}", rule),
+            ),
+        ]);
+        let (limits, diagnostics) = translate(&resources);
+        let text: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+        let errors: Vec<&String> = text.iter().filter(|t| t.starts_with("error")).collect();
+        assert_eq!(errors.len(), 2, "{text:?}");
+        assert!(errors[0].contains("BackendTrafficPolicy default/b-gw: spec.targetRefs: Conflicted: BackendTrafficPolicy default/a-gw also sets rateLimit on Gateway default/gw and wins"), "{text:?}");
+        assert!(errors[1].contains("BackendTrafficPolicy default/z-route: spec.targetRefs: Conflicted: BackendTrafficPolicy default/y-route also sets rateLimit on route default/r"), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.starts_with("note")
+                && t.contains("default/a-gw")
+                && t.contains(
+                    "overridden on route default/r by BackendTrafficPolicy default/y-route"
+                )),
+            "{text:?}"
+        );
+        let first_key = |route: &str| {
+            limits.per_route[route][0]["actions"][0]["generic_key"]["descriptor_key"].clone()
+        };
+        assert_eq!(
+            limits.per_route["default/r"].len(),
+            1,
+            "only the route's own policy"
+        );
+        assert_eq!(first_key("default/r"), "rule-default/y-route/0");
+        assert_eq!(limits.per_route["default/r2"].len(), 1);
+        assert_eq!(first_key("default/r2"), "rule-default/a-gw/0");
+        let rules: Vec<&String> = limits.limits.keys().collect();
+        assert_eq!(rules, ["rule-default/a-gw/0", "rule-default/y-route/0"]);
     }
 }
