@@ -3,6 +3,7 @@ HTTPS by a fake identity provider (test CA, verified by Envoy), tokens are
 signed by test keys; the `sub` claim becomes the rate-limit identity.
 `remoteJWKS.cacheDuration` is short here, so a rotated key is picked up."""
 import json
+import socket
 import threading
 import time
 
@@ -85,8 +86,23 @@ def setup(tmp_path, providers, gateway):
     gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(
         provider.port, api_key="sk-provider-secret", extra=policy("2s")))],
         resolve=[f"{IDP}:443=127.0.0.1:{idp.port}"], extra_args=["--extra-ca", ca])
+    wait_for_listener(gw.port)
     yield idp, first, provider, gw
     idp.close()
+
+
+def wait_for_listener(port, timeout=15):
+    """Envoy keeps a listener whose remote JWKS is not fetched yet warming
+    (not accepting connections): aigw may report it before it accepts."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def claims(**overrides):
