@@ -110,6 +110,14 @@ fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// A header's value in a map read with one host call.
+fn header_in(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
 fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
     ctx.get_http_response_header_bytes(name)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -155,6 +163,8 @@ struct RouterFilter {
     /// the request must end with a usage, zero if none, to settle it.
     reserved: bool,
     observer: crate::metrics::Observer,
+    /// The response status, once its headers were seen.
+    status: Option<u64>,
 }
 
 impl RouterFilter {
@@ -168,6 +178,7 @@ impl RouterFilter {
             usage_published: false,
             reserved: false,
             observer: crate::metrics::Observer::default(),
+            status: None,
         }
     }
 
@@ -254,12 +265,17 @@ impl Context for RouterFilter {}
 impl HttpContext for RouterFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.observer.start_ns = Some(now_ns(self));
-        let method = request_header(self, ":method").unwrap_or_default();
-        let path = request_header(self, ":path").unwrap_or_default();
+        // One read of the whole map: each host call costs about a microsecond.
+        let headers = self.get_http_request_headers_bytes();
+        let method = header_in(&headers, ":method").unwrap_or_default();
+        let path = header_in(&headers, ":path").unwrap_or_default();
         self.shape = Endpoint::error_shape_for_path(&path);
         // Routing headers come from the gateway only, never from the client.
-        self.set_http_request_header(MODEL_HEADER, None);
-        self.set_http_request_header(ENDPOINT_HEADER, None);
+        for name in [MODEL_HEADER, ENDPOINT_HEADER] {
+            if header_in(&headers, name).is_some() {
+                self.set_http_request_header(name, None);
+            }
+        }
         let endpoint = match Endpoint::classify(&method, &path) {
             Some(Endpoint::Models) => {
                 let body = list_body(&self.config.models, self.config.created);
@@ -290,7 +306,7 @@ impl HttpContext for RouterFilter {
         }
         let limit = self.config.max_request_bytes;
         let declared =
-            request_header(self, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+            header_in(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         if limit > 0 && declared.is_some_and(|n| n > limit) {
             let error = self.too_large();
             return self.fail(error);
@@ -324,11 +340,13 @@ impl HttpContext for RouterFilter {
         let stream = facts.stream;
         let client_wants_usage = facts.client_wants_usage;
         let schema = self
-            .get_property(BACKEND_METADATA.to_vec())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .and_then(|b| self.config.backends.get(&b).map(|c| c.schema))
+            .observer
+            .backend
+            .as_ref()
+            .and_then(|b| self.config.backends.get(b).map(|c| c.schema))
             .unwrap_or_default();
         let status = response_header(self, ":status").unwrap_or_default();
+        self.status = status.parse().ok();
         let content_type = response_header(self, "content-type").unwrap_or_default();
         let chat_source =
             Source::for_schema(schema).filter(|_| self.endpoint == Some(Endpoint::ChatCompletions));
@@ -403,11 +421,11 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.observe_body(body_size);
         if let ResponseState::Chat(chat) = &self.response {
             // Whole bodies are gathered (Envoy buffers while paused) and
             // translated at the end; streams chunk by chunk.
             if chat.buffers() && !end_of_stream {
+                self.observe_body(body_size, None);
                 return Action::Pause;
             }
             let chunk = if body_size > 0 {
@@ -416,6 +434,7 @@ impl HttpContext for RouterFilter {
             } else {
                 Vec::new()
             };
+            self.observe_body(body_size, Some(&chunk));
             let ResponseState::Chat(chat) = &mut self.response else {
                 return Action::Continue;
             };
@@ -428,6 +447,7 @@ impl HttpContext for RouterFilter {
             return Action::Continue;
         }
         if let ResponseState::BedrockError(status) = self.response {
+            self.observe_body(body_size, None);
             if !end_of_stream {
                 return Action::Pause;
             }
@@ -444,6 +464,7 @@ impl HttpContext for RouterFilter {
         } else {
             Vec::new()
         };
+        self.observe_body(body_size, Some(&chunk));
         let (replacement, usage) = match &mut self.response {
             ResponseState::Untouched | ResponseState::BedrockError(_) | ResponseState::Chat(_) => {
                 return Action::Continue
@@ -524,7 +545,9 @@ impl RouterFilter {
         self.observer.backend = backend;
     }
 
-    fn observe_body(&mut self, body_size: usize) {
+    /// `chunk`: the body chunk when the caller read it already (one host
+    /// call fewer).
+    fn observe_body(&mut self, body_size: usize, chunk: Option<&[u8]>) {
         let stream = self.facts.as_ref().is_some_and(|f| f.stream);
         if self.observer.body(now_ns(self), body_size) && stream {
             let first = self.observer.first_byte_ns.unwrap_or(0);
@@ -534,8 +557,13 @@ impl RouterFilter {
         }
         if body_size > 0 && self.facts.is_some() && self.observer.wants_model() {
             let size = body_size.min(crate::metrics::MODEL_SCAN_LIMIT);
-            let body = self.get_http_response_body(0, size).unwrap_or_default();
-            self.observer.scan(&body);
+            match chunk {
+                Some(chunk) => self.observer.scan(&chunk[..size.min(chunk.len())]),
+                None => {
+                    let body = self.get_http_response_body(0, size).unwrap_or_default();
+                    self.observer.scan(&body);
+                }
+            }
             if let Some(model) = self.observer.response_model.clone() {
                 self.set_property(vec!["response_model"], Some(model.as_bytes()));
             }
@@ -547,9 +575,10 @@ impl RouterFilter {
             return;
         }
         self.observer.recorded = true;
-        let status = self
-            .get_property(vec!["response", "code"])
-            .map_or(0, |b| property_u64(&b));
+        let status = self.status.unwrap_or_else(|| {
+            self.get_property(vec!["response", "code"])
+                .map_or(0, |b| property_u64(&b))
+        });
         // A refused request (unknown model, bad body) has no endpoint left.
         let endpoint = self.endpoint.or_else(|| {
             let method = request_header(self, ":method").unwrap_or_default();
@@ -583,7 +612,12 @@ struct UpstreamFilter {
     context_id: u32,
     backend: Option<String>,
     endpoint: Option<Endpoint>,
+    /// The request's `:path` and `:authority` as this attempt received them.
+    path: String,
+    authority: String,
     query: String,
+    /// The model the router picked the route by.
+    model: String,
     /// The router asked for stream usage, so the body must be rewritten.
     needs_stream_usage: bool,
     /// The request was rewritten in the headers phase; the body passes as is.
@@ -604,7 +638,10 @@ impl UpstreamFilter {
             context_id,
             backend: None,
             endpoint: None,
+            path: String::new(),
+            authority: String::new(),
             query: String::new(),
+            model: String::new(),
             needs_stream_usage: false,
             done: false,
             pending: None,
@@ -635,12 +672,11 @@ impl UpstreamFilter {
     fn headers_only(&mut self) -> Option<Action> {
         let endpoint = self.endpoint?;
         let backend = self.backend_config()?;
-        let model = request_header(self, MODEL_HEADER).unwrap_or_default();
         let request = prepare_headers_only(
             endpoint,
             &self.query,
             backend,
-            &model,
+            &self.model,
             self.needs_stream_usage,
         )?;
         if let Some(auth) = &backend.auth {
@@ -720,8 +756,11 @@ impl UpstreamFilter {
                 self.set_http_request_header(name, Some(value));
             }
         }
-        self.set_http_request_header(":path", Some(&request.path));
-        if let Some(host) = &request.host {
+        // Unchanged pseudo-headers are left alone: a host call each.
+        if request.path != self.path {
+            self.set_http_request_header(":path", Some(&request.path));
+        }
+        if let Some(host) = request.host.as_ref().filter(|h| **h != self.authority) {
             self.set_http_request_header(":authority", Some(host));
         }
         if let Some(body) = &request.body {
@@ -929,15 +968,15 @@ impl HttpContext for UpstreamFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // Envoy hands every attempt the same header map: restore the
         // original request before rewriting it for this attempt's backend.
-        match self.get_property(vec![crate::failover::ORIGINAL_HEADERS_PROPERTY]) {
+        let headers = match self.get_property(vec![crate::failover::ORIGINAL_HEADERS_PROPERTY]) {
             Some(saved) => {
-                if let Some(headers) = crate::failover::decode_headers(&saved) {
-                    let pairs = headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_slice()))
-                        .collect();
-                    self.set_http_request_headers_bytes(pairs);
-                }
+                let headers = crate::failover::decode_headers(&saved).unwrap_or_default();
+                let pairs = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect();
+                self.set_http_request_headers_bytes(pairs);
+                headers
             }
             None => {
                 let headers = self.get_http_request_headers_bytes();
@@ -945,19 +984,24 @@ impl HttpContext for UpstreamFilter {
                     vec![crate::failover::ORIGINAL_HEADERS_PROPERTY],
                     Some(&crate::failover::encode_headers(&headers)),
                 );
+                headers
             }
-        }
-        let path = request_header(self, ":path").unwrap_or_default();
-        self.query = path
+        };
+        self.path = header_in(&headers, ":path").unwrap_or_default();
+        self.authority = header_in(&headers, ":authority").unwrap_or_default();
+        self.query = self
+            .path
             .split_once('?')
             .map(|(_, q)| q.to_string())
             .unwrap_or_default();
-        let handoff = request_header(self, ENDPOINT_HEADER).and_then(|v| parse_handoff(&v));
+        let handoff = header_in(&headers, ENDPOINT_HEADER).and_then(|v| parse_handoff(&v));
         self.endpoint = handoff.map(|(endpoint, _)| endpoint);
         self.needs_stream_usage = handoff.is_some_and(|(_, needs)| needs);
-        self.set_http_request_header(ENDPOINT_HEADER, None);
-        for name in CLIENT_HEADERS_REMOVED {
-            self.set_http_request_header(name, None);
+        self.model = header_in(&headers, MODEL_HEADER).unwrap_or_default();
+        for name in std::iter::once(&ENDPOINT_HEADER).chain(CLIENT_HEADERS_REMOVED) {
+            if header_in(&headers, name).is_some() {
+                self.set_http_request_header(name, None);
+            }
         }
         self.backend = self
             .get_property(BACKEND_METADATA.to_vec())

@@ -367,7 +367,9 @@ pub mod sink {
         for r in records {
             match r {
                 Record::Counter(name, value) => {
-                    if let Some(id) = id(name, MetricType::Counter) {
+                    // Defined even at 0, so the series exists; adding 0 is a
+                    // host call that changes nothing.
+                    if let (Some(id), true) = (id(name, MetricType::Counter), *value > 0) {
                         let by = i64::try_from(*value).unwrap_or(i64::MAX);
                         let _ = proxy_wasm::hostcalls::increment_metric(id, by);
                     }
