@@ -133,7 +133,9 @@ def check_response(status, user):
 
 
 class FakeGrpcAuth:
-    def __init__(self):
+    """With `tls=(cert.pem, key.pem)` it speaks gRPC over TLS."""
+
+    def __init__(self, tls=None):
         import grpc
 
         self.requests = []
@@ -148,7 +150,12 @@ class FakeGrpcAuth:
             {"Check": grpc.unary_unary_rpc_method_handler(check)})
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls:
+            with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+                credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
     def close(self):

@@ -256,3 +256,25 @@ def test_grpc_ext_auth_on_a_route(tmp_path, providers, gateway):
         assert_error(status, body, 429, "rate_limit_exceeded")
     finally:
         auth.close()
+
+
+def test_grpc_ext_auth_over_tls(tmp_path, providers, gateway):
+    """A gRPC authorization Service on port 443: TLS (verified, HTTP/2 by ALPN)."""
+    from fake_bedrock import make_test_ca
+    host = "authz.default.svc.cluster.local"
+    ca, cert, key = make_test_ca(str(tmp_path), hostname=host)
+    auth = FakeGrpcAuth(tls=(cert, key))
+    try:
+        provider = providers(name="alpha")
+        policy = ROUTE_GRPC_POLICY.format(port=443)
+        gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port, extra=policy))],
+                     resolve=[f"{host}:443=127.0.0.1:{auth.port}"], extra_args=["--extra-ca", ca])
+        url = gw.url + "/v1/chat/completions"
+        status, _, body = post(url, CHAT, {"authorization": "Bearer team-dana"})
+        assert status == 200, body
+        assert provider.requests[-1].headers["x-user-id"] == "dana"
+        status, _, body = post(url, CHAT, {"authorization": "Bearer forbidden-eve"})
+        assert_error(status, body, 403, "permission_denied")
+        assert len(auth.requests) == 2
+    finally:
+        auth.close()
