@@ -5,7 +5,9 @@
 # writes scripts/bench/results.{md,json,png}. Takes about 5 to 8 minutes.
 #
 # Environment: BENCH_ROUNDS (2), BENCH_LATENCY_SECONDS (5), BENCH_LOAD_SECONDS
-# (10), BENCH_SKIP_LITELLM=1, BENCH_SKIP_PORTKEY=1, BENCH_SKIP_BUILD=1.
+# (10), BENCH_SKIP_LITELLM=1, BENCH_SKIP_PORTKEY=1, BENCH_SKIP_BUILD=1,
+# BENCH_SKIP_RATELIMIT=1 (the rate-limit service against Redis, another
+# 25 s: scripts/bench/ratelimit.py, results in ratelimit-results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -77,6 +79,7 @@ fi
 export CARGO_TARGET_DIR=$ROOT/target/bench
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p aigw -p aigw-fake-upstream
+  cargo build --release -q -p aigw --example ratelimit_load
 fi
 
 # --- run ---------------------------------------------------------------------
@@ -91,3 +94,11 @@ RUN_PID=$!
 wait "$RUN_PID"
 RUN_PID=""
 cat scripts/bench/results.md
+if [ "${BENCH_SKIP_RATELIMIT:-0}" != 1 ]; then
+  command -v redis-server >/dev/null || scripts/setup.sh >&2
+  .venv-bench/bin/python scripts/bench/ratelimit.py \
+    --aigw "$CARGO_TARGET_DIR/release/aigw" \
+    --load "$CARGO_TARGET_DIR/release/examples/ratelimit_load" \
+    --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" \
+    --seconds "${BENCH_LOAD_SECONDS:-10}"
+fi
