@@ -123,12 +123,20 @@ pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
 #[derive(Debug, Clone, Default)]
 pub struct StreamUsage {
     usage: Option<AnthropicUsage>,
+    complete: bool,
 }
 
 impl StreamUsage {
+    /// Whether `message_stop` or an error event was seen: the stream did
+    /// not just stop.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     /// Reads one stream event's JSON.
     pub fn observe(&mut self, event: &Value) {
         match event.get("type").and_then(Value::as_str) {
+            Some("message_stop" | "error") => self.complete = true,
             Some("message_start") => {
                 if let Some(u) = event
                     .get("message")

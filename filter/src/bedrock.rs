@@ -227,6 +227,12 @@ impl EventStreamToSse {
                     &format!("invalid response stream from Bedrock: {e}"),
                     &mut out,
                 );
+            } else if !self.usage.is_complete() {
+                self.error(
+                    "api_error",
+                    "Bedrock's stream ended before the message was complete",
+                    &mut out,
+                );
             }
         }
         out
@@ -589,6 +595,18 @@ mod tests {
         assert!(out.ends_with("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"throttlingException: Too many requests\"}}\n\n"), "{out}");
         assert!(!out.contains("message_stop"));
         assert!(t.push(&chunk(EVENTS[5]), true).is_empty());
+    }
+
+    #[test]
+    fn a_stream_that_stops_before_message_stop_ends_with_an_error_event() {
+        let stream: Vec<u8> = EVENTS[..3].iter().flat_map(|e| chunk(e)).collect();
+        let mut t = EventStreamToSse::default();
+        let out = String::from_utf8(t.push(&stream, true)).unwrap();
+        assert!(out.starts_with("event: message_start\n"));
+        assert!(
+            out.ends_with("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Bedrock's stream ended before the message was complete\"}}\n\n"),
+            "{out}"
+        );
     }
 
     #[test]

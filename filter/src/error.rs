@@ -112,6 +112,29 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The error as one server-sent event in the client's API shape, for a
+    /// stream whose headers already went out.
+    pub fn stream_event(&self, shape: ErrorShape) -> Vec<u8> {
+        let mut out = match shape {
+            ErrorShape::OpenAi => b"data: ".to_vec(),
+            ErrorShape::Anthropic => b"event: error\ndata: ".to_vec(),
+        };
+        out.extend(self.body(shape));
+        out.extend_from_slice(b"\n\n");
+        out
+    }
+
+    /// A stream that ended without its final event.
+    pub fn stream_incomplete() -> Self {
+        GatewayError::upstream(
+            502,
+            "the model provider's stream ended before the answer was complete",
+        )
+        .with_code("upstream_stream_incomplete")
+    }
+}
+
 impl std::fmt::Display for GatewayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({:?}, {})", self.message, self.cause, self.status)

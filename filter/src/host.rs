@@ -489,7 +489,15 @@ impl HttpContext for RouterFilter {
                 if splitter.pending_len() > crate::response::MAX_SSE_EVENT {
                     splitter.take_rest();
                 }
-                (None, usage.usage())
+                // A stream that just stops would look like a complete answer.
+                let tail = (end_of_stream && !usage.is_complete()).then(|| {
+                    let mut all = chunk.clone();
+                    all.extend(
+                        GatewayError::stream_incomplete().stream_event(ErrorShape::Anthropic),
+                    );
+                    all
+                });
+                (tail, usage.usage())
             }
             ResponseState::BedrockStream(stream) => {
                 let out = stream.push(&chunk, end_of_stream);

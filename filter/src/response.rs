@@ -58,6 +58,9 @@ pub struct OpenAiStream {
     drop_usage_chunk: bool,
     usage: Option<Usage>,
     broken: bool,
+    /// `[DONE]`, a finish reason or the provider's own error was seen: the
+    /// stream did not just stop.
+    complete: bool,
 }
 
 impl OpenAiStream {
@@ -67,6 +70,25 @@ impl OpenAiStream {
             drop_usage_chunk: !client_wants_usage,
             usage: None,
             broken: false,
+            complete: false,
+        }
+    }
+
+    fn note_completion(&mut self, data: &str, parsed: Option<&Value>) {
+        let finished = || {
+            let v = parsed?;
+            if v.get("error").is_some() {
+                return Some(true);
+            }
+            let choices = v.get("choices")?.as_array()?;
+            Some(
+                choices
+                    .iter()
+                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null())),
+            )
+        };
+        if data.trim() == "[DONE]" || finished() == Some(true) {
+            self.complete = true;
         }
     }
 
@@ -83,6 +105,7 @@ impl OpenAiStream {
         let mut dropped = false;
         for event in events {
             let parsed: Option<Value> = serde_json::from_str(&event.data).ok();
+            self.note_completion(&event.data, parsed.as_ref());
             if let Some(usage) = parsed
                 .as_ref()
                 .and_then(|v| v.get("usage"))
@@ -106,6 +129,19 @@ impl OpenAiStream {
             // held and pass the rest through untouched.
             self.broken = !end_of_stream;
             out.extend(self.splitter.take_rest());
+        }
+        if end_of_stream && !self.complete {
+            // A stream that just stops would look like a complete answer.
+            let error = crate::error::GatewayError::stream_incomplete();
+            let tail = error.stream_event(crate::error::ErrorShape::OpenAi);
+            if self.drop_usage_chunk {
+                out.extend(tail);
+            } else {
+                let mut all = chunk.to_vec();
+                all.extend(tail);
+                return ChunkOutput::Replace(all);
+            }
+            return ChunkOutput::Replace(out);
         }
         if !self.drop_usage_chunk {
             return ChunkOutput::Unchanged;
@@ -164,9 +200,41 @@ mod tests {
     }
 
     #[test]
-    fn unterminated_tail_is_released_at_end() {
+    fn unterminated_tail_is_released_at_end_then_an_error_event() {
         let (out, _) = run("data: {\"x\":1}\n\ndata: tail", 4, false);
-        assert_eq!(out, b"data: {\"x\":1}\n\ndata: tail");
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("data: {\"x\":1}\n\ndata: tail"), "{out}");
+        assert!(out.contains("upstream_stream_incomplete"), "{out}");
+    }
+
+    #[test]
+    fn a_stream_that_just_stops_ends_with_an_error_event() {
+        let cut =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+        let finished = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let provider_error = "data: {\"error\":{\"message\":\"overloaded\"}}\n\n";
+        let cases = [
+            (cut, true),
+            (finished, false),
+            (provider_error, false),
+            (STREAM, false),
+            ("data: [DONE]\n\n", false),
+        ];
+        for (stream, wants_error) in cases {
+            for wants_usage in [false, true] {
+                for size in [1, 7, 1000] {
+                    let (out, _) = run(stream, size, wants_usage);
+                    let out = String::from_utf8(out).unwrap();
+                    let error = "data: {\"error\":{\"message\":\"the model provider's stream ended before the answer was complete\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_stream_incomplete\"}}\n\n";
+                    assert_eq!(
+                        out.ends_with(error),
+                        wants_error,
+                        "{stream:?} {size}: {out}"
+                    );
+                    assert!(out.starts_with(&stream[..stream.len().min(10)]));
+                }
+            }
+        }
     }
 
     #[test]

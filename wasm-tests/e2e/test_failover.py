@@ -498,6 +498,45 @@ def test_stream_cut_after_content_is_not_retried(tmp_path, providers, gateway):
     assert len(secondary.requests) == 0
 
 
+def stops_after_content(request):
+    """Ends the body cleanly but without a finish reason or [DONE]."""
+    return 200, {"content-type": "text/event-stream"}, sse([ROLE_CHUNK, WORD_CHUNK])
+
+
+def test_stream_that_just_stops_ends_with_an_error_event(tmp_path, providers, gateway):
+    primary = providers(stops_after_content, name="primary")
+    gw = start(gateway, tmp_path, config([("primary", "OpenAI", primary.port, 0, "")]))
+    received = []
+    with pytest.raises(openai.APIError) as e:
+        for c in oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True):
+            received.extend(ch.delta.content or "" for ch in c.choices)
+    assert "".join(received) == "partial"
+    assert "ended before the answer was complete" in str(e.value)
+
+
+def test_anthropic_stream_that_just_stops_ends_with_an_error_event(tmp_path, providers, gateway):
+    def stops(request):
+        events = [("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "content": [],
+            "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+                  ("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}}),
+                  ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "text_delta", "text": "partial"}})]
+        body = [f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events]
+        return 200, {"content-type": "text/event-stream"}, body
+    primary = providers(stops, name="primary")
+    gw = start(gateway, tmp_path, config([("primary", "Anthropic", primary.port, 0, "")]))
+    client = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=CLIENT_KEY, max_retries=0)
+    text = []
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with client.messages.stream(model=MODEL, max_tokens=16, messages=USER) as stream:
+            for piece in stream.text_stream:
+                text.append(piece)
+    assert "".join(text) == "partial"
+    assert "ended before the answer was complete" in str(e.value)
+
+
 # --- A 200 whose body is not what the API promises
 
 
