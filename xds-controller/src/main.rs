@@ -115,7 +115,13 @@ struct RunArgs {
     /// plus an input estimate (body bytes / 4), refuse with 429 when that does
     /// not fit, and settle to the real usage when the answer ends. Without
     /// this flag tokens are charged after the answer, like Envoy AI Gateway.
-    #[arg(long, value_name = "DEFAULT_OUTPUT_TOKENS", num_args = 0..=1, default_missing_value = "1024")]
+    #[arg(
+        long,
+        env = "AIGW_RATE_LIMIT_RESERVE",
+        value_name = "DEFAULT_OUTPUT_TOKENS",
+        num_args = 0..=1,
+        default_missing_value = "1024"
+    )]
     rate_limit_reserve: Option<u64>,
     /// Standalone only: also trust this PEM CA for upstream TLS (added to
     /// the system CA bundle), e.g. a test or corporate CA.

@@ -69,6 +69,10 @@ pub struct ControllerArgs {
     /// Refuse requests when rate limits cannot be checked.
     #[arg(long)]
     pub rate_limit_fail_closed: bool,
+    /// Reserve-then-settle token budgets, reserving this many output tokens
+    /// when a request names no max_tokens (see `aigw run --help`).
+    #[arg(long, env = "AIGW_RATE_LIMIT_RESERVE", value_name = "DEFAULT_OUTPUT_TOKENS", num_args = 0..=1, default_missing_value = "1024")]
+    pub rate_limit_reserve: Option<u64>,
 }
 
 impl ControllerArgs {
@@ -91,6 +95,7 @@ impl ControllerArgs {
             access_log: self.access_log.clone(),
             redis: self.redis.clone(),
             rate_limit_fail_closed: self.rate_limit_fail_closed,
+            rate_limit_reserve: self.rate_limit_reserve,
             ..RunConfig::default()
         };
         let mut options = crate::run::options(&config, 0, version);

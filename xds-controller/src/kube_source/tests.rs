@@ -395,6 +395,7 @@ fn args() -> ControllerArgs {
         debounce_ms: 50,
         redis: None,
         rate_limit_fail_closed: false,
+        rate_limit_reserve: None,
     }
 }
 
