@@ -272,6 +272,14 @@ def test_reservations_of_failed_and_refused_requests_are_released(tmp_path, redi
         body = request.json()
         if "fail" in body["messages"][-1]["content"]:
             return 500, {"content-type": "application/json"}, b'{"error":{"message":"boom"}}'
+        if body.get("stream"):
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                     "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+            usage = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                     "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+            return 200, {"content-type": "text/event-stream"}, [
+                b"data: " + json.dumps(chunk).encode() + b"\n\n",
+                b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
         answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": body["model"],
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                                "finish_reason": "stop"}],
@@ -285,9 +293,9 @@ def test_reservations_of_failed_and_refused_requests_are_released(tmp_path, redi
                                          "--rate-limit-reserve"])
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
 
-        def ask(content, max_tokens):
+        def ask(content, max_tokens, stream=False):
             conn.request("POST", "/v1/chat/completions", json.dumps(
-                {"model": "m", "max_tokens": max_tokens,
+                {"model": "m", "max_tokens": max_tokens, "stream": stream,
                  "messages": [{"role": "user", "content": content}]}),
                 {"content-type": "application/json", "x-user-id": "eve"})
             r = conn.getresponse()
@@ -302,13 +310,16 @@ def test_reservations_of_failed_and_refused_requests_are_released(tmp_path, redi
         assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
         assert "x-ratelimit-limit" in headers, headers
         assert len([r for r in fake.requests if "hi" in r.body.decode()]) == 0
-        # A served request is charged exactly its usage.
+        # Served requests are charged exactly their usage, streamed too.
         status, _, _ = ask("hi", 50)
         assert status == 200
+        status, body, _ = ask("hi", 50, stream=True)
+        assert status == 200 and b"[DONE]" in body, body
+        want = {"input": 10, "output": 7, "total": 17}
         deadline = time.time() + 10
-        while time.time() < deadline and charged(redis_port, "eve") != {"input": 7, "output": 5, "total": 12}:
+        while time.time() < deadline and charged(redis_port, "eve") != want:
             time.sleep(0.1)
-        assert charged(redis_port, "eve") == {"input": 7, "output": 5, "total": 12}
+        assert charged(redis_port, "eve") == want
         assert redis_cli(redis_port, "--scan", "--pattern", "aigw-reservation_*") == ""
     finally:
         fake.close()
