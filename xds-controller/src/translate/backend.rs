@@ -665,8 +665,6 @@ mod aws_tests {
     use super::super::{translate, AwsEnvironment, Options};
     use crate::credentials::CredentialValue;
     use crate::error::Severity;
-    use crate::translate::envoy::WasmCode;
-    use aigw_filter::config::CredentialSource;
 
     const BASE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -696,27 +694,8 @@ spec:
 
     fn options(env: Option<AwsEnvironment>) -> Options {
         Options {
-            wasm: WasmCode {
-                path: "f.wasm".into(),
-                env_keys: vec![],
-            },
-            listen_address: "127.0.0.1".into(),
-            port_map: Default::default(),
-            resolve: Default::default(),
-            credential_source: CredentialSource {
-                cluster: "c".into(),
-                authority: "a".into(),
-                path: "/p".into(),
-                token_env: "T".into(),
-                ttl_seconds: 30,
-            },
-            ca_file: "/ca.pem".into(),
-            access_log: None,
-            config_version: 1,
-            created: 0,
-            rate_limit: Default::default(),
             aws_environment: env,
-            mint: Default::default(),
+            ..Options::for_tests()
         }
     }
 

@@ -3,8 +3,6 @@
 
 use super::{translate, AwsEnvironment, Options, Translation};
 use crate::mint::{aws::AwsSource, MintSource};
-use crate::translate::envoy::WasmCode;
-use aigw_filter::config::CredentialSource;
 
 const BASE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -34,30 +32,12 @@ spec:
 
 fn options(aws_minted: Option<AwsSource>, aws_environment: Option<AwsEnvironment>) -> Options {
     Options {
-        wasm: WasmCode {
-            path: "f.wasm".into(),
-            env_keys: vec![],
-        },
-        listen_address: "127.0.0.1".into(),
-        port_map: Default::default(),
-        resolve: Default::default(),
-        credential_source: CredentialSource {
-            cluster: "c".into(),
-            authority: "a".into(),
-            path: "/p".into(),
-            token_env: "T".into(),
-            ttl_seconds: 30,
-        },
-        ca_file: "/ca.pem".into(),
-        access_log: None,
-        config_version: 1,
-        created: 0,
-        rate_limit: Default::default(),
         aws_environment,
         mint: crate::mint::MintEnvironment {
             aws: aws_minted,
             ..Default::default()
         },
+        ..Options::for_tests()
     }
 }
 
