@@ -3,16 +3,19 @@ the filter), then Envoy's /stats/prometheus and the access log must show
 exactly what the fake providers reported, with the right labels; aigw run
 prints one line per request."""
 import json
+import os
 import re
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anthropic
 import openai
 import pytest
 
-from conftest import basic_config, write_yaml
+from conftest import anthropic_config, basic_config, write_yaml
+from fakes import anthropic_sse
 
 BROKEN = """
 ---
@@ -267,3 +270,223 @@ def test_otlp_tracing_has_genai_attributes_and_no_content(tmp_path, providers, g
                       b"gen_ai.provider.name", b"default/backend"):
         assert attribute in body, attribute
     assert secret.encode() not in body
+
+
+# --- Several providers at once: every label set must add up to what the fakes reported ---
+
+ANTHROPIC_USAGE = {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 3,
+                   "cache_creation_input_tokens": 5}
+BEDROCK_USAGE = (17, 9)
+PROVIDER_KEY = "sk-ant-provider-secret"
+AWS = {"AWS_ACCESS_KEY_ID": "AKIDAIGWTEST", "AWS_SECRET_ACCESS_KEY": "aigw/test+secret/key",
+       "AWS_SESSION_TOKEN": "session-token-for-test"}
+
+
+def anthropic_dated(request):
+    """A native Anthropic API that answers with a dated variant of the model
+    asked for (as the real one does), and 529 overloaded for claude-busy."""
+    body = request.json()
+    if body["model"] == "claude-busy":
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return 529, {"content-type": "application/json"}, json.dumps(error).encode()
+    model = body["model"] + "-20250514"
+    if not body.get("stream"):
+        answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": model,
+                  "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
+                  "stop_sequence": None, "usage": ANTHROPIC_USAGE}
+        return 200, {"content-type": "application/json"}, json.dumps(answer).encode()
+    events = [
+        {"type": "message_start", "message": {"id": "msg_2", "type": "message", "role": "assistant",
+                                              "model": model, "content": [], "stop_reason": None,
+                                              "stop_sequence": None,
+                                              "usage": {**ANTHROPIC_USAGE, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+         "usage": {"output_tokens": 4}},
+        {"type": "message_stop"},
+    ]
+    return 200, {"content-type": "text/event-stream"}, anthropic_sse(events)
+
+
+def route(name, model, backend):
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: "{model}"}}]}}]
+    backendRefs: [{{name: {backend}}}]
+"""
+
+
+def backend(name, schema, endpoint):
+    return f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}}}
+spec:
+  endpoints: [{endpoint}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: {name}}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+"""
+
+
+def loopback(port):
+    return f"{{ip: {{address: 127.0.0.1, port: {port}}}}}"
+
+
+BEDROCK_POLICY = """---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {name: bedrock-policy}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]
+  type: AWSCredentials
+  awsCredentials: {region: us-west-2}
+"""
+NOVA = "amazon.nova-pro-v1:0"
+
+
+@pytest.fixture
+def mixed(tmp_path, providers, gateway):
+    """Known traffic through four providers' wire formats at once, with
+    streams and failures; returns the gateway."""
+    from fake_bedrock import HOST, FakeBedrock, make_test_ca
+
+    gpt = providers(name="openai")
+    claude = providers(anthropic_dated, name="anthropic")
+    broken = providers(lambda req: (500, {"content-type": "application/json"},
+                                    b'{"error":{"message":"boom"}}'), name="broken")
+    tls = make_test_ca(str(tmp_path))
+    bedrock = FakeBedrock(tls[1], tls[2], AWS["AWS_ACCESS_KEY_ID"], AWS["AWS_SECRET_ACCESS_KEY"],
+                          AWS["AWS_SESSION_TOKEN"], usage=BEDROCK_USAGE)
+    config = (anthropic_config(claude.port, PROVIDER_KEY)
+              + backend("gpt", "OpenAI", loopback(gpt.port)) + route("gpt-route", "gpt-test", "gpt")
+              + route("haiku-route", "claude-haiku", "claude") + route("busy-route", "claude-busy", "claude")
+              + backend("broken", "OpenAI", loopback(broken.port)) + route("broken-route", "broken-model", "broken")
+              + backend("bedrock", "AWSBedrock", f"{{fqdn: {{hostname: {HOST}, port: 443}}}}")
+              + BEDROCK_POLICY + route("nova-route", NOVA, "bedrock"))
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", config)], resolve=[f"{HOST}:443=127.0.0.1:{bedrock.port}"],
+                 extra_args=["--extra-ca", tls[0]], env=AWS)
+    oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+    ant = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="x", max_retries=0)
+    hi = [{"role": "user", "content": "hi"}]
+    # OpenAI passthrough: 2 plain, 1 stream (the filter asks for the usage chunk).
+    for _ in range(2):
+        oai.chat.completions.create(model="gpt-test", messages=hi)
+    list(oai.chat.completions.create(model="gpt-test", messages=hi, stream=True))
+    # Anthropic native: 1 plain, 2 streams.
+    ant.messages.create(model="claude-sonnet", max_tokens=16, messages=hi)
+    for _ in range(2):
+        with ant.messages.stream(model="claude-sonnet", max_tokens=16, messages=hi) as s:
+            assert "".join(s.text_stream) == "Hello"
+    # OpenAI client -> Anthropic backend: 1 plain, 1 stream without the usage chunk.
+    oai.chat.completions.create(model="claude-haiku", messages=hi)
+    list(oai.chat.completions.create(model="claude-haiku", messages=hi, stream=True))
+    # OpenAI client -> Bedrock Converse: 1 plain, 1 stream.
+    oai.chat.completions.create(model=NOVA, messages=hi)
+    list(oai.chat.completions.create(model=NOVA, messages=hi, stream=True))
+    # Failures: an OpenAI backend's 500 and Anthropic's 529 (native client).
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model="broken-model", messages=hi)
+    with pytest.raises(anthropic.APIStatusError):
+        ant.messages.create(model="claude-busy", max_tokens=16, messages=hi)
+    yield gw
+    bedrock.close()
+
+
+# (provider, request model, response model, backend) -> requests, streams, per-request tokens
+# (input, output, total, cached_input, cache_creation_input, reasoning).
+EXPECTED = [
+    ("openai", "gpt-test", "gpt-test", "default/gpt", 3, 1, (11, 7, 18, 2, 0, 3)),
+    # Anthropic's input counts the whole prompt: 9 uncached + 3 read + 5 written.
+    ("anthropic", "claude-sonnet", "claude-sonnet-20250514", "default/claude", 3, 2, (17, 4, 21, 3, 5, 0)),
+    ("anthropic", "claude-haiku", "claude-haiku-20250514", "default/claude", 2, 1, (17, 4, 21, 3, 5, 0)),
+    ("aws.bedrock", NOVA, None, "default/bedrock", 2, 1, (17, 9, 26, 0, 0, 0)),
+]
+TOKEN_TYPES = ("input", "output", "total", "cached_input", "cache_creation_input", "reasoning")
+
+
+def test_metrics_per_provider_and_model_equal_what_the_fakes_reported(mixed):
+    gw = mixed
+
+    def labels(provider, req, resp, backend_name):
+        ls = dict(gen_ai_operation_name="chat", gen_ai_provider_name=provider,
+                  gen_ai_request_model=req, aigw_backend=backend_name)
+        if resp:
+            ls["gen_ai_response_model"] = resp
+        return ls
+
+    def complete(s):
+        for provider, req, resp, be, requests, streams, _ in EXPECTED:
+            ls = labels(provider, req, resp, be)
+            assert find(s, "gen_ai_server_request_duration_milliseconds_count", **ls) == requests, ls
+            assert find(s, "gen_ai_server_time_to_first_token_milliseconds_count", **ls) == streams, ls
+
+    text, s = wait_for(gw, complete)
+    dump = "\n".join(l for l in text.splitlines() if l.startswith(("aigw_requests_total", "aigw_token")))
+    for provider, req, resp, be, requests, streams, tokens in EXPECTED:
+        ls = labels(provider, req, resp, be)
+        assert find(s, "aigw_requests_total", **ls) == requests, (ls, dump)
+        series = [dict(k) for (n, k) in s if n == "aigw_requests_total"
+                  and ("gen_ai_request_model", req) in k]
+        assert all("error_type" not in k for k in series), series
+        if resp is None:  # Converse answers name no model: the label is left out.
+            assert all("gen_ai_response_model" not in k for k in series), series
+        for token, per_request in zip(TOKEN_TYPES, tokens):
+            assert find(s, "aigw_token_usage_total", gen_ai_token_type=token, **ls) == requests * per_request, \
+                (provider, req, token, dump)
+        for token, per_request in zip(("input", "output"), tokens):
+            assert find(s, "gen_ai_client_token_usage_count", gen_ai_token_type=token, **ls) == requests
+            # Envoy's histogram sums are approximate (log-linear buckets).
+            assert find(s, "gen_ai_client_token_usage_sum", gen_ai_token_type=token, **ls) == \
+                pytest.approx(requests * per_request, rel=0.05)
+        # Streams: time to first token and time per output token (output > 1 token).
+        assert find(s, "gen_ai_server_time_to_first_token_milliseconds_count", **ls) == streams
+        assert find(s, "gen_ai_server_time_per_output_token_milliseconds_count", **ls) == streams
+    # Failures carry the provider, the bounded model and the status as error_type.
+    assert find(s, "aigw_requests_total", gen_ai_provider_name="openai", gen_ai_request_model="broken-model",
+                error_type="500", aigw_backend="default/broken") == 1
+    assert find(s, "aigw_requests_total", gen_ai_provider_name="anthropic", gen_ai_request_model="claude-busy",
+                error_type="529", aigw_backend="default/claude") == 1
+    assert find(s, "aigw_token_usage_total", gen_ai_request_model="broken-model") == 0
+    assert find(s, "gen_ai_server_time_to_first_token_milliseconds_count", error_type="529") == 0
+    # In all: 10 answered, 2 failed.
+    assert find(s, "aigw_requests_total") == 12
+    assert find(s, "aigw_requests_total", error_type="500") + find(s, "aigw_requests_total", error_type="529") == 2
+
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+
+
+def test_readme_names_exactly_the_metrics_envoy_exports(mixed):
+    """The README's table of Prometheus names and its label list are the
+    names /stats/prometheus shows, no more and no less."""
+    text, s = wait_for(mixed, lambda s: find(s, "gen_ai_server_time_per_output_token_milliseconds_count") > 0)
+    with open(README) as f:
+        readme = f.read()
+    section = readme[readme.index("## Observe it"):readme.index("## How it works")]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+    ours = {n for (n, _) in s if n.startswith(("gen_ai_", "aigw_"))}
+    exported = {re.sub(r"_(bucket|sum|count)$", "", n) if n.startswith("gen_ai_") and
+                re.search(r"_(bucket|sum|count)$", n) else n for n in ours}
+    assert documented == exported, (documented, exported)
+    # Histograms are histograms; counters are counters.
+    for name in documented:
+        kind = re.search(rf"^# TYPE {name} (\w+)$", text, re.M)
+        assert kind, name
+        row = re.search(rf"^\| `{name}` \| (\w+)", section, re.M).group(1)
+        assert kind.group(1) == row, (name, kind.group(1), row)
+    labels = {k for (n, ls) in s if n in ours for k, _ in ls} - {"le"}
+    for label in labels:
+        assert f"`{label}`" in section, label
