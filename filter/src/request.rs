@@ -2,6 +2,7 @@
 //! calls and, from the body, the model and whether it streams.
 
 use crate::error::{ErrorShape, GatewayError};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The client-facing endpoints the gateway serves.
@@ -121,17 +122,79 @@ pub struct RequestFacts {
     pub requested_output: Option<u64>,
 }
 
+/// Deepest nesting of arrays and objects a request may have: what serde_json
+/// accepts for values it builds. Skipped values have no such limit, and
+/// providers' parsers may not be as robust.
+const MAX_NESTING: usize = 128;
+
+/// Whether arrays and objects nest deeper than `limit` (strings skipped).
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The body fields routing and accounting read. The rest of the body (a
+/// conversation can be megabytes) is checked as JSON but never built.
+#[derive(Deserialize, Default, Debug)]
+pub struct RoutingFields {
+    #[serde(default)]
+    pub model: Option<Value>,
+    #[serde(default)]
+    pub stream: Option<Value>,
+    #[serde(default)]
+    pub stream_options: Option<Value>,
+    #[serde(default)]
+    pub max_tokens: Option<Value>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<Value>,
+    #[serde(default)]
+    pub n: Option<Value>,
+}
+
 /// Parses a request body just far enough to route it. The body must be a
-/// JSON object with a non-empty string `model`.
+/// JSON object with a non-empty string `model`; a key given twice is an
+/// error (the gateway and the provider could read different values).
 pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, GatewayError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    // serde would also read a struct from an array, by position.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            GatewayError::bad_request("request body must be a JSON object")
+                .with_code("invalid_json"),
+        );
+    }
+    if nesting_exceeds(body, MAX_NESTING) {
+        return Err(GatewayError::bad_request(format!(
+            "request body is not valid JSON: nested deeper than {MAX_NESTING} levels"
+        ))
+        .with_code("invalid_json"));
+    }
+    let fields: RoutingFields = serde_json::from_slice(body).map_err(|e| {
         GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
             .with_code("invalid_json")
     })?;
-    let object = value.as_object().ok_or_else(|| {
-        GatewayError::bad_request("request body must be a JSON object").with_code("invalid_json")
-    })?;
-    let model = match object.get("model") {
+    let model = match &fields.model {
         Some(Value::String(m)) if m.chars().any(char::is_control) => {
             // The model becomes a header value: no line breaks or NULs.
             return Err(
@@ -154,7 +217,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
                 .with_code("invalid_type"))
         }
     };
-    let stream = match object.get("stream") {
+    let stream = match &fields.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
@@ -169,8 +232,9 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
                 .with_param("stream"),
         );
     }
-    let client_wants_usage = object
-        .get("stream_options")
+    let client_wants_usage = fields
+        .stream_options
+        .as_ref()
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
@@ -178,7 +242,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8]) -> Result<RequestFacts, Ga
         model,
         stream,
         client_wants_usage,
-        requested_output: crate::reservation::requested_output(endpoint, object),
+        requested_output: crate::reservation::requested_output(endpoint, &fields),
     })
 }
 
@@ -274,7 +338,8 @@ mod tests {
 
     #[test]
     fn parse_errors_are_client_400s() {
-        let cases: [&[u8]; 10] = [
+        let cases: [&[u8]; 12] = [
+            br#"{"model":"a","model":"b"}"#,
             br#"{"model":"a\r\nx-injected: yes"}"#,
             b"",
             b"{",
@@ -285,6 +350,7 @@ mod tests {
             br#"{"model":"m","stream":"yes"}"#,
             b"\xff\xfe",
             br#"{"model":"m","stream":true}"#, // embeddings cannot stream
+            br#"["m"]"#,
         ];
         for body in cases {
             let err = parse_request(Endpoint::Embeddings, body).unwrap_err();
@@ -293,9 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn nesting_depth() {
+        assert!(!nesting_exceeds(br#"{"a":[[{"b":"[[[[[["}]]]}"#, 4));
+        assert!(nesting_exceeds(br#"{"a":[[{"b":[]}]]}"#, 4));
+        assert!(!nesting_exceeds(br#"{"a":"\"[[[[[[[[\\"}"#, 1));
+        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(!nesting_exceeds(ok.as_bytes(), MAX_NESTING));
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(nesting_exceeds(deep.as_bytes(), MAX_NESTING));
+    }
+
+    #[test]
     fn deeply_nested_json_is_an_error_not_a_crash() {
         let mut body = String::from(r#"{"model":"m","x":"#);
         body.push_str(&"[".repeat(100_000));
+        body.push_str(&"]".repeat(100_000));
+        body.push('}');
         assert_eq!(
             parse_request(Endpoint::ChatCompletions, body.as_bytes())
                 .unwrap_err()

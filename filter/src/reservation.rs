@@ -4,8 +4,8 @@
 //! against each budget, and when the request ends the real usage (or zero)
 //! settles the reservation. Pure.
 
-use crate::request::Endpoint;
-use serde_json::{Map, Value};
+use crate::request::{Endpoint, RoutingFields};
+use serde_json::Value;
 
 /// Bytes of request body counted as one input token. Tokenizers average
 /// about 4 bytes of English per token; the JSON around the messages makes
@@ -20,15 +20,17 @@ pub struct Reservation {
 
 /// Output tokens the request asks for at most: `max_completion_tokens` or
 /// `max_tokens`, times the number of choices `n`. None when it names none.
-pub fn requested_output(endpoint: Endpoint, body: &Map<String, Value>) -> Option<u64> {
-    let field = |name: &str| body.get(name).and_then(Value::as_u64);
+pub fn requested_output(endpoint: Endpoint, body: &RoutingFields) -> Option<u64> {
+    let number = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64);
     let max = match endpoint {
-        Endpoint::ChatCompletions => field("max_completion_tokens").or_else(|| field("max_tokens")),
-        Endpoint::Completions | Endpoint::AnthropicMessages => field("max_tokens"),
+        Endpoint::ChatCompletions => {
+            number(&body.max_completion_tokens).or_else(|| number(&body.max_tokens))
+        }
+        Endpoint::Completions | Endpoint::AnthropicMessages => number(&body.max_tokens),
         Endpoint::Embeddings | Endpoint::AnthropicCountTokens | Endpoint::Models => Some(0),
     }?;
     let choices = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Completions => field("n").unwrap_or(1).max(1),
+        Endpoint::ChatCompletions | Endpoint::Completions => number(&body.n).unwrap_or(1).max(1),
         _ => 1,
     };
     Some(max.saturating_mul(choices))
@@ -66,8 +68,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn object(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn fields(v: Value) -> RoutingFields {
+        serde_json::from_value(v).unwrap()
     }
 
     #[test]
@@ -110,7 +112,7 @@ mod tests {
         ];
         for (endpoint, body, want) in cases {
             assert_eq!(
-                requested_output(endpoint, &object(body.clone())),
+                requested_output(endpoint, &fields(body.clone())),
                 want,
                 "{endpoint:?} {body}"
             );

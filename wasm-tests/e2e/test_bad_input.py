@@ -61,10 +61,12 @@ def test_bad_body(gw, name, body, status, code):
     still_serving(gw)
 
 
-def test_duplicate_keys_use_the_last_model(gw):
-    # serde_json and Python both take the last duplicate; the route follows it.
-    status, _, _ = post(gw.url + "/v1/chat/completions", b'{"model": "nope", "model": "test-model"}')
-    assert status == 200
+def test_a_key_given_twice_is_refused(gw):
+    # Parsers disagree on which duplicate wins: the gateway could route by one
+    # model while the provider serves another.
+    status, _, raw = post(gw.url + "/v1/chat/completions", b'{"model": "nope", "model": "test-model"}')
+    assert status == 400
+    assert b"duplicate field" in raw
     still_serving(gw)
 
 
