@@ -360,6 +360,19 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         .arg(std::process::id().to_string())
         .env(TOKEN_ENV, &token)
         .kill_on_drop(true);
+    // Envoy is this process's child: if aigw is killed outright (SIGKILL,
+    // OOM), the kernel sends Envoy SIGTERM, so no orphan keeps serving a
+    // configuration nobody updates or holds the ports.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     if let Some(n) = config.concurrency {
         command.arg("--concurrency").arg(n.to_string());
     }

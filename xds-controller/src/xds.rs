@@ -21,6 +21,10 @@ const PUSH_ORDER: [&str; 3] = [proto::CLUSTER, proto::LISTENER, proto::ROUTE];
 
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// 0: no configuration yet (a controller that has not read its source).
+    /// Such a snapshot is never sent: an Envoy that reconnects to a
+    /// restarted controller keeps serving what it has until there is a
+    /// real configuration, instead of being emptied.
     pub version: u64,
     /// Resources by type URL, each with its name.
     pub resources: BTreeMap<&'static str, Vec<(String, Any)>>,
@@ -76,6 +80,9 @@ impl Stream {
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return true;
         };
+        if snapshot.version == 0 {
+            return true;
+        }
         let wildcard = sub.names.is_empty() || sub.names.iter().any(|n| n == "*");
         let resources: Vec<Any> = snapshot
             .resources
