@@ -490,3 +490,85 @@ def test_readme_names_exactly_the_metrics_envoy_exports(mixed):
     labels = {k for (n, ls) in s if n in ours for k, _ in ls} - {"le"}
     for label in labels:
         assert f"`{label}`" in section, label
+
+
+# --- OTLP over gRPC: a collector written with grpcio and opentelemetry-proto ---
+
+class GrpcCollector:
+    """An OTLP/gRPC trace collector (TraceService/Export) that keeps the
+    decoded ExportTraceServiceRequests and their raw bytes."""
+
+    def __init__(self):
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_grpc
+
+        self.requests = []
+        collector = self
+
+        class Service(pb_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                collector.requests.append(request)
+                return pb.ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def spans(self):
+        return [span for request in self.requests for rs in request.resource_spans
+                for ss in rs.scope_spans for span in ss.spans]
+
+    def close(self):
+        self.server.stop(0)
+
+
+def attribute_values(span):
+    """OTLP attributes as name -> Python value (strings, ints, ...)."""
+    out = {}
+    for kv in span.attributes:
+        kind = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, kind) if kind else None
+    return out
+
+
+@pytest.fixture
+def grpc_collector():
+    c = GrpcCollector()
+    yield c
+    c.close()
+
+
+def test_otlp_grpc_spans_have_genai_attributes_and_no_content(tmp_path, providers, gateway, grpc_collector):
+    provider = providers(name="alpha")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", basic_config(provider.port))],
+                 extra_args=["--otlp-endpoint", f"grpc://127.0.0.1:{grpc_collector.port}"])
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    secret = "do-not-record-this-prompt-grpc-91b2"
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0,
+                           default_headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+    client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": secret}])
+    list(client.chat.completions.create(model="test-model", stream=True,
+                                        messages=[{"role": "user", "content": secret}]))
+    assert trace_id in provider.requests[-1].headers["traceparent"]
+    deadline = time.time() + 20
+    while len(grpc_collector.spans()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    spans = [s for s in grpc_collector.spans() if s.trace_id == bytes.fromhex(trace_id)]
+    assert len(spans) == 2, grpc_collector.spans()
+    for span in spans:
+        assert span.parent_span_id == bytes.fromhex("b7ad6b7169203331")
+        attributes = attribute_values(span)
+        assert attributes["gen_ai.request.model"] == "test-model", attributes
+        assert attributes["gen_ai.response.model"] == "test-model"
+        assert attributes["gen_ai.provider.name"] == "openai"
+        assert attributes["aigw.backend"] == "default/backend"
+        assert attributes["gen_ai.usage.input_tokens"] == "11"
+        assert attributes["gen_ai.usage.output_tokens"] == "7"
+        assert all(secret not in str(v) for v in attributes.values())
+    resource = grpc_collector.requests[0].resource_spans[0].resource
+    assert attribute_values(resource)["service.name"] == "aigw"
+    assert all(secret.encode() not in r.SerializeToString() for r in grpc_collector.requests)

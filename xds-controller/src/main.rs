@@ -95,9 +95,10 @@ struct RunArgs {
     /// every 10 s, or nothing.
     #[arg(long, value_enum, default_value = "lines")]
     traffic: traffic::TrafficMode,
-    /// Trace requests with Envoy's OpenTelemetry tracer, exporting OTLP/HTTP
-    /// to this collector (http://HOST:PORT[/v1/traces]). Spans carry GenAI
-    /// attributes (models, provider, tokens), never message content.
+    /// Trace requests with Envoy's OpenTelemetry tracer, exporting to this
+    /// collector: OTLP/HTTP with http://HOST:PORT[/v1/traces], OTLP/gRPC with
+    /// grpc://HOST:PORT. Spans carry GenAI attributes (models, provider,
+    /// tokens), never message content.
     #[arg(long)]
     otlp_endpoint: Option<String>,
     /// Where the Envoy bootstrap is written.

@@ -1,5 +1,6 @@
 //! `aigw run --otlp-endpoint`: Envoy's OpenTelemetry tracer on every
-//! listener, exporting OTLP/HTTP to a collector, with GenAI span attributes
+//! listener, exporting OTLP/HTTP or OTLP/gRPC (`grpc://HOST:PORT`) to a
+//! collector, with GenAI span attributes
 //! taken from what the filter measured. Message content is never recorded:
 //! the attributes are models, backend, provider and token counts.
 
@@ -8,19 +9,42 @@ use serde_json::{json, Value};
 
 pub const OTLP_CLUSTER: &str = "aigw_otlp";
 
-/// A collector's OTLP/HTTP endpoint: `http://host:port[/path]` or `host:port`.
+/// How spans reach the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/HTTP (protobuf body POSTed to a path).
+    Http,
+    /// OTLP/gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`
+    /// over HTTP/2).
+    Grpc,
+}
+
+/// A collector's OTLP endpoint: `http://host:port[/path]` or `host:port`
+/// (OTLP/HTTP), or `grpc://host:port` (OTLP/gRPC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
-    /// The traces path, `/v1/traces` unless given.
+    /// The traces path, `/v1/traces` unless given (OTLP/HTTP only).
     pub path: String,
 }
 
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
-    let rest = text.strip_prefix("http://").unwrap_or(text);
-    if rest.starts_with("https://") {
-        return Err("--otlp-endpoint: https is not supported; use http://HOST:PORT".into());
+    let (protocol, rest) = match text.strip_prefix("grpc://") {
+        Some(rest) => (Protocol::Grpc, rest),
+        None => (Protocol::Http, text.strip_prefix("http://").unwrap_or(text)),
+    };
+    if rest.starts_with("https://") || rest.starts_with("grpcs://") {
+        return Err(
+            "--otlp-endpoint: TLS is not supported; use http://HOST:PORT or grpc://HOST:PORT"
+                .into(),
+        );
+    }
+    if rest.contains("://") {
+        return Err(format!(
+            "--otlp-endpoint {text:?}: expected http://HOST:PORT[/PATH] or grpc://HOST:PORT"
+        ));
     }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -35,28 +59,43 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     if host.is_empty() {
         return Err(format!("--otlp-endpoint {text:?}: expected HOST:PORT"));
     }
+    if protocol == Protocol::Grpc && !(path.is_empty() || path == "/") {
+        return Err(format!(
+            "--otlp-endpoint {text:?}: an OTLP/gRPC endpoint has no path"
+        ));
+    }
     let path = if path.is_empty() || path == "/" {
         "/v1/traces".to_string()
     } else {
         path.to_string()
     };
     Ok(Endpoint {
+        protocol,
         host: host.to_string(),
         port,
         path,
     })
 }
 
-/// The bootstrap cluster the tracer exports through.
+/// The bootstrap cluster the tracer exports through (HTTP/2 for gRPC).
 pub fn cluster(endpoint: &Endpoint) -> Value {
-    json!({
+    let mut cluster = json!({
         "name": OTLP_CLUSTER,
         "type": "STRICT_DNS",
         "connect_timeout": "2s",
         "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
             "address": {"socket_address": {"address": endpoint.host, "port_value": endpoint.port}}
         }}]}]},
-    })
+    });
+    if endpoint.protocol == Protocol::Grpc {
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        });
+    }
+    cluster
 }
 
 /// GenAI span attributes (OpenTelemetry names) from the filter's state.
@@ -78,21 +117,29 @@ fn custom_tags() -> Vec<Value> {
 
 /// Adds tracing to every HTTP connection manager of `listener`.
 pub fn add_tracing(listener: &mut Value, endpoint: &Endpoint) {
-    let uri = format!(
-        "http://{}:{}{}",
-        endpoint.host, endpoint.port, endpoint.path
-    );
+    let mut config = json!({
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "service_name": "aigw",
+    });
+    match endpoint.protocol {
+        Protocol::Http => {
+            let uri = format!(
+                "http://{}:{}{}",
+                endpoint.host, endpoint.port, endpoint.path
+            );
+            config["http_service"] = json!({
+                "http_uri": {"uri": uri, "cluster": OTLP_CLUSTER, "timeout": "2s"},
+            });
+        }
+        Protocol::Grpc => {
+            config["grpc_service"] = json!({
+                "envoy_grpc": {"cluster_name": OTLP_CLUSTER, "authority": format!("{}:{}", endpoint.host, endpoint.port)},
+                "timeout": "2s",
+            });
+        }
+    }
     let tracing = json!({
-        "provider": {
-            "name": "envoy.tracers.opentelemetry",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-                "http_service": {
-                    "http_uri": {"uri": uri, "cluster": OTLP_CLUSTER, "timeout": "2s"},
-                },
-                "service_name": "aigw",
-            },
-        },
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
         "custom_tags": custom_tags(),
     });
     let Some(chains) = listener["filter_chains"].as_array_mut() else {
@@ -124,6 +171,15 @@ mod tests {
         );
         let e = parse_endpoint("127.0.0.1:9/otlp/v1/traces").unwrap();
         assert_eq!((e.port, e.path.as_str()), (9, "/otlp/v1/traces"));
+        assert_eq!(e.protocol, Protocol::Http);
+        let e = parse_endpoint("grpc://collector:4317").unwrap();
+        assert_eq!(
+            (e.protocol, e.host.as_str(), e.port),
+            (Protocol::Grpc, "collector", 4317)
+        );
+        assert!(parse_endpoint("grpc://collector:4317/v1/traces").is_err());
+        assert!(parse_endpoint("grpcs://x:1").is_err());
+        assert!(parse_endpoint("ftp://x:1").is_err());
         assert!(parse_endpoint("https://x:1").is_err());
         assert!(parse_endpoint("nope").is_err());
         assert!(parse_endpoint(":80").is_err());
@@ -131,20 +187,29 @@ mod tests {
 
     #[test]
     fn tracing_is_valid_envoy_and_records_no_content() {
-        let mut listener = json!({
-            "name": "l",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {"@type": HCM_TYPE, "stat_prefix": "x",
-                    "route_config": {}, "http_filters": []},
-            }]}],
-        });
-        let e = parse_endpoint("127.0.0.1:4318").unwrap();
-        add_tracing(&mut listener, &e);
-        crate::proto::to_any(crate::proto::LISTENER, &listener).expect("valid listener");
-        let text = listener.to_string();
-        assert!(text.contains("envoy.tracers.opentelemetry"));
-        assert!(!text.contains("REQ_BODY") && !text.contains("messages"));
+        for (endpoint, service) in [
+            ("127.0.0.1:4318", "http_service"),
+            ("grpc://127.0.0.1:4317", "grpc_service"),
+        ] {
+            let mut listener = json!({
+                "name": "l",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 1}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {"@type": HCM_TYPE, "stat_prefix": "x",
+                        "route_config": {}, "http_filters": []},
+                }]}],
+            });
+            let e = parse_endpoint(endpoint).unwrap();
+            add_tracing(&mut listener, &e);
+            crate::proto::to_any(crate::proto::LISTENER, &listener).expect("valid listener");
+            crate::proto::to_any(crate::proto::CLUSTER, &cluster(&e)).expect("valid cluster");
+            let text = listener.to_string();
+            assert!(text.contains("envoy.tracers.opentelemetry"));
+            assert!(text.contains(service), "{text}");
+            assert!(!text.contains("REQ_BODY") && !text.contains("messages"));
+            let http2 = cluster(&e).to_string().contains("http2_protocol_options");
+            assert_eq!(http2, e.protocol == Protocol::Grpc);
+        }
     }
 }
