@@ -1,5 +1,29 @@
-//! Standard base64 (RFC 4648, `+/`, `=` padding) decoding, enough for the
-//! `bytes` field of Bedrock's stream chunks. No panics on any input.
+//! Standard base64 (RFC 4648, `+/`, `=` padding): decoding, enough for the
+//! `bytes` field of Bedrock's stream chunks, and encoding (Bedrock
+//! CountTokens bodies, base64 embeddings). No panics on any input.
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Encodes with `=` padding.
+pub fn encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for group in data.chunks(3) {
+        let b = [
+            group[0],
+            group.get(1).copied().unwrap_or(0),
+            group.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 fn value(c: u8) -> Option<u32> {
     Some(u32::from(match c {
@@ -63,6 +87,7 @@ mod tests {
                 decode(encoded.trim_end_matches('=')).unwrap(),
                 plain.as_bytes()
             );
+            assert_eq!(super::encode(plain.as_bytes()), encoded);
         }
         assert_eq!(decode("+/+/").unwrap(), vec![0xfb, 0xff, 0xbf]);
     }

@@ -149,6 +149,9 @@ enum ResponseState {
     BedrockError(u16),
     /// An OpenAI chat client answered by Anthropic or Bedrock: translated.
     Chat(Box<ChatResponse>),
+    /// A whole Bedrock InvokeModel answer translated at its end
+    /// (embeddings, count-tokens).
+    Invoke(Box<crate::bedrock_invoke::Buffered>),
 }
 
 /// Router role: runs in the listener before routing.
@@ -165,6 +168,8 @@ struct RouterFilter {
     observer: crate::metrics::Observer,
     /// The response status, once its headers were seen.
     status: Option<u64>,
+    /// An embeddings client asked for `encoding_format: base64`.
+    embeddings_base64: bool,
 }
 
 impl RouterFilter {
@@ -179,6 +184,7 @@ impl RouterFilter {
             reserved: false,
             observer: crate::metrics::Observer::default(),
             status: None,
+            embeddings_base64: false,
         }
     }
 
@@ -215,6 +221,9 @@ impl RouterFilter {
             .with_param("model")
             .with_code("model_not_found");
             return self.fail(error);
+        }
+        if endpoint == Endpoint::Embeddings {
+            self.embeddings_base64 = crate::bedrock_invoke::wants_base64(body);
         }
         self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
         self.set_http_request_header(ENDPOINT_HEADER, Some(&handoff(endpoint, &facts)));
@@ -348,6 +357,18 @@ impl HttpContext for RouterFilter {
         let status = response_header(self, ":status").unwrap_or_default();
         self.status = status.parse().ok();
         let content_type = response_header(self, "content-type").unwrap_or_default();
+        if let Some(kind) = self.invoke_kind(schema, &status) {
+            if end_of_stream {
+                self.publish_usage(None);
+                return Action::Continue;
+            }
+            let code = status.parse().unwrap_or(502);
+            self.set_http_response_header("content-length", None);
+            self.set_http_response_header("content-type", Some("application/json"));
+            self.response =
+                ResponseState::Invoke(Box::new(crate::bedrock_invoke::Buffered::new(kind, code)));
+            return Action::Continue;
+        }
         let chat_source =
             Source::for_schema(schema).filter(|_| self.endpoint == Some(Endpoint::ChatCompletions));
         if let Some(source) = chat_source {
@@ -380,7 +401,11 @@ impl HttpContext for RouterFilter {
             return Action::Continue;
         }
         if status != "200" {
-            if schema == SchemaName::AWSAnthropic && !end_of_stream {
+            // Anthropic clients only: others already get their own shape.
+            if schema == SchemaName::AWSAnthropic
+                && self.shape == ErrorShape::Anthropic
+                && !end_of_stream
+            {
                 if let Ok(code) = status.parse::<u16>() {
                     self.set_http_response_header("content-length", None);
                     self.set_http_response_header("content-type", Some("application/json"));
@@ -446,6 +471,24 @@ impl HttpContext for RouterFilter {
             }
             return Action::Continue;
         }
+        if let ResponseState::Invoke(_) = &self.response {
+            if !end_of_stream {
+                self.observe_body(body_size, None);
+                return Action::Pause;
+            }
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            self.observe_body(body_size, Some(&body));
+            let ResponseState::Invoke(t) = &mut self.response else {
+                return Action::Continue;
+            };
+            let out = t.push(&body, true);
+            let usage = t.usage();
+            self.set_http_response_body(0, body_size, &out);
+            self.publish_usage(usage);
+            return Action::Continue;
+        }
         if let ResponseState::BedrockError(status) = self.response {
             self.observe_body(body_size, None);
             if !end_of_stream {
@@ -466,9 +509,10 @@ impl HttpContext for RouterFilter {
         };
         self.observe_body(body_size, Some(&chunk));
         let (replacement, usage) = match &mut self.response {
-            ResponseState::Untouched | ResponseState::BedrockError(_) | ResponseState::Chat(_) => {
-                return Action::Continue
-            }
+            ResponseState::Untouched
+            | ResponseState::BedrockError(_)
+            | ResponseState::Chat(_)
+            | ResponseState::Invoke(_) => return Action::Continue,
             ResponseState::Json(body) => {
                 body.push(&chunk);
                 (None, end_of_stream.then(|| body.usage()).flatten())
@@ -530,10 +574,42 @@ impl HttpContext for RouterFilter {
             ResponseState::AnthropicSse(_, usage) => usage.usage(),
             ResponseState::BedrockStream(stream) => stream.usage(),
             ResponseState::Chat(chat) => chat.usage(),
+            ResponseState::Invoke(t) => t.usage(),
             ResponseState::Untouched | ResponseState::BedrockError(_) => None,
         };
         self.publish_usage(usage);
         self.record_metrics(usage);
+    }
+}
+
+impl RouterFilter {
+    /// The whole-body Bedrock InvokeModel translation this answer needs:
+    /// embeddings on `AWSBedrock` (answers and errors), count-tokens on
+    /// `AWSAnthropic` (answers; its errors take the Bedrock error path).
+    fn invoke_kind(&self, schema: SchemaName, status: &str) -> Option<crate::bedrock_invoke::Kind> {
+        use crate::bedrock_invoke::{family, model_for, Kind, INPUT_TOKENS_HEADER};
+        match (self.endpoint?, schema) {
+            (Endpoint::Embeddings, SchemaName::AWSBedrock) => {
+                let client_model = self.facts.as_ref()?.model.clone();
+                let backend = self
+                    .observer
+                    .backend
+                    .as_ref()
+                    .and_then(|b| self.config.backends.get(b))?;
+                let header_tokens =
+                    response_header(self, INPUT_TOKENS_HEADER).and_then(|v| v.trim().parse().ok());
+                Some(Kind::Embeddings {
+                    family: family(model_for(backend, &client_model)),
+                    model: client_model,
+                    base64: self.embeddings_base64,
+                    header_tokens,
+                })
+            }
+            (Endpoint::AnthropicCountTokens, SchemaName::AWSAnthropic) if status == "200" => {
+                Some(Kind::CountTokens)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -637,6 +713,12 @@ struct UpstreamFilter {
     holding_stream: bool,
     /// A JSON answer is held until it is known to parse.
     holding_json: bool,
+    /// The provider compressed its answer: decoded here (`encoding.rs`).
+    decoder: Option<crate::encoding::Decoder>,
+    /// Bytes at the start of Envoy's held response buffer already decoded.
+    decoded_len: usize,
+    /// The answer could not be decoded: its bytes are replaced by an error.
+    decode_error: Option<String>,
 }
 
 impl UpstreamFilter {
@@ -656,6 +738,9 @@ impl UpstreamFilter {
             body_size: 0,
             holding_stream: false,
             holding_json: false,
+            decoder: None,
+            decoded_len: 0,
+            decode_error: None,
         }
     }
 
@@ -756,6 +841,9 @@ impl UpstreamFilter {
         for name in &request.remove_headers {
             self.set_http_request_header(name, None);
         }
+        // The gateway reads every answer: ask for it uncompressed (see
+        // encoding.rs; a compressed one is decoded anyway).
+        self.set_http_request_header("accept-encoding", Some("identity"));
         for (name, value) in &request.set_headers {
             self.set_http_request_header(name, Some(value));
         }
@@ -900,35 +988,62 @@ impl Context for UpstreamFilter {
     }
 }
 
-impl HttpContext for UpstreamFilter {
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let status = response_header(self, ":status").unwrap_or_default();
-        let content_type = response_header(self, "content-type").unwrap_or_default();
-        if status == "200" && !end_of_stream && content_type.starts_with("text/event-stream") {
-            // Nothing reaches the router until the first content event, so an
-            // attempt that fails or stalls before it can still be retried.
-            self.holding_stream = true;
-            return Action::Pause;
-        }
-        if status == "200" && !end_of_stream && content_type.starts_with("application/json") {
-            self.holding_json = true;
-            return Action::Pause;
-        }
-        if status == "429" && response_header(self, crate::failover::COOLDOWN_HEADER).is_none() {
-            let wait = response_header(self, "retry-after")
-                .and_then(|v| crate::failover::retry_after_seconds(&v));
-            if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
-                let until = crate::failover::Cooldown {
-                    until: now_secs(self).saturating_add(wait),
-                };
-                let key = crate::failover::Cooldown::key(backend);
-                let _ = self.set_shared_data(&key, Some(&until.encode()), None);
+impl UpstreamFilter {
+    /// Decodes the compressed part of the held response buffer in place.
+    /// Returns the buffer's new size, or `None` when the body was replaced
+    /// by an error (the caller lets it go).
+    fn decode_body(&mut self, body_size: usize, end_of_stream: bool) -> Option<usize> {
+        let all = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        let done = self.decoded_len.min(all.len());
+        if self.decode_error.is_none() {
+            if let Some(decoder) = self.decoder.as_mut() {
+                match decoder.push(&all[done..], end_of_stream) {
+                    Ok(out) => {
+                        if done == all.len() && out.is_empty() {
+                            return Some(body_size);
+                        }
+                        let mut decoded = all[..done].to_vec();
+                        decoded.extend(out);
+                        self.set_http_response_body(0, body_size, &decoded);
+                        return Some(decoded.len());
+                    }
+                    Err(e) => {
+                        self.decoder = None;
+                        self.decode_error = Some(e.to_string());
+                        if self.holding_json || self.holding_stream {
+                            // The headers are still here: a retriable 502.
+                            self.holding_json = false;
+                            self.holding_stream = false;
+                            let message = e.to_string();
+                            self.fail_response(body_size, &message);
+                            return None;
+                        }
+                    }
+                }
             }
         }
-        Action::Continue
+        // The headers went out: what was decoded stays, the rest becomes an
+        // error in the client's shape at the end.
+        let mut out = all[..done].to_vec();
+        if end_of_stream {
+            let message = self.decode_error.clone().unwrap_or_default();
+            let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
+            let sse = response_header(self, "content-type")
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            if sse {
+                out.extend(error.stream_event(self.shape()));
+            } else if done == 0 {
+                out.extend(error.body(self.shape()));
+            }
+        }
+        self.set_http_response_body(0, body_size, &out);
+        self.decoded_len = 0;
+        None
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn check_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.holding_json {
             if body_size > crate::failover::MAX_CHECKED_JSON_BYTES {
                 self.holding_json = false;
@@ -971,6 +1086,68 @@ impl HttpContext for UpstreamFilter {
             );
         }
         Action::Continue
+    }
+}
+
+impl HttpContext for UpstreamFilter {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let status = response_header(self, ":status").unwrap_or_default();
+        let content_type = response_header(self, "content-type").unwrap_or_default();
+        if let Some(encoding) = response_header(self, "content-encoding") {
+            match crate::encoding::decoder_for(&encoding) {
+                Ok(None) => {}
+                Ok(Some(decoder)) => {
+                    self.set_http_response_header("content-encoding", None);
+                    self.set_http_response_header("content-length", None);
+                    self.decoder = (!end_of_stream).then_some(decoder);
+                }
+                Err(e) => {
+                    // Nothing downstream could read it: a retriable 502.
+                    self.set_http_response_header(":status", Some("502"));
+                    self.set_http_response_header("content-type", Some("application/json"));
+                    self.set_http_response_header("content-encoding", None);
+                    self.set_http_response_header("content-length", None);
+                    self.decode_error = Some(e.to_string());
+                    return Action::Continue;
+                }
+            }
+        }
+        if status == "200" && !end_of_stream && content_type.starts_with("text/event-stream") {
+            // Nothing reaches the router until the first content event, so an
+            // attempt that fails or stalls before it can still be retried.
+            self.holding_stream = true;
+            return Action::Pause;
+        }
+        if status == "200" && !end_of_stream && content_type.starts_with("application/json") {
+            self.holding_json = true;
+            return Action::Pause;
+        }
+        if status == "429" && response_header(self, crate::failover::COOLDOWN_HEADER).is_none() {
+            let wait = response_header(self, "retry-after")
+                .and_then(|v| crate::failover::retry_after_seconds(&v));
+            if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
+                let until = crate::failover::Cooldown {
+                    until: now_secs(self).saturating_add(wait),
+                };
+                let key = crate::failover::Cooldown::key(backend);
+                let _ = self.set_shared_data(&key, Some(&until.encode()), None);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.decoder.is_some() || self.decode_error.is_some() {
+            let Some(decoded) = self.decode_body(body_size, end_of_stream) else {
+                return Action::Continue;
+            };
+            let action = self.check_response_body(decoded, end_of_stream);
+            // While paused, Envoy keeps the (decoded) bytes and adds the next
+            // chunk after them.
+            self.decoded_len = if action == Action::Pause { decoded } else { 0 };
+            return action;
+        }
+        self.check_response_body(body_size, end_of_stream)
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -1050,7 +1227,8 @@ impl HttpContext for UpstreamFilter {
             return Action::Continue;
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let bedrock = backend.schema == SchemaName::AWSAnthropic;
+        let bedrock =
+            backend.schema == SchemaName::AWSAnthropic && endpoint == Endpoint::AnthropicMessages;
         match prepare(endpoint, &self.query, backend, &body) {
             Ok(mut request) => {
                 // Bedrock takes Anthropic's beta flags in the body.

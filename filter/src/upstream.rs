@@ -51,13 +51,34 @@ pub fn prepare(
             crate::gcp_anthropic::prepare_chat(backend, body)
         }
         (_, SchemaName::GCPAnthropic) => crate::gcp_anthropic::prepare(endpoint, backend, body),
+        (Endpoint::Embeddings, SchemaName::AWSBedrock) => {
+            crate::bedrock_invoke::prepare_embeddings(backend, body)
+        }
+        (Endpoint::AnthropicCountTokens, SchemaName::AWSAnthropic) => {
+            crate::bedrock_invoke::prepare_count_tokens(backend, body)
+        }
         (_, SchemaName::AWSAnthropic) => crate::bedrock::prepare(endpoint, backend, body),
         (_, SchemaName::Anthropic) => crate::anthropic::prepare(endpoint, query, backend, body),
         (_, other) => Err(GatewayError::client(
             501,
-            format!("backend schema {other:?} is not supported yet by this gateway"),
+            format!(
+                "{} is not supported yet on a {other:?} backend by this gateway",
+                client_path(endpoint)
+            ),
         )
         .with_code("unsupported_backend_schema")),
+    }
+}
+
+/// The client-facing method and path of `endpoint`, for error messages.
+fn client_path(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions => "POST /v1/chat/completions",
+        Endpoint::Completions => "POST /v1/completions",
+        Endpoint::Embeddings => "POST /v1/embeddings",
+        Endpoint::AnthropicMessages => "POST /anthropic/v1/messages",
+        Endpoint::AnthropicCountTokens => "POST /anthropic/v1/messages/count_tokens",
+        Endpoint::Models => "GET /v1/models",
     }
 }
 
@@ -292,6 +313,46 @@ mod tests {
         };
         let e = prepare(Endpoint::AnthropicMessages, "", &b, b"{}").unwrap_err();
         assert!(e.message.contains("not supported yet"));
+        assert!(
+            e.message.contains("/anthropic/v1/messages"),
+            "{}",
+            e.message
+        );
+        // Every endpoint on every schema: a rewrite or a clear 4xx/5xx.
+        let schemas = [
+            SchemaName::OpenAI,
+            SchemaName::Anthropic,
+            SchemaName::AWSAnthropic,
+            SchemaName::AWSBedrock,
+            SchemaName::AzureOpenAI,
+            SchemaName::GCPVertexAI,
+            SchemaName::GCPAnthropic,
+        ];
+        let endpoints = [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::AnthropicMessages,
+            Endpoint::AnthropicCountTokens,
+        ];
+        for schema in schemas {
+            for endpoint in endpoints {
+                let b = BackendConfig {
+                    schema,
+                    version: Some("2024-10-21".into()),
+                    host: Some("bedrock-runtime.us-west-2.amazonaws.com".into()),
+                    ..Default::default()
+                };
+                let body = br#"{"model":"m","input":"x","messages":[{"role":"user","content":"x"}],"prompt":"x","max_tokens":5}"#;
+                if let Err(e) = prepare(endpoint, "", &b, body) {
+                    assert!(
+                        matches!(e.status, 400 | 404 | 500 | 501),
+                        "{schema:?} {endpoint:?}: {e}"
+                    );
+                    assert!(!e.message.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

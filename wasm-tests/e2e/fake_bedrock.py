@@ -100,6 +100,7 @@ class FakeBedrock:
         self.text = text
         self.usage = usage
         self.requests = []
+        self.counted = []  # count-tokens InvokeModel bodies, decoded
         self.signature_checks = []  # (ok, reason) per request
         fake = self
 
@@ -121,12 +122,18 @@ class FakeBedrock:
                                             "InvalidSignatureException"},
                                       json.dumps({"message": "The request signature we calculated does not match "
                                                              "the signature you provided. " + reason}).encode())
-                m = re.fullmatch(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)",
-                                 self.path)
+                m = re.fullmatch(
+                    r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)",
+                    self.path)
                 if not m:
                     return self._send(404, {"content-type": "application/json"},
                                       b'{"message":"Unknown operation"}')
                 model = unquote(m.group(1))
+                if m.group(2) == "count-tokens":
+                    return self._send(*fake.count_tokens(model, request.json()))
+                if m.group(2) == "invoke" and (model.startswith("amazon.titan-embed")
+                                               or model.startswith("cohere.embed")):
+                    return self._send(*fake.embed(model, request.json()))
                 if m.group(2) == "invoke":
                     return self._send(200, {"content-type": "application/json"},
                                       json.dumps(fake.message(model)).encode())
@@ -194,6 +201,55 @@ class FakeBedrock:
         if expected != m["signature"]:
             return False, "signature mismatch"
         return True, "ok"
+
+    # Vectors of floats exact in f32, so base64 round trips compare equal.
+    VECTOR = [0.5, -0.25, 0.125, 1.0]
+
+    def vector(self, size, seed):
+        return [self.VECTOR[(i + seed) % 4] for i in range(size)]
+
+    def embed(self, model, body):
+        """InvokeModel for Amazon Titan and Cohere Embed: their real request
+        checks (as far as the tests need) and answer shapes, with Bedrock's
+        input token count header."""
+        json_ct = {"content-type": "application/json"}
+        if model.startswith("amazon.titan-embed"):
+            text = body.get("inputText")
+            if not isinstance(text, str) or set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}:
+                return 400, json_ct, json.dumps({"message": "Malformed input request: extraneous key"}).encode()
+            if text == "fail please":
+                return 400, json_ct, json.dumps(
+                    {"message": "Malformed input request: #/inputText: expected maxLength: 50000"}).encode()
+            tokens = len(text.split())
+            answer = {"embedding": self.vector(body.get("dimensions", 1024), 0), "inputTextTokenCount": tokens}
+            return 200, {**json_ct, "x-amzn-bedrock-input-token-count": str(tokens)}, json.dumps(answer).encode()
+        texts = body.get("texts")
+        if not isinstance(texts, list) or body.get("input_type") not in (
+                "search_document", "search_query", "classification", "clustering"):
+            return 400, json_ct, json.dumps({"message": "Malformed input request: texts and input_type"}).encode()
+        tokens = sum(len(t.split()) for t in texts)
+        vectors = [self.vector(8, i) for i in range(len(texts))]
+        answer = {"id": "emb-1", "texts": texts,
+                  **({"embeddings": {"float": vectors}, "response_type": "embeddings_by_type"}
+                     if body.get("embedding_types") else
+                     {"embeddings": vectors, "response_type": "embeddings_floats"})}
+        return 200, {**json_ct, "x-amzn-bedrock-input-token-count": str(tokens)}, json.dumps(answer).encode()
+
+    def count_tokens(self, model, body):
+        """CountTokens: {"input":{"invokeModel":{"body": base64}}} ->
+        {"inputTokens": N}; Bedrock refuses inference profile ids."""
+        json_ct = {"content-type": "application/json"}
+        if not model.startswith("anthropic."):
+            return 400, json_ct, b'{"message":"The provided model doesn\'t support counting tokens."}'
+        try:
+            inner = json.loads(base64.b64decode(body["input"]["invokeModel"]["body"], validate=True))
+        except (KeyError, TypeError, ValueError):
+            return 400, json_ct, b'{"message":"Malformed input request"}'
+        self.counted.append(inner)
+        if "anthropic_version" not in inner or "model" in inner or "max_tokens" not in inner:
+            return 400, json_ct, b'{"message":"Malformed input request: anthropic_version, max_tokens"}'
+        words = sum(len(json.dumps(m["content"]).split()) for m in inner["messages"])
+        return 200, json_ct, json.dumps({"inputTokens": 10 + words}).encode()
 
     def message(self, model):
         return {"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": model,
