@@ -1,7 +1,9 @@
 //! Provider response streams cut at arbitrary points: SSE framing, the usage
 //! chunk filter and JSON usage reading must never panic, and when nothing is
-//! dropped the client gets exactly the bytes the provider sent.
+//! dropped the client gets exactly the bytes the provider sent, plus an
+//! error event if the stream ended before it was complete.
 #![no_main]
+use aigw_filter::error::{ErrorShape, GatewayError};
 use aigw_filter::response::{ChunkOutput, JsonBody, OpenAiStream};
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         if wants_usage && !chunks.is_empty() {
-            assert_eq!(out, body, "a stream the client asked usage for must pass unchanged");
+            let incomplete = GatewayError::stream_incomplete().stream_event(ErrorShape::OpenAi);
+            let tail = out.strip_prefix(body).expect("a stream the client asked usage for must pass unchanged");
+            assert!(tail.is_empty() || tail == incomplete.as_slice(), "only the incomplete-stream event may follow");
         }
         let _ = stream.usage();
     }
