@@ -8,9 +8,24 @@
 # (10), BENCH_SKIP_LITELLM=1, BENCH_SKIP_PORTKEY=1, BENCH_SKIP_BUILD=1,
 # BENCH_SKIP_RATELIMIT=1 (the rate-limit service against Redis, another
 # 25 s: scripts/bench/ratelimit.py, results in ratelimit-results.md).
+# The run also has OpenAI -> Bedrock Converse + SigV4 (scenario `bedrock`)
+# and the push of 2000 AIGatewayRoutes to Envoy's ACK (`push`, release and
+# debug aigw). `scripts/bench.sh --only bedrock,push` (or one of them) runs
+# just those, writing scripts/bench/results-only.{md,json} (about 1-2 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) ONLY=$2; shift 2 ;;
+    --only=*) ONLY=${1#--only=}; shift ;;
+    *) echo "usage: scripts/bench.sh [--only bedrock,push]" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$ONLY" ]; then
+  BENCH_SKIP_LITELLM=1 BENCH_SKIP_PORTKEY=1 BENCH_SKIP_RATELIMIT=1
+fi
 
 cleanup() {
   # run.py kills what it started; this catches anything left if it was killed.
@@ -80,6 +95,8 @@ export CARGO_TARGET_DIR=$ROOT/target/bench
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p aigw -p aigw-fake-upstream
   cargo build --release -q -p aigw --example ratelimit_load
+  # A debug aigw too: the push of 2000 routes is timed with both.
+  env -u CARGO_TARGET_DIR cargo build -q -p aigw
 fi
 
 # --- run ---------------------------------------------------------------------
@@ -89,10 +106,15 @@ fi
   --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" \
   --litellm "$LITELLM" --portkey "$PORTKEY" --skip "$skip" \
   --rounds "${BENCH_ROUNDS:-2}" --latency-seconds "${BENCH_LATENCY_SECONDS:-5}" \
-  --load-seconds "${BENCH_LOAD_SECONDS:-10}" &
+  --load-seconds "${BENCH_LOAD_SECONDS:-10}" \
+  --aigw-debug "$ROOT/target/debug/aigw" --only "$ONLY" &
 RUN_PID=$!
 wait "$RUN_PID"
 RUN_PID=""
+if [ -n "$ONLY" ]; then
+  cat scripts/bench/results-only.md
+  exit 0
+fi
 cat scripts/bench/results.md
 if [ "${BENCH_SKIP_RATELIMIT:-0}" != 1 ]; then
   command -v redis-server >/dev/null || scripts/setup.sh >&2

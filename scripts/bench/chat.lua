@@ -9,11 +9,13 @@ for pair in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^;]+") do
   if k then wrk.headers[k] = v end
 end
 local stream = os.getenv("BENCH_STREAM") == "1"
+-- BENCH_MODEL picks the route (bench-bedrock: OpenAI -> Bedrock Converse).
+local model = os.getenv("BENCH_MODEL") or "bench-model"
 if stream then
-  wrk.body = '{"model":"bench-model","stream":true,"stream_options":{"include_usage":true},'
+  wrk.body = '{"model":"' .. model .. '","stream":true,"stream_options":{"include_usage":true},'
     .. '"messages":[{"role":"user","content":"Say hello."}]}'
 else
-  wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hello."}]}'
+  wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}]}'
 end
 
 done = function(summary, latency, requests)

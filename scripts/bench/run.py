@@ -7,6 +7,12 @@ gateway (when installed). Then, in rounds, for each test (concurrency 1,
 streamed 200 chunks at concurrency 1, saturation at concurrency 64) it runs wrk
 against every scenario in turn, so machine noise hits all of them alike.
 Writes results.md, results.json and results.png next to this file.
+Also: OpenAI chat -> AWS Bedrock Converse with SigV4 through the same aigw
+(scenario `bedrock`), and the time a configuration of 2000 AIGatewayRoutes
+takes from the file write to Envoy's ACK (`push`, release and debug aigw),
+plus `aigw translate` on it. `--only bedrock,push` runs just those (with
+direct, plain Envoy and aigw passthrough for comparison) and writes
+results-only.{md,json} instead, leaving the full run's results alone.
 Every process is started in its own process group and killed at exit.
 """
 import argparse
@@ -93,10 +99,11 @@ def post(url, body, timeout=10, headers=None):
         return r.status, r.read()
 
 
-def check_stream(url, headers=None):
+def check_stream(url, headers=None, model="bench-model"):
     """None when a streamed chat completion comes back whole, else the reason."""
     try:
-        status, body = post(url, STREAM_BODY, timeout=10, headers=headers)
+        status, body = post(url, STREAM_BODY.replace(b"bench-model", model.encode()), timeout=10,
+                            headers=headers)
     except urllib.error.HTTPError as e:
         return f"stream answered {e.code}: {e.read()[:300]!r}"
     except Exception as e:
@@ -108,7 +115,7 @@ def check_stream(url, headers=None):
     return None
 
 
-def check(url, proc, timeout, headers=None):
+def check(url, proc, timeout, headers=None, model="bench-model"):
     """Waits until a chat completion comes back with usage.
     Returns None when they do, else the reason."""
     deadline = time.time() + timeout
@@ -117,7 +124,8 @@ def check(url, proc, timeout, headers=None):
         if proc is not None and proc.poll() is not None:
             return f"exited with {proc.returncode}: {tail(proc.log_path)}"
         try:
-            status, body = post(url, CHAT_BODY, timeout=5, headers=headers)
+            status, body = post(url, CHAT_BODY.replace(b"bench-model", model.encode()), timeout=5,
+                                headers=headers)
             if status == 200 and b'"usage"' in body:
                 return None
             last = f"answered {status}: {body[:300]!r}"
@@ -248,7 +256,26 @@ spec:
   rules:
   - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-model}}]}}]
     backendRefs: [{{name: fake}}]
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-bedrock}}]}}]
+    backendRefs: [{{name: bedrock}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: bedrock}}
+spec:
+  schema: {{name: AWSBedrock}}
+  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: aws}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}}]
+  type: AWSCredentials
+  awsCredentials: {{region: us-east-1}}
 """
+# Static AWS credentials from aigw's environment sign the Bedrock requests.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench/secret/key"}
 
 LITELLM_CONFIG = """
 model_list:
@@ -274,13 +301,14 @@ class Scenario:
         self.hwm_kib = 0
         self.headers = {}
         self.stream_error = None
+        self.model = "bench-model"
 
 
-def run_wrk(args, url, test, duration, headers=None):
+def run_wrk(args, url, test, duration, headers=None, model="bench-model"):
     threads, conns = (2, 64) if test == "c64" else (1, 1)
     cmd = [args.wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
            "-s", LUA, url]
-    env = {**os.environ, "BENCH_STREAM": "1" if test == "stream" else "0",
+    env = {**os.environ, "BENCH_STREAM": "1" if test == "stream" else "0", "BENCH_MODEL": model,
            "BENCH_HEADERS": ";".join(f"{k}: {v}" for k, v in (headers or {}).items())}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -313,6 +341,9 @@ def main():
     ap.add_argument("--chunks", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads")
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--only", default="", help="comma list of bedrock,push: run just these")
+    ap.add_argument("--push-routes", type=int, default=2000)
+    ap.add_argument("--aigw-debug", default="", help="a debug aigw build, also timed for the push")
     args = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -321,126 +352,291 @@ def main():
     load_start = open("/proc/loadavg").read().split()[:3]
     log("work dir", work)
     scenarios = []
+    only = {o.strip() for o in args.only.split(",") if o.strip()}
+    unknown = only - {"bedrock", "push"}
+    if unknown:
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))} (bedrock, push)")
+    want_scenarios = not only or "bedrock" in only
     try:
-        # The fake upstream.
-        up_port = free_port()
-        up = start("upstream", [args.upstream, "--port", str(up_port), "--chunks", str(args.chunks),
-                                "--threads", "2"], work)
-        direct = Scenario("direct", "direct to upstream",
-                          f"http://127.0.0.1:{up_port}/v1/chat/completions", up)
-        scenarios.append(direct)
+        logs = {}
+        if want_scenarios:
+            # The fake upstream.
+            up_port = free_port()
+            up = start("upstream", [args.upstream, "--port", str(up_port), "--chunks", str(args.chunks),
+                                    "--threads", "2"], work)
+            direct = Scenario("direct", "direct to upstream",
+                              f"http://127.0.0.1:{up_port}/v1/chat/completions", up)
+            scenarios.append(direct)
 
-        # Plain Envoy.
-        port, admin = free_port(), free_port()
-        boot = os.path.join(work, "envoy-plain.json")
-        with open(boot, "w") as f:
-            json.dump(envoy_bootstrap(port, admin, up_port), f)
-        p = start("envoy-plain", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
-                                  "--log-level", "warning", "--base-id", str(os.getpid() + 1)], work)
-        scenarios.append(Scenario("envoy", "plain Envoy (no filter)",
-                                  f"http://127.0.0.1:{port}/v1/chat/completions", p))
-
-        # Envoy with our filter, through aigw run.
-        port, admin = free_port(), free_port()
-        cfg = os.path.join(work, "aigw.yaml")
-        with open(cfg, "w") as f:
-            f.write(AIGW_CONFIG.format(port=up_port))
-        aigw_work = os.path.join(work, "aigw")
-        os.makedirs(aigw_work)
-        p = start("aigw", [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.wasm,
-                           "--admin-port", str(admin), "--work-dir", aigw_work,
-                           "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
-                           # Like plain Envoy: no access log, no terminal lines.
-                           "--traffic", "quiet", "-f", cfg], work)
-        scenarios.append(Scenario("aigw", "Envoy + aigw filter",
-                                  f"http://127.0.0.1:{port}/v1/chat/completions", p))
-
-        skipped = dict(kv.split("=", 1) for kv in args.skip.split(";") if "=" in kv)
-        # LiteLLM.
-        if args.litellm:
-            port = free_port()
-            cfg = os.path.join(work, "litellm.yaml")
-            with open(cfg, "w") as f:
-                f.write(LITELLM_CONFIG.format(port=up_port))
-            p = start("litellm", [args.litellm, "--config", cfg, "--host", "127.0.0.1",
-                                  "--port", str(port), "--num_workers", "2"], work,
-                      env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-                           "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
-            scenarios.append(Scenario("litellm", "LiteLLM proxy (2 workers)",
+            # Plain Envoy.
+            port, admin = free_port(), free_port()
+            boot = os.path.join(work, "envoy-plain.json")
+            with open(boot, "w") as f:
+                json.dump(envoy_bootstrap(port, admin, up_port), f)
+            p = start("envoy-plain", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
+                                      "--log-level", "warning", "--base-id", str(os.getpid() + 1)], work)
+            scenarios.append(Scenario("envoy", "plain Envoy (no filter)",
                                       f"http://127.0.0.1:{port}/v1/chat/completions", p))
-        else:
-            s = Scenario("litellm", "LiteLLM proxy (2 workers)", "")
-            s.error = skipped.get("litellm", "not installed")
-            scenarios.append(s)
-        # Portkey.
-        if args.portkey:
-            port = free_port()
-            p = start("portkey", ["node", args.portkey, f"--port={port}", "--headless"], work)
-            s = Scenario("portkey", "Portkey gateway (Node)",
+
+            # Envoy with our filter, through aigw run.
+            port, admin = free_port(), free_port()
+            cfg = os.path.join(work, "aigw.yaml")
+            with open(cfg, "w") as f:
+                f.write(AIGW_CONFIG.format(port=up_port))
+            aigw_work = os.path.join(work, "aigw")
+            os.makedirs(aigw_work)
+            p = start("aigw", [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.wasm,
+                               "--admin-port", str(admin), "--work-dir", aigw_work,
+                               "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
+                               # Like plain Envoy: no access log, no terminal lines.
+                               "--traffic", "quiet", "-f", cfg], work, env=AWS_ENV)
+            scenarios.append(Scenario("aigw", "Envoy + aigw filter",
+                                      f"http://127.0.0.1:{port}/v1/chat/completions", p))
+            # The same gateway, a route to an AWSBedrock backend on the same fake
+            # upstream: OpenAI chat translated to Converse, SigV4-signed, the
+            # Converse answer translated back.
+            s = Scenario("bedrock", "Envoy + aigw filter, OpenAI -> Bedrock Converse + SigV4",
                          f"http://127.0.0.1:{port}/v1/chat/completions", p)
-            s.headers = {"x-portkey-provider": "openai",
-                         "x-portkey-custom-host": f"http://127.0.0.1:{up_port}/v1"}
-            scenarios.append(s)
-        elif "portkey" in skipped:
-            s = Scenario("portkey", "Portkey gateway (Node)", "")
-            s.error = skipped["portkey"]
+            s.model = "bench-bedrock"
             scenarios.append(s)
 
-        for s in scenarios:
-            if s.error:
-                continue
-            s.error = check(s.url, s.proc, 90 if s.key in ("litellm", "portkey") else 30, s.headers)
-            if s.error is None:
-                s.stream_error = check_stream(s.url, s.headers)
-            log(s.key, "ready" if s.error is None else "FAILED: " + s.error,
-                "" if s.stream_error is None else "(stream FAILED: " + s.stream_error + ")")
-        live = [s for s in scenarios if s.error is None]
-        if not any(s.key == "direct" for s in live):
-            raise SystemExit("the fake upstream does not answer: " + (direct.error or ""))
+            skipped = dict(kv.split("=", 1) for kv in args.skip.split(";") if "=" in kv)
+            # LiteLLM.
+            if only:
+                pass
+            elif args.litellm:
+                port = free_port()
+                cfg = os.path.join(work, "litellm.yaml")
+                with open(cfg, "w") as f:
+                    f.write(LITELLM_CONFIG.format(port=up_port))
+                p = start("litellm", [args.litellm, "--config", cfg, "--host", "127.0.0.1",
+                                      "--port", str(port), "--num_workers", "2"], work,
+                          env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                               "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
+                scenarios.append(Scenario("litellm", "LiteLLM proxy (2 workers)",
+                                          f"http://127.0.0.1:{port}/v1/chat/completions", p))
+            else:
+                s = Scenario("litellm", "LiteLLM proxy (2 workers)", "")
+                s.error = skipped.get("litellm", "not installed")
+                scenarios.append(s)
+            # Portkey.
+            if only:
+                pass
+            elif args.portkey:
+                port = free_port()
+                p = start("portkey", ["node", args.portkey, f"--port={port}", "--headless"], work)
+                s = Scenario("portkey", "Portkey gateway (Node)",
+                             f"http://127.0.0.1:{port}/v1/chat/completions", p)
+                s.headers = {"x-portkey-provider": "openai",
+                             "x-portkey-custom-host": f"http://127.0.0.1:{up_port}/v1"}
+                scenarios.append(s)
+            elif "portkey" in skipped:
+                s = Scenario("portkey", "Portkey gateway (Node)", "")
+                s.error = skipped["portkey"]
+                scenarios.append(s)
 
-        # Warm-up: a short load on each.
-        for s in live:
-            run_wrk(args, s.url, "c64", 2, s.headers)
+            for s in scenarios:
+                if s.error:
+                    continue
+                s.error = check(s.url, s.proc, 90 if s.key in ("litellm", "portkey") else 30, s.headers,
+                                s.model)
+                if s.error is None and s.key == "bedrock":
+                    s.stream_error = "not measured (the fake upstream answers Converse JSON only)"
+                elif s.error is None:
+                    s.stream_error = check_stream(s.url, s.headers, s.model)
+                log(s.key, "ready" if s.error is None else "FAILED: " + s.error,
+                    "" if s.stream_error is None else "(stream FAILED: " + s.stream_error + ")")
+            live = [s for s in scenarios if s.error is None]
+            if not any(s.key == "direct" for s in live):
+                raise SystemExit("the fake upstream does not answer: " + (direct.error or ""))
 
-        tests = [("c1", args.latency_seconds), ("stream", args.latency_seconds),
-                 ("c64", args.load_seconds)]
-        for rnd in range(args.rounds):
-            order = live[rnd % len(live):] + live[:rnd % len(live)]
-            for test, seconds in tests:
-                for s in order:
-                    if s.proc is not None and s.proc.poll() is not None:
-                        s.error = s.error or f"exited during the run: {tail(s.proc.log_path)}"
-                        continue
-                    if test == "stream" and s.stream_error:
-                        continue
-                    if s.key == "direct" or s.proc is None:
-                        r = run_wrk(args, s.url, test, seconds, s.headers)
-                    else:
-                        with Sampler(s.proc.pid) as smp:
-                            r = run_wrk(args, s.url, test, seconds, s.headers)
-                        s.peak_rss_kib = max(s.peak_rss_kib, smp.peak)
-                    s.runs.setdefault(test, []).append(r)
-                    log(f"round {rnd + 1} {test:6} {s.key:8}",
-                        r.get("error") or f"p50 {r['p50_us']} us p99 {r['p99_us']} us "
-                                          f"{r['rps']:.0f} req/s errors {r['errors']}")
-        for s in live:
-            if s.proc is not None:
-                s.hwm_kib = sum(status_kib(p, "VmHWM") for p in tree(s.proc.pid))
-        logs = {s.key: tail(s.proc.log_path, 5) for s in scenarios if s.proc is not None}
+            # Warm-up: a short load on each.
+            for s in live:
+                run_wrk(args, s.url, "c64", 2, s.headers, s.model)
+
+            tests = [("c1", args.latency_seconds), ("stream", args.latency_seconds),
+                     ("c64", args.load_seconds)]
+            for rnd in range(args.rounds):
+                order = live[rnd % len(live):] + live[:rnd % len(live)]
+                for test, seconds in tests:
+                    for s in order:
+                        if s.proc is not None and s.proc.poll() is not None:
+                            s.error = s.error or f"exited during the run: {tail(s.proc.log_path)}"
+                            continue
+                        if test == "stream" and s.stream_error:
+                            continue
+                        if s.key == "direct" or s.proc is None:
+                            r = run_wrk(args, s.url, test, seconds, s.headers, s.model)
+                        else:
+                            with Sampler(s.proc.pid) as smp:
+                                r = run_wrk(args, s.url, test, seconds, s.headers, s.model)
+                            s.peak_rss_kib = max(s.peak_rss_kib, smp.peak)
+                        s.runs.setdefault(test, []).append(r)
+                        log(f"round {rnd + 1} {test:6} {s.key:8}",
+                            r.get("error") or f"p50 {r['p50_us']} us p99 {r['p99_us']} us "
+                                              f"{r['rps']:.0f} req/s errors {r['errors']}")
+            for s in live:
+                if s.proc is not None:
+                    s.hwm_kib = sum(status_kib(p, "VmHWM") for p in tree(s.proc.pid))
+            logs = {s.key: tail(s.proc.log_path, 5) for s in scenarios if s.proc is not None}
     finally:
         cleanup()
+
+    push = None
+    if not only or "push" in only:
+        try:
+            push = measure_push(args, work)
+        finally:
+            cleanup()
 
     results = summarize(scenarios, args)
     results["loadavg"] = {"start": load_start, "end": open("/proc/loadavg").read().split()[:3]}
     results["logs_tail"] = logs
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    results["push"] = push
+    name = "results-only" if only else "results"
+    with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(results, f, indent=1)
-    write_markdown(results, os.path.join(args.out, "results.md"))
-    try:
-        chart(results, os.path.join(args.out, "results.png"))
-    except Exception as e:  # matplotlib missing: the table still stands
-        log("no chart:", e)
-    log("wrote", os.path.join(args.out, "results.md"))
+    write_markdown(results, os.path.join(args.out, name + ".md"))
+    if not only:
+        try:
+            chart(results, os.path.join(args.out, "results.png"))
+        except Exception as e:  # matplotlib missing: the table still stands
+            log("no chart:", e)
+    log("wrote", os.path.join(args.out, name + ".md"))
+
+
+# ---- configuration push: N AIGatewayRoutes ---------------------------------
+
+PUSH_HEAD = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: aigw
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: fake}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: fake}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
+"""
+PUSH_ROUTE = """---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route-{i}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: model-{i}}}]}}]
+    backendRefs: [{{name: fake}}]
+"""
+
+
+def push_config(port, routes):
+    return PUSH_HEAD.format(port=port) + "".join(PUSH_ROUTE.format(i=i) for i in range(routes))
+
+
+def wait_log(path, pattern, deadline):
+    """Polls a log every 5 ms for a regex; returns (seconds when seen, match)."""
+    import re
+    while time.time() < deadline:
+        with open(path, errors="replace") as f:
+            m = re.search(pattern, f.read())
+        if m:
+            return time.time(), m
+        time.sleep(0.005)
+    return None, None
+
+
+def push_once(binary, args, work, up_port, tag):
+    """One aigw run serving one route; then the file is replaced by one with
+    args.push_routes AIGatewayRoutes. Times: the write -> aigw's "pushed" ->
+    its "acknowledged by Envoy" line -> the last model answering 200."""
+    d = os.path.join(work, f"push-{tag}")
+    os.makedirs(d)
+    cfg = os.path.join(d, "routes.yaml")
+    with open(cfg, "w") as f:
+        f.write(push_config(up_port, 1))
+    port, admin = free_port(), free_port()
+    p = start(f"aigw-push-{tag}", [binary, "run", "--envoy", args.envoy, "--wasm", args.wasm,
+                                   "--admin-port", str(admin), "--work-dir", d,
+                                   "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
+                                   "--traffic", "quiet", "-f", cfg], work)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = b'{"model":"model-%d","messages":[{"role":"user","content":"hi"}]}'
+    err = check(url, p, 60, model="model-0")
+    if err:
+        return {"error": err}
+    big = push_config(up_port, args.push_routes)
+    tmp = cfg + ".new"
+    with open(tmp, "w") as f:
+        f.write(big)
+    time.sleep(1.1)  # a later mtime than the first file's
+    t0 = time.time()
+    os.replace(tmp, cfg)
+    deadline = t0 + 300
+    t_pushed, _ = wait_log(p.log_path, r"configuration version 2 pushed", deadline)
+    t_ack, m = wait_log(p.log_path, r"configuration version 2 acknowledged by Envoy (\d+) ms", deadline)
+    t_served = None
+    last = args.push_routes - 1
+    while t_ack and time.time() < deadline:
+        try:
+            status, _ = post(url, body % last, timeout=5)
+            if status == 200:
+                t_served = time.time()
+                break
+        except Exception:
+            pass
+        time.sleep(0.01)
+    rss = sum(status_kib(q, "VmRSS") for q in tree(p.pid))
+    out = {"routes": args.push_routes, "yaml_bytes": len(big),
+           "write_to_pushed_ms": None if t_pushed is None else 1000 * (t_pushed - t0),
+           "write_to_ack_ms": None if t_ack is None else 1000 * (t_ack - t0),
+           "seen_to_ack_ms": None if m is None else int(m.group(1)),
+           "write_to_served_ms": None if t_served is None else 1000 * (t_served - t0),
+           "rss_after_mib": rss / 1024}
+    if t_ack is None:
+        out["error"] = "no ACK within 300 s: " + tail(p.log_path)
+    return out
+
+
+def time_translate(binary, args, work, up_port, runs):
+    path = os.path.join(work, "translate-routes.yaml")
+    with open(path, "w") as f:
+        f.write(push_config(up_port, args.push_routes))
+    times = []
+    for _ in range(runs):
+        t0 = time.time()
+        r = subprocess.run([binary, "translate", "-f", path, "--wasm", args.wasm],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            return {"error": r.stderr[-300:]}
+        times.append(1000 * (time.time() - t0))
+    return {"runs_ms": times, "median_ms": statistics.median(times)}
+
+
+def measure_push(args, work):
+    """The push of args.push_routes AIGatewayRoutes, release (and debug) aigw."""
+    up_port = free_port()
+    start("upstream-push", [args.upstream, "--port", str(up_port), "--threads", "1"], work)
+    out = {"loadavg_start": open("/proc/loadavg").read().split()[:3]}
+    for tag, binary in (("release", args.aigw), ("debug", args.aigw_debug)):
+        if not binary or not os.path.exists(binary):
+            continue
+        log(f"push: {args.push_routes} AIGatewayRoutes with the {tag} aigw")
+        out[tag] = push_once(binary, args, work, up_port, tag)
+        out[tag]["translate"] = time_translate(binary, args, work, up_port, 3 if tag == "release" else 1)
+        log(f"push {tag}:", json.dumps(out[tag]))
+    out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    return out
 
 
 def med(runs, key):
@@ -461,7 +657,9 @@ def summarize(scenarios, args):
         row["peak_rss_mib"] = s.peak_rss_kib / 1024 if s.peak_rss_kib else None
         row["hwm_sum_mib"] = s.hwm_kib / 1024 if s.hwm_kib else None
         rows[s.key] = row
-    d = rows["direct"]
+    d = rows.get("direct")
+    if d is None:  # --only push: no scenarios ran
+        d = {"c1": {"p50_us": None, "p99_us": None}, "stream": {"p50_us": None}}
 
     def sub(a, b):
         return None if a is None or b is None else a - b
@@ -560,6 +758,19 @@ def write_markdown(res, path):
         target("< 20 us per streamed chunk (vs direct)", f"{pc:+.2f} us", pc < 20)
         pce = (a["stream"]["p50_us"] - e["stream"]["p50_us"]) / res["chunks"]
         target("(for information) per chunk vs plain Envoy", f"{pce:+.2f} us", None)
+    b = rows.get("bedrock")
+    if b and e and a and not b["error"] and not e["error"] and b["c1"]["p50_us"] and b["c64"]["rps"]:
+        d50 = b["c1"]["p50_us"] - e["c1"]["p50_us"]
+        target("OpenAI -> Bedrock Converse + SigV4 adds <= 120 us p50 over plain Envoy (c=1)",
+               f"{d50:+.0f} us", d50 <= 120)
+        pct = 100 * b["c64"]["rps"] / e["c64"]["rps"]
+        target(">= 60 % of plain Envoy's throughput with translation and signing (c=64)",
+               f"{pct:.1f} %", pct >= 60)
+        if not a["error"] and a["c1"]["p50_us"]:
+            target("(for information) translation + signing vs OpenAI passthrough, p50 c=1",
+                   f"{b['c1']['p50_us'] - a['c1']['p50_us']:+.0f} us", None)
+            target("(for information) translation + signing vs OpenAI passthrough, req/s c=64",
+                   f"{100 * b['c64']['rps'] / a['c64']['rps']:.1f} % of passthrough", None)
     if a and l and not a["error"] and not l["error"] and l["c64"]["rps"]:
         x = a["c64"]["rps"] / l["c64"]["rps"]
         target(">= 50x LiteLLM's throughput", f"{x:.1f}x", x >= 50)
@@ -570,6 +781,34 @@ def write_markdown(res, path):
         target("(for information) our throughput / Portkey's",
                f"{a['c64']['rps'] / p['c64']['rps']:.1f}x", None)
     L.append("")
+    push = res.get("push")
+    if push:
+        n = next((v["routes"] for v in push.values() if isinstance(v, dict) and "routes" in v), "?")
+        L.append(f"## Configuration push: {n} AIGatewayRoutes\n")
+        L.append(f"`aigw run` serving one route; its `-f` file is then replaced (atomic rename) by one with {n} "
+                 f"AIGatewayRoutes (one rule, one model each: {n} clusters). Times from the rename: aigw's "
+                 "`configuration version 2 pushed` line, its `acknowledged by Envoy` line (Envoy ACKed "
+                 "clusters, listeners and routes), and the last model answering 200. aigw polls its files "
+                 "every 500 ms, so up to 0.5 s of \"write -> pushed\" is that poll; \"seen -> ACK\" is aigw's "
+                 "own figure from noticing the change (load, translate, encode, push, Envoy applies and "
+                 "ACKs). `aigw translate -f` is the whole CLI on the same file, to stdout (/dev/null). "
+                 f"Load average at the start {' '.join(push['loadavg_start'])}, at the end "
+                 f"{' '.join(push['loadavg_end'])}.\n")
+        L.append("| aigw build | write -> pushed (ms) | write -> ACK (ms) | seen -> ACK (ms) | write -> last "
+                 "model served (ms) | `aigw translate` (ms) | RSS of aigw + Envoy after (MiB) |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        for tag in ("release", "debug"):
+            r = push.get(tag)
+            if not r:
+                continue
+            if r.get("error"):
+                L.append(f"| {tag} | {r['error'][:200]} | | | | | |")
+                continue
+            t = r.get("translate", {})
+            L.append(f"| {tag} | {fmt(r['write_to_pushed_ms'])} | {fmt(r['write_to_ack_ms'])} | "
+                     f"{fmt(r['seen_to_ack_ms'])} | {fmt(r['write_to_served_ms'])} | "
+                     f"{fmt(t.get('median_ms'))} | {fmt(r['rss_after_mib'], '{:.0f}')} |")
+        L.append("")
     L.append("## Every run (round by round)\n")
     L.append("| scenario | test | round | p50 (us) | p99 (us) | req/s | requests | errors |")
     L.append("|---|---|---:|---:|---:|---:|---:|---:|")

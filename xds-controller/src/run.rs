@@ -387,6 +387,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     // Envoy has taken the listeners.
     let served = first.translation.served.clone();
     let mut announced = false;
+    // The version last pushed after an edit and when its change was seen:
+    // printed once Envoy has acknowledged it for every resource type.
+    let mut awaiting_ack: Option<(u64, std::time::Instant)> = None;
     let mut last_files = fingerprint(&config.files);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -405,7 +408,14 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
             }
             changed = replies.changed() => {
                 if changed.is_err() { continue; }
-                let accepted = matches!(replies.borrow_and_update().get(proto::LISTENER), Some(Reply::Acked(v)) if *v >= 1);
+                let acked = replies.borrow_and_update().clone();
+                let accepted = matches!(acked.get(proto::LISTENER), Some(Reply::Acked(v)) if *v >= 1);
+                if let Some((pushed, seen)) = awaiting_ack {
+                    if [proto::CLUSTER, proto::LISTENER, proto::ROUTE].iter().all(|t| matches!(acked.get(*t), Some(Reply::Acked(v)) if *v >= pushed)) {
+                        awaiting_ack = None;
+                        eprintln!("aigw: configuration version {pushed} acknowledged by Envoy {} ms after the change was seen", seen.elapsed().as_millis());
+                    }
+                }
                 if accepted && !announced {
                     announced = true;
                     for (address, port, models) in &served {
@@ -418,6 +428,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 let now = fingerprint(&config.files);
                 if now == last_files { continue; }
                 last_files = now;
+                let seen = std::time::Instant::now();
                 let next = load(&config, extra.as_deref(), credential_port, version + 1);
                 print_diagnostics(&next.translation.diagnostics);
                 if next.translation.listeners.is_empty() || has_errors(&next.translation.diagnostics) && next.translation.clusters.is_empty() {
@@ -430,6 +441,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 rate_limiter.update(next.translation.rate_limits.clone());
                 let _ = snapshot_tx.send(Arc::new(next.snapshot));
                 eprintln!("aigw: configuration version {version} pushed to Envoy");
+                awaiting_ack = Some((version, seen));
             }
         }
     }

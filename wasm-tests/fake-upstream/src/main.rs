@@ -8,6 +8,12 @@
 //! flushed on its own, as a real model server's tokens would be. Responses are
 //! built once at start-up; a request costs one body read and a few copies.
 //!
+//! Also for the benchmark's Bedrock scenario and the soak run
+//! (`scripts/soak.sh`): `POST .../converse` answers a fixed AWS Bedrock
+//! Converse JSON response (the signature is not checked), `POST
+//! .../v1/messages` a fixed Anthropic Messages response, and a chat request
+//! whose body names the model `bench-error` gets a 400 in OpenAI's shape.
+//!
 //! Usage: `aigw-fake-upstream [--port N] [--chunks N] [--threads N]`; it prints
 //! `listening on 127.0.0.1:PORT` once ready (port 0 picks a free port).
 
@@ -27,6 +33,22 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 const CONTENT: &str = "Hello! This is a fixed answer from the benchmark's fake upstream.";
+
+const CONVERSE: &str = concat!(
+    r#"{"output":{"message":{"role":"assistant","content":[{"text":"#,
+    r#""Hello! This is a fixed answer from the benchmark's fake upstream."}]}},"#,
+    r#""stopReason":"end_turn","usage":{"inputTokens":12,"outputTokens":14,"totalTokens":26},"#,
+    r#""metrics":{"latencyMs":1}}"#
+);
+
+const MESSAGES: &str = concat!(
+    r#"{"id":"msg_bench","type":"message","role":"assistant","model":"bench-model","#,
+    r#""content":[{"type":"text","text":"Hello! This is a fixed answer from the benchmark's fake upstream."}],"#,
+    r#""stop_reason":"end_turn","stop_sequence":null,"#,
+    r#""usage":{"input_tokens":12,"output_tokens":14}}"#
+);
+
+const BAD_REQUEST: &str = r#"{"error":{"message":"bench-error is refused","type":"invalid_request_error","param":null,"code":null}}"#;
 
 struct Canned {
     json: Bytes,
@@ -100,6 +122,10 @@ fn flag(body: &[u8], key: &[u8]) -> bool {
     false
 }
 
+fn contains(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
 /// An SSE body: one frame per chunk, returning `Pending` once between frames
 /// (and waking itself at once) so that hyper flushes every chunk separately.
 struct SseBody {
@@ -162,13 +188,35 @@ fn status(code: StatusCode, text: &'static str) -> Reply {
 }
 
 async fn handle(req: Request<Incoming>, canned: Arc<Canned>) -> Result<Reply, Infallible> {
-    if req.method() != Method::POST || !req.uri().path().ends_with("/chat/completions") {
+    let path = req.uri().path().to_string();
+    let canned_json = if path.ends_with("/converse") {
+        Some(CONVERSE)
+    } else if path.ends_with("/v1/messages") {
+        Some(MESSAGES)
+    } else {
+        None
+    };
+    if req.method() != Method::POST
+        || (canned_json.is_none() && !path.ends_with("/chat/completions"))
+    {
         return Ok(status(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}"));
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST, "{\"error\":\"bad body\"}")),
     };
+    if let Some(text) = canned_json {
+        let mut r = status(StatusCode::OK, text);
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(r);
+    }
+    if contains(&body, b"bench-error") {
+        let mut r = status(StatusCode::BAD_REQUEST, BAD_REQUEST);
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(r);
+    }
     if flag(&body, b"\"stream\"") {
         let usage = flag(&body, b"\"include_usage\"");
         let mut r = Response::new(
