@@ -719,6 +719,8 @@ struct UpstreamFilter {
     decoded_len: usize,
     /// The answer could not be decoded: its bytes are replaced by an error.
     decode_error: Option<String>,
+    /// The answer is an SSE stream (from its content type).
+    response_sse: bool,
 }
 
 impl UpstreamFilter {
@@ -741,6 +743,7 @@ impl UpstreamFilter {
             decoder: None,
             decoded_len: 0,
             decode_error: None,
+            response_sse: false,
         }
     }
 
@@ -1030,9 +1033,8 @@ impl UpstreamFilter {
         if end_of_stream {
             let message = self.decode_error.clone().unwrap_or_default();
             let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
-            let sse = response_header(self, "content-type")
-                .is_some_and(|c| c.starts_with("text/event-stream"));
-            if sse {
+            // (Response headers cannot be read in the body phase.)
+            if self.response_sse {
                 out.extend(error.stream_event(self.shape()));
             } else if done == 0 {
                 out.extend(error.body(self.shape()));
@@ -1093,6 +1095,7 @@ impl HttpContext for UpstreamFilter {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let status = response_header(self, ":status").unwrap_or_default();
         let content_type = response_header(self, "content-type").unwrap_or_default();
+        self.response_sse = content_type.starts_with("text/event-stream");
         if let Some(encoding) = response_header(self, "content-encoding") {
             match crate::encoding::decoder_for(&encoding) {
                 Ok(None) => {}
