@@ -207,3 +207,63 @@ impl AggregatedDiscoveryService for AdsServer {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> (Stream, mpsc::Receiver<Result<DiscoveryResponse, Status>>) {
+        let (out, rx) = mpsc::channel(4);
+        let stream = Stream {
+            subscriptions: HashMap::new(),
+            nonce: 0,
+            out,
+            replies: Arc::new(watch::channel(BTreeMap::new()).0),
+        };
+        (stream, rx)
+    }
+
+    fn first_request() -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: proto::CLUSTER.to_string(),
+            // An Envoy reconnecting to a restarted controller names the
+            // version it serves.
+            version_info: "7".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn no_configuration_yet_is_never_sent() {
+        let (mut stream, mut rx) = stream();
+        assert!(
+            stream
+                .on_request(first_request(), &Snapshot::default())
+                .await
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "an empty version-0 snapshot was sent"
+        );
+        // The first real configuration goes to the subscription made before.
+        let snapshot = Snapshot {
+            version: 1,
+            ..Default::default()
+        };
+        assert!(stream.send(proto::CLUSTER, &snapshot).await);
+        let sent = rx.try_recv().unwrap().unwrap();
+        assert_eq!(sent.version_info, "1");
+        assert_eq!(sent.type_url, proto::CLUSTER);
+    }
+
+    #[tokio::test]
+    async fn a_configuration_is_sent_on_the_first_request() {
+        let (mut stream, mut rx) = stream();
+        let snapshot = Snapshot {
+            version: 3,
+            ..Default::default()
+        };
+        assert!(stream.on_request(first_request(), &snapshot).await);
+        assert_eq!(rx.try_recv().unwrap().unwrap().version_info, "3");
+    }
+}
