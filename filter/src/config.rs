@@ -126,6 +126,9 @@ pub enum AuthKind {
     /// `Authorization: Bearer <token>` with a GCP OAuth2 access token that
     /// the controller mints from the policy's credentials and refreshes.
     GcpAccessToken,
+    /// `Authorization: Bearer <token>` with a Microsoft Entra ID access
+    /// token for Azure OpenAI that the controller mints and refreshes.
+    AzureAccessToken,
 }
 
 /// The controller's credential endpoint, reached with `dispatch_http_call`.

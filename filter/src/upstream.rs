@@ -209,7 +209,9 @@ pub fn credential_header(
         AuthKind::ApiKey => ("authorization", format!("Bearer {key}")),
         AuthKind::AnthropicApiKey => ("x-api-key", key.clone()),
         AuthKind::AzureApiKey => ("api-key", key.clone()),
-        AuthKind::GcpAccessToken => ("authorization", format!("Bearer {key}")),
+        AuthKind::GcpAccessToken | AuthKind::AzureAccessToken => {
+            ("authorization", format!("Bearer {key}"))
+        }
         AuthKind::AwsSigV4 => {
             return Err(GatewayError::internal(
                 "backend needs AWS credentials but its credential is an API key",
@@ -376,6 +378,12 @@ mod tests {
             credential_header(&auth(AuthKind::AzureApiKey), &key).unwrap(),
             Some(("api-key", "k".into()))
         );
+        for bearer in [AuthKind::GcpAccessToken, AuthKind::AzureAccessToken] {
+            assert_eq!(
+                credential_header(&auth(bearer), &key).unwrap(),
+                Some(("authorization", "Bearer k".into()))
+            );
+        }
         assert!(credential_header(&auth(AuthKind::AwsSigV4), &key).is_err());
     }
 }

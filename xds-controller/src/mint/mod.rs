@@ -1,12 +1,14 @@
 //! Upstream credentials the controller mints at run time and refreshes
 //! before they expire: Google OAuth2 access tokens from a service-account
-//! key, and expiring AWS credentials (web identity, container endpoint).
+//! key or federation, Microsoft Entra ID tokens for Azure OpenAI, and
+//! expiring AWS credentials (web identity, container endpoint).
 //!
 //! Pure parts (key files, JWTs, request bodies, answers, the schedule) are
-//! in `gcp`, `aws` and this module's functions; `http` is the client and
+//! in `gcp`, `azure`, `aws` and this module's functions; `http` is the client and
 //! `refresher` the tasks that keep the credential service up to date.
 
 pub mod aws;
+pub mod azure;
 pub mod federation;
 pub mod gcp;
 pub mod http;
@@ -32,6 +34,9 @@ pub enum MintSource {
         federation: federation::Federation,
     },
     Aws(aws::AwsSource),
+    /// `azureCredentials`: an Entra ID access token for Azure OpenAI (client
+    /// secret or federated OIDC token).
+    Azure(azure::EntraClient),
     /// `awsCredentials.oidcExchangeToken`: an OIDC token exchanged with
     /// STS AssumeRoleWithWebIdentity.
     AwsOidc {
@@ -56,6 +61,9 @@ pub struct MintEnvironment {
     /// `AIGW_GCP_IAM_CREDENTIALS_ENDPOINT` (default
     /// `https://iamcredentials.googleapis.com`).
     pub gcp_iam_credentials_endpoint: Option<String>,
+    /// `AIGW_AZURE_AUTHORITY`, else `AZURE_AUTHORITY_HOST` (default
+    /// `https://login.microsoftonline.com`).
+    pub azure_authority: Option<String>,
 }
 
 impl MintEnvironment {
@@ -66,6 +74,7 @@ impl MintEnvironment {
             aws_sts_endpoint: var("AWS_ENDPOINT_URL_STS").or_else(|| var("AWS_ENDPOINT_URL")),
             gcp_sts_endpoint: var("AIGW_GCP_STS_ENDPOINT"),
             gcp_iam_credentials_endpoint: var("AIGW_GCP_IAM_CREDENTIALS_ENDPOINT"),
+            azure_authority: var("AIGW_AZURE_AUTHORITY").or_else(|| var("AZURE_AUTHORITY_HOST")),
         }
     }
 }
@@ -159,6 +168,21 @@ pub async fn mint(
                     .await?;
                 token = federation::parse_impersonation(answer.status, &answer.body, now)?;
             }
+            Ok(Minted {
+                value: CredentialValue::ApiKey(token.token),
+                expires_at: now + token.expires_in,
+            })
+        }
+        MintSource::Azure(entra) => {
+            let body = match &entra.auth {
+                azure::ClientAuth::Secret(secret) => azure::secret_body(&entra.client_id, secret),
+                azure::ClientAuth::Federated(oidc) => {
+                    let assertion = oidc_token(oidc, client).await?;
+                    azure::assertion_body(&entra.client_id, &assertion)
+                }
+            };
+            let answer = client.post_form(&azure::token_url(entra), body).await?;
+            let token = azure::parse_token_response(answer.status, &answer.body)?;
             Ok(Minted {
                 value: CredentialValue::ApiKey(token.token),
                 expires_at: now + token.expires_in,

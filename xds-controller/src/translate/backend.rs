@@ -433,6 +433,22 @@ fn security(
             };
             return Ok((Some(auth), value));
         }
+        "AzureCredentials" => {
+            let auth = BackendAuth {
+                kind: AuthKind::AzureAccessToken,
+                credential: id.clone(),
+                region: None,
+                project: None,
+            };
+            // An Entra ID token, minted and refreshed at run time.
+            return match super::minted::azure_source(resources, options, policy) {
+                Ok(source) => Ok((Some(auth), Some((id, Provided::Minted(source))))),
+                Err(d) => {
+                    warnings.push(here(d));
+                    Ok((Some(auth), None))
+                }
+            };
+        }
         "GCPCredentials" => {
             let gcp = policy.spec.gcp_credentials.as_ref();
             let field = |name: &str| {

@@ -245,3 +245,126 @@ fn aws_environment_chain() {
     assert_eq!(sts_endpoint, "https://sts.us-east-1.amazonaws.com");
     assert_eq!(oidc.token_endpoint.as_deref(), Some("https://i/token"));
 }
+
+fn azure_policy(credentials: &str) -> String {
+    format!(
+        r#"apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: entra, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}]
+  type: AzureCredentials
+  azureCredentials:
+    clientID: app-id
+    tenantID: contoso.onmicrosoft.com
+{credentials}
+"#
+    )
+}
+
+#[test]
+fn azure_client_secret_and_federation() {
+    use crate::mint::azure::{ClientAuth, EntraClient};
+    let policy = azure_policy("    clientSecretRef: {name: entra-secret}");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: entra-secret, namespace: default}\nstringData: {client-secret: \"entra-very-secret\\n\"}\n";
+    let t = run(&format!("{policy}---\n{secret}"), &options(None, None));
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert!(t.credentials.credentials.is_empty(), "nothing static");
+    assert_eq!(
+        t.minted.get("default/entra"),
+        Some(&MintSource::Azure(EntraClient {
+            authority: "https://login.microsoftonline.com".into(),
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app-id".into(),
+            auth: ClientAuth::Secret("entra-very-secret".into()),
+        }))
+    );
+    let config = serde_json::to_string(&t.clusters).unwrap();
+    assert!(config.contains("azure_access_token"), "{config}");
+    assert!(!config.contains("entra-very-secret"));
+    assert!(!format!("{:?}", t.minted).contains("entra-very-secret"));
+
+    // The authority can be moved (sovereign clouds, tests).
+    let mut moved = options(None, None);
+    moved.mint.azure_authority = Some("http://127.0.0.1:9/".into());
+    let t = run(&format!("{policy}---\n{secret}"), &moved);
+    let Some(MintSource::Azure(entra)) = t.minted.get("default/entra") else {
+        panic!("{:?}", t.minted);
+    };
+    assert_eq!(
+        crate::mint::azure::token_url(entra),
+        "http://127.0.0.1:9/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+
+    // oidcExchangeToken: the OIDC token is the client assertion.
+    let federated = azure_policy(
+        "    oidcExchangeToken:\n      oidc: {provider: {issuer: 'https://idp.example'}, clientID: gw, clientSecret: {name: idp}}\n      aud: api://AzureADTokenExchange",
+    );
+    let t = run(
+        &format!("{federated}---\n{CLIENT_SECRET}"),
+        &options(None, None),
+    );
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let Some(MintSource::Azure(EntraClient {
+        auth: ClientAuth::Federated(oidc),
+        ..
+    })) = t.minted.get("default/entra")
+    else {
+        panic!("{:?}", t.minted);
+    };
+    assert_eq!(oidc.client_secret, "very-secret");
+    assert_eq!(oidc.audience.as_deref(), Some("api://AzureADTokenExchange"));
+}
+
+#[test]
+fn azure_missing_secrets_are_named() {
+    let policy = azure_policy("    clientSecretRef: {name: entra-secret}");
+    let t = run(&policy, &options(None, None));
+    assert!(t.minted.is_empty());
+    assert_eq!(t.clusters.len(), 1, "still served, with a clear error");
+    let d = &t.diagnostics[0];
+    assert_eq!(
+        d.resource.as_deref(),
+        Some("BackendSecurityPolicy default/entra")
+    );
+    assert!(
+        d.message
+            .contains("Secret default/entra-secret does not exist"),
+        "{d}"
+    );
+    assert_eq!(
+        d.field.as_deref(),
+        Some("spec.azureCredentials.clientSecretRef")
+    );
+
+    let wrong_key = "apiVersion: v1\nkind: Secret\nmetadata: {name: entra-secret, namespace: default}\nstringData: {apiKey: x}\n";
+    let t = run(&format!("{policy}---\n{wrong_key}"), &options(None, None));
+    let d = &t.diagnostics[0];
+    assert!(d.message.contains("has no key \"client-secret\""), "{d}");
+    assert_eq!(
+        d.field.as_deref(),
+        Some("spec.azureCredentials.clientSecretRef")
+    );
+
+    let federated = azure_policy(
+        "    oidcExchangeToken:\n      oidc: {provider: {issuer: 'https://idp.example'}, clientID: gw, clientSecret: {name: idp}}",
+    );
+    let t = run(&federated, &options(None, None));
+    assert_eq!(
+        t.diagnostics[0].field.as_deref(),
+        Some("spec.azureCredentials.oidcExchangeToken.oidc.clientSecret")
+    );
+
+    let bad_tenant = policy.replace("contoso.onmicrosoft.com", "\"a/../b\"");
+    let t = run(&bad_tenant, &options(None, None));
+    assert!(t.minted.is_empty());
+    assert_eq!(
+        t.diagnostics
+            .iter()
+            .find(|d| d.field.as_deref() == Some("spec.azureCredentials.tenantID"))
+            .map(|d| d.message.contains("not a tenant ID")),
+        Some(true),
+        "{:?}",
+        t.diagnostics
+    );
+}

@@ -6,7 +6,7 @@ use super::Options;
 use crate::error::Diagnostic;
 use crate::mint::federation::{self, Federation};
 use crate::mint::oidc::{OidcClient, CLIENT_SECRET_KEY};
-use crate::mint::{gcp, MintSource};
+use crate::mint::{azure, gcp, MintSource};
 use crate::resources::{BackendSecurityPolicySpec, Named, Resources};
 use serde_json::Value;
 
@@ -213,4 +213,78 @@ fn oidc_client(
             .to_string(),
         audience: text(exchange, "aud").map(str::to_string),
     })
+}
+
+/// The credential source of an AzureCredentials policy: the application
+/// `clientID` in `tenantID`, authenticated with the Secret of
+/// `clientSecretRef` (key `client-secret`) or with an OIDC token from
+/// `oidcExchangeToken` (a federated identity credential).
+pub fn azure_source(
+    resources: &Resources,
+    options: &Options,
+    policy: &Policy,
+) -> Result<MintSource, Diagnostic> {
+    let base = "spec.azureCredentials";
+    let azure = policy
+        .spec
+        .azure_credentials
+        .as_ref()
+        .unwrap_or(&Value::Null);
+    let required = |key: &str| {
+        text(azure, key).ok_or_else(|| {
+            Diagnostic::error(format!("azureCredentials.{key} is required"))
+                .field(format!("{base}.{key}"))
+        })
+    };
+    let client_id = required("clientID")?;
+    let tenant_id = required("tenantID")?;
+    if !azure::valid_tenant(tenant_id) {
+        return Err(Diagnostic::error(format!(
+            "azureCredentials.tenantID {tenant_id:?} is not a tenant ID (a GUID) or domain name"
+        ))
+        .field(format!("{base}.tenantID")));
+    }
+    let auth = match (azure.get("clientSecretRef"), azure.get("oidcExchangeToken")) {
+        (Some(secret_ref), None) => {
+            let field = format!("{base}.clientSecretRef");
+            let name = text(secret_ref, "name").ok_or_else(|| {
+                Diagnostic::error("clientSecretRef.name is required").field(field.clone())
+            })?;
+            let namespace = text(secret_ref, "namespace").unwrap_or(&policy.namespace);
+            let secret =
+                secret_value(resources, namespace, name, azure::CLIENT_SECRET_KEY, &field)?.trim();
+            if secret.is_empty() {
+                return Err(Diagnostic::error(format!(
+                    "Secret {namespace}/{name} key \"{}\" is empty",
+                    azure::CLIENT_SECRET_KEY
+                ))
+                .field(field));
+            }
+            azure::ClientAuth::Secret(secret.to_string())
+        }
+        (None, Some(exchange)) => azure::ClientAuth::Federated(oidc_client(
+            resources,
+            policy,
+            exchange,
+            &format!("{base}.oidcExchangeToken"),
+        )?),
+        _ => {
+            return Err(Diagnostic::error(
+                "give exactly one of azureCredentials.clientSecretRef (a Secret with the client secret under \"client-secret\") or azureCredentials.oidcExchangeToken",
+            )
+            .field(base))
+        }
+    };
+    Ok(MintSource::Azure(azure::EntraClient {
+        authority: options
+            .mint
+            .azure_authority
+            .clone()
+            .unwrap_or_else(|| azure::DEFAULT_AUTHORITY.into())
+            .trim_end_matches('/')
+            .to_string(),
+        tenant_id: tenant_id.to_string(),
+        client_id: client_id.to_string(),
+        auth,
+    }))
 }
