@@ -572,3 +572,21 @@ def test_otlp_grpc_spans_have_genai_attributes_and_no_content(tmp_path, provider
     resource = grpc_collector.requests[0].resource_spans[0].resource
     assert attribute_values(resource)["service.name"] == "aigw"
     assert all(secret.encode() not in r.SerializeToString() for r in grpc_collector.requests)
+
+
+def test_access_log_per_provider_equals_what_the_fakes_reported(mixed):
+    entries = mixed.access_log(count=12)
+    assert len(entries) == 12
+    for provider, req, resp, be, requests, streams, tokens in EXPECTED:
+        mine = [e for e in entries if e["request_model"] == req]
+        assert len(mine) == requests, (req, mine)
+        for e in mine:
+            assert (e["status"], e["provider"], e["backend"]) == (200, provider, be), e
+            assert e["response_model"] == resp, e
+            assert (int(e["input_tokens"]), int(e["output_tokens"]), int(e["total_tokens"])) == tokens[:3], e
+            assert int(e["cached_input_tokens"] or 0) == tokens[3], e
+        assert sum(e["time_to_first_token_ms"] is not None for e in mine) == streams, (req, mine)
+    failed = {e["request_model"]: (e["status"], e["provider"], e["backend"])
+              for e in entries if e["status"] >= 400}
+    assert failed == {"broken-model": (500, "openai", "default/broken"),
+                      "claude-busy": (529, "anthropic", "default/claude")}
