@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import free_port, write_yaml
+from conftest import counters, free_port, write_yaml
 from fake_bedrock import HOST, FakeBedrock, make_test_ca
 from fakes import openai_echo
 from test_anthropic import anthropic_fake
@@ -535,6 +535,36 @@ def test_anthropic_stream_that_just_stops_ends_with_an_error_event(tmp_path, pro
                 text.append(piece)
     assert "".join(text) == "partial"
     assert "ended before the answer was complete" in str(e.value)
+
+
+def stalls_after_content(request):
+    def chunks():
+        yield from sse([ROLE_CHUNK, WORD_CHUNK])
+        time.sleep(4)
+        yield from sse([{**WORD_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}])
+        yield b"data: [DONE]\n\n"
+    return 200, {"content-type": "text/event-stream"}, chunks()
+
+
+def test_stream_idle_timeout_of_the_client_traffic_policy(tmp_path, providers, gateway):
+    primary = providers(stalls_after_content, name="primary")
+    text = config([("primary", "OpenAI", primary.port, 0, "")]) + """---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {name: client}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  timeout: {http: {streamIdleTimeout: 1s}}
+"""
+    gw = start(gateway, tmp_path, text)
+    received, began = [], time.time()
+    with pytest.raises(openai.APIError):
+        for c in oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True):
+            received.extend(ch.delta.content or "" for ch in c.choices)
+    assert "".join(received) == "partial"
+    assert time.time() - began < 3.5, "the stream must be cut after 1 s without data, not wait for the provider"
+    idle = [int(v) for k, v in counters(gw.admin).items() if k.endswith("downstream_rq_idle_timeout")]
+    assert sum(idle) >= 1
 
 
 # --- A 200 whose body is not what the API promises

@@ -90,6 +90,8 @@ pub struct ClientTrafficPolicySpec {
     pub target_ref: Option<TargetRef>,
     #[serde(default)]
     pub connection: Option<ClientConnection>,
+    #[serde(default)]
+    pub timeout: Option<ClientTimeout>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -97,6 +99,25 @@ pub struct ClientTrafficPolicySpec {
 pub struct ClientConnection {
     #[serde(default)]
     pub buffer_limit: Option<Quantity>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTimeout {
+    #[serde(default)]
+    pub http: Option<ClientHttpTimeout>,
+}
+
+/// Envoy Gateway's `ClientTrafficPolicy.spec.timeout.http`.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientHttpTimeout {
+    #[serde(default)]
+    pub request_received_timeout: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
 }
 
 /// A Kubernetes quantity such as `50Mi` or a plain number.

@@ -178,7 +178,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
         ));
     }
     for gateway in &resources.gateways {
-        let buffer_limit = buffer_limit(resources, gateway, &mut diagnostics);
+        let client = client_settings(resources, gateway, &mut diagnostics);
         let attached: Vec<(
             &Named<crate::resources::AIGatewayRouteSpec>,
             &TranslatedRule,
@@ -255,7 +255,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 config_version: options.config_version,
                 created: options.created,
                 models: models.clone(),
-                max_request_bytes: buffer_limit,
+                max_request_bytes: client.buffer_limit,
                 backends,
                 credentials: None,
                 reserve_output_tokens: options.rate_limit.reserve_output_tokens,
@@ -268,7 +268,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 "name": name,
                 "virtual_hosts": [{"name": name, "domains": domains, "routes": route_entries}],
             }));
-            let mut listener = listener_json(options, &name, port, buffer_limit, &router_config);
+            let mut listener = listener_json(options, &name, port, &client, &router_config);
             if !auth.is_empty() {
                 auth.add_filters(&mut listener);
             }
@@ -298,45 +298,87 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     out
 }
 
-fn buffer_limit(
+/// What the Gateway's ClientTrafficPolicy sets for its listeners.
+#[derive(Debug, Clone, PartialEq)]
+struct ClientSettings {
+    buffer_limit: u64,
+    /// Envoy durations for the HCM: stream idle (always set; an AI stream
+    /// can pause long between tokens), request received, connection idle.
+    stream_idle_timeout: String,
+    request_timeout: Option<String>,
+    idle_timeout: Option<String>,
+}
+
+fn client_settings(
     resources: &Resources,
     gateway: &Named<crate::resources::GatewaySpec>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> u64 {
-    for policy in &resources.client_traffic_policies {
-        let targets = policy
+) -> ClientSettings {
+    let mut settings = ClientSettings {
+        buffer_limit: DEFAULT_BUFFER_LIMIT,
+        stream_idle_timeout: "300s".into(),
+        request_timeout: None,
+        idle_timeout: None,
+    };
+    let policy = resources.client_traffic_policies.iter().find(|policy| {
+        let mut targets = policy
             .spec
             .target_refs
             .iter()
             .chain(policy.spec.target_ref.iter());
-        let applies = policy.namespace == gateway.namespace
-            && targets.clone().any(|t| {
-                t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway")
-            });
-        let Some(limit) = policy
-            .spec
-            .connection
-            .as_ref()
-            .and_then(|c| c.buffer_limit.as_ref())
-        else {
-            continue;
-        };
-        if !applies {
-            continue;
-        }
+        policy.namespace == gateway.namespace
+            && targets
+                .any(|t| t.name == gateway.name && t.kind.as_deref().is_none_or(|k| k == "Gateway"))
+    });
+    let Some(policy) = policy else {
+        return settings;
+    };
+    let mut report = |message: String, field: &str| {
+        diagnostics.push(
+            Diagnostic::error(message)
+                .at(
+                    format!("ClientTrafficPolicy {}", policy.key()),
+                    &policy.source,
+                )
+                .field(field),
+        )
+    };
+    if let Some(limit) = policy
+        .spec
+        .connection
+        .as_ref()
+        .and_then(|c| c.buffer_limit.as_ref())
+    {
         match limit.bytes() {
-            Ok(bytes) => return bytes,
-            Err(e) => diagnostics.push(
-                Diagnostic::error(e)
-                    .at(
-                        format!("ClientTrafficPolicy {}", policy.key()),
-                        &policy.source,
-                    )
-                    .field("spec.connection.bufferLimit"),
-            ),
+            Ok(bytes) => settings.buffer_limit = bytes,
+            Err(e) => report(e, "spec.connection.bufferLimit"),
         }
     }
-    DEFAULT_BUFFER_LIMIT
+    let http = policy.spec.timeout.as_ref().and_then(|t| t.http.as_ref());
+    let mut duration = |value: Option<&String>, field: &str| {
+        let text = value?;
+        match resilience::parse_duration_ms(text) {
+            Some(ms) => Some(resilience::envoy_duration_ms(ms)),
+            None => {
+                report(
+                    format!("{text:?} is not a duration such as 30s or 5m"),
+                    &format!("spec.timeout.http.{field}"),
+                );
+                None
+            }
+        }
+    };
+    if let Some(http) = http {
+        if let Some(d) = duration(http.stream_idle_timeout.as_ref(), "streamIdleTimeout") {
+            settings.stream_idle_timeout = d;
+        }
+        settings.request_timeout = duration(
+            http.request_received_timeout.as_ref(),
+            "requestReceivedTimeout",
+        );
+        settings.idle_timeout = duration(http.idle_timeout.as_ref(), "idleTimeout");
+    }
+    settings
 }
 
 fn translate_rule(
@@ -446,15 +488,16 @@ fn listener_json(
     options: &Options,
     name: &str,
     port: u16,
-    buffer_limit: u64,
+    client: &ClientSettings,
     router: &PluginConfig,
 ) -> Value {
+    let buffer_limit = client.buffer_limit;
     // Envoy's own buffer limit sits above the filter's so that the filter,
     // which answers in the client's API shape, sees an oversized body first.
     let envoy_limit = buffer_limit
         .saturating_add(1 << 20)
         .min(u64::from(u32::MAX));
-    json!({
+    let mut listener = json!({
         "name": name,
         "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
         "per_connection_buffer_limit_bytes": envoy_limit,
@@ -470,10 +513,18 @@ fn listener_json(
                 ],
                 "local_reply_config": envoy::local_reply_config(buffer_limit),
                 "access_log": options.access_log.iter().map(|p| envoy::access_log(p)).collect::<Vec<_>>(),
-                "stream_idle_timeout": "300s",
+                "stream_idle_timeout": client.stream_idle_timeout,
             },
         }]}],
-    })
+    });
+    let hcm = &mut listener["filter_chains"][0]["filters"][0]["typed_config"];
+    if let Some(t) = &client.request_timeout {
+        hcm["request_timeout"] = json!(t);
+    }
+    if let Some(t) = &client.idle_timeout {
+        hcm["common_http_protocol_options"] = json!({"idle_timeout": t});
+    }
+    listener
 }
 
 /// One cluster per rule: one priority group per distinct backendRef
@@ -567,3 +618,6 @@ mod mint_tests;
 
 #[cfg(test)]
 mod tls_tests;
+
+#[cfg(test)]
+mod listener_tests;
