@@ -977,6 +977,19 @@ impl Context for UpstreamFilter {
             Err(format!("credential service answered {status}"))
         };
         if let Err(e) = loaded {
+            // The controller is down or failing: keep serving with the
+            // credentials fetched before (Envoy keeps serving its last
+            // configuration too) rather than refusing every request.
+            if CREDENTIALS.with(|c| c.borrow().is_loaded()) {
+                log(
+                    LogLevel::Warn,
+                    &format!("aigw: {e}; using the credentials fetched before"),
+                );
+                if self.finish(request, true) == Action::Continue {
+                    self.resume_http_request();
+                }
+                return;
+            }
             log(LogLevel::Error, &format!("aigw: {e}"));
             send_error(
                 self,

@@ -325,6 +325,30 @@ def test_aigw_run_killed_takes_its_envoy_with_it(tmp_path, providers, gateway):
         socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
 
 
+def test_frozen_controller_credentials_fetched_before_keep_serving(tmp_path, providers, gateway):
+    """The controller stops answering (here: `aigw run` frozen with SIGSTOP;
+    the same holds for a dead Kubernetes controller): once the filter's
+    credentials are older than their TTL its refresh fails, and it keeps
+    using the ones fetched before instead of refusing every request."""
+    fake = providers(name="fake")
+    config = basic_config(fake.port, api_key="sk-provider-key")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", config)], extra_args=["--credential-ttl", "1"])
+    # Every worker's VM fetches once (connections spread over both workers).
+    for _ in range(12):
+        assert chat_status(gw.url, "test-model") == 200
+    os.kill(gw.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)
+        started = time.time()
+        assert chat_status(gw.url, "test-model") == 200
+        # The refresh waits for the credential call's 5 s timeout.
+        assert time.time() - started < 8
+        assert fake.requests[-1].headers["authorization"] == "Bearer sk-provider-key"
+    finally:
+        os.kill(gw.proc.pid, signal.SIGCONT)
+    assert chat_status(gw.url, "test-model") == 200
+
+
 # --- (c) a provider that accepts connections and never answers ---------------
 
 class BlackHole:
