@@ -721,6 +721,8 @@ struct UpstreamFilter {
     decode_error: Option<String>,
     /// The answer is an SSE stream (from its content type).
     response_sse: bool,
+    /// The decoding error went out: later bytes are dropped.
+    decode_reported: bool,
 }
 
 impl UpstreamFilter {
@@ -744,6 +746,7 @@ impl UpstreamFilter {
             decoded_len: 0,
             decode_error: None,
             response_sse: false,
+            decode_reported: false,
         }
     }
 
@@ -1034,6 +1037,7 @@ impl UpstreamFilter {
                             self.holding_stream = false;
                             let message = e.to_string();
                             self.fail_response(body_size, &message);
+                            self.decode_reported = true;
                             return None;
                         }
                     }
@@ -1043,7 +1047,8 @@ impl UpstreamFilter {
         // The headers went out: what was decoded stays, the rest becomes an
         // error in the client's shape at the end.
         let mut out = all[..done].to_vec();
-        if end_of_stream {
+        if end_of_stream && !self.decode_reported {
+            self.decode_reported = true;
             let message = self.decode_error.clone().unwrap_or_default();
             let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
             // (Response headers cannot be read in the body phase.)
