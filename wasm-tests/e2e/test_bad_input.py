@@ -106,6 +106,8 @@ def test_oversized_headers_are_refused_and_serving_continues(gw):
                   + b"\r\ncontent-length: 2\r\n\r\n{}")
         answer = s.recv(4096)
     assert answer.startswith(b"HTTP/1.1 431")
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "request_headers_too_large", body
     still_serving(gw)
 
 

@@ -260,6 +260,21 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             mappers.push(mapper);
         }
     }
+    // Headers too large for the codec: no request (and no path) exists to
+    // tell the client's API by, so OpenAI's shape.
+    let too_large_headers = local_reply_body(
+        false,
+        "request headers are larger than the gateway's limit",
+        "invalid_request_error",
+        "request_headers_too_large",
+    );
+    mappers.push(json!({
+        "filter": status(431),
+        "body_format_override": {
+            "text_format_source": {"inline_string": too_large_headers},
+            "content_type": "application/json",
+        },
+    }));
     json!({"mappers": mappers})
 }
 
