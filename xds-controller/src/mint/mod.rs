@@ -289,6 +289,32 @@ mod tests {
     }
 
     #[test]
+    fn azure_authority_from_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            MintEnvironment::from_env(move |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .azure_authority
+        };
+        assert_eq!(env(&[]), None);
+        assert_eq!(
+            env(&[("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/")]).as_deref(),
+            Some("https://login.microsoftonline.us/")
+        );
+        assert_eq!(
+            env(&[
+                ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+                ("AIGW_AZURE_AUTHORITY", "http://127.0.0.1:9"),
+            ])
+            .as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(env(&[("AIGW_AZURE_AUTHORITY", "")]), None);
+    }
+
+    #[test]
     fn form_encoding() {
         assert_eq!(
             form(&[("a b", "c&d=é"), ("x", "")]),
