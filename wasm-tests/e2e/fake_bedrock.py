@@ -248,6 +248,9 @@ class FakeBedrock:
         self.counted.append(inner)
         if "anthropic_version" not in inner or "model" in inner or "max_tokens" not in inner:
             return 400, json_ct, b'{"message":"Malformed input request: anthropic_version, max_tokens"}'
+        if "fail please" in json.dumps(inner):
+            return 400, {**json_ct, "x-amzn-errortype": "ValidationException"}, \
+                b'{"message":"messages.0.content: text content blocks must be non-empty"}'
         words = sum(len(json.dumps(m["content"]).split()) for m in inner["messages"])
         return 200, json_ct, json.dumps({"inputTokens": 10 + words}).encode()
 

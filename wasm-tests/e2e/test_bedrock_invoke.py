@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import SHARED, write_yaml
+from conftest import SHARED, anthropic_config, write_yaml
 from fake_bedrock import HOST, FakeBedrock, make_test_ca
 
 BLUEPRINT = os.path.join(SHARED, "blueprint")
@@ -176,3 +176,25 @@ def test_count_tokens_on_bedrock(setup):
     assert fake.counted[-1] == {"system": "be brief",
                                 "messages": [{"role": "user", "content": "how many tokens is this"}],
                                 "anthropic_version": "bedrock-2023-05-31", "max_tokens": 1}
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.count_tokens(model=CLAUDE, messages=[{"role": "user", "content": "fail please"}])
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+    assert "must be non-empty" in e.value.body["error"]["message"]
+
+
+def test_count_tokens_native_anthropic(tmp_path, providers, gateway):
+    def fake(request):
+        if request.path != "/v1/messages/count_tokens" or request.headers.get("x-api-key") != "sk-ant-key":
+            return 404, {"content-type": "application/json"}, json.dumps(
+                {"type": "error", "error": {"type": "not_found_error", "message": request.path}}).encode()
+        body = request.json()
+        return 200, {"content-type": "application/json"}, json.dumps(
+            {"input_tokens": 3 + len(body["messages"])}).encode()
+    p = providers(fake, name="anthropic")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", anthropic_config(p.port, "sk-ant-key"))])
+    client = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=CLIENT_KEY, max_retries=0)
+    r = client.messages.count_tokens(model="claude-sonnet", messages=[{"role": "user", "content": "hi"}])
+    assert r.input_tokens == 4
+    sent = p.requests[-1]
+    assert sent.json()["model"] == "claude-sonnet"
+    assert sent.headers["anthropic-version"] and CLIENT_KEY not in json.dumps(sent.headers)
