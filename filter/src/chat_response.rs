@@ -138,6 +138,17 @@ impl ChatResponse {
         }
     }
 
+    /// For a binary (AWS event-stream) answer: the provider's last chunk in
+    /// a readable form to search for the model it names (empty when it
+    /// names none, as Converse). `None`: the raw chunk is readable.
+    pub fn decoded_upstream(&self) -> Option<&[u8]> {
+        match &self.state {
+            State::BedrockInvokeStream(s) => Some(s.decoded()),
+            State::ConverseStream(_) => Some(&[]),
+            _ => None,
+        }
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         match &self.state {
             State::AnthropicSse(s) => s.usage(),

@@ -465,6 +465,10 @@ impl HttpContext for RouterFilter {
             };
             let out = chat.push(&chunk, end_of_stream);
             let usage = chat.usage();
+            if let Some(decoded) = chat.decoded_upstream() {
+                let decoded = decoded.to_vec();
+                self.scan_model(&decoded);
+            }
             self.set_http_response_body(0, body_size, &out);
             if end_of_stream {
                 self.publish_usage(usage);
@@ -545,7 +549,10 @@ impl HttpContext for RouterFilter {
             }
             ResponseState::BedrockStream(stream) => {
                 let out = stream.push(&chunk, end_of_stream);
-                (Some(out), stream.usage())
+                let usage = stream.usage();
+                // The decoded Anthropic SSE names the model; the frames hide it.
+                self.scan_model(&out);
+                (Some(out), usage)
             }
             ResponseState::Stream(stream) => {
                 let replacement = match stream.push(&chunk, end_of_stream) {
@@ -639,18 +646,33 @@ impl RouterFilter {
                 self.set_property(vec!["ttft_ms"], Some(ms.to_string().as_bytes()));
             }
         }
-        if body_size > 0 && self.facts.is_some() && self.observer.wants_model() {
+        // AWS event-stream frames carry the provider's JSON base64-encoded:
+        // those answers are searched once decoded (`scan_model`).
+        let binary = match &self.response {
+            ResponseState::BedrockStream(_) => true,
+            ResponseState::Chat(chat) => chat.decoded_upstream().is_some(),
+            _ => false,
+        };
+        if body_size > 0 && !binary && self.facts.is_some() && self.observer.wants_model() {
             let size = body_size.min(crate::metrics::MODEL_SCAN_LIMIT);
             match chunk {
-                Some(chunk) => self.observer.scan(&chunk[..size.min(chunk.len())]),
+                Some(chunk) => self.scan_model(&chunk[..size.min(chunk.len())]),
                 None => {
                     let body = self.get_http_response_body(0, size).unwrap_or_default();
-                    self.observer.scan(&body);
+                    self.scan_model(&body);
                 }
             }
-            if let Some(model) = self.observer.response_model.clone() {
-                self.set_property(vec!["response_model"], Some(model.as_bytes()));
-            }
+        }
+    }
+
+    /// Searches response bytes for the model the provider names.
+    fn scan_model(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() || self.facts.is_none() || !self.observer.wants_model() {
+            return;
+        }
+        self.observer.scan(bytes);
+        if let Some(model) = self.observer.response_model.clone() {
+            self.set_property(vec!["response_model"], Some(model.as_bytes()));
         }
     }
 

@@ -546,6 +546,9 @@ impl SseToChunks {
 pub struct EventStreamToChunks {
     bedrock: EventStreamToSse,
     sse: SseToChunks,
+    /// The Anthropic SSE the last chunk decoded to: what the provider said,
+    /// readable (the event-stream frames carry it base64-encoded).
+    decoded: Vec<u8>,
 }
 
 impl EventStreamToChunks {
@@ -553,6 +556,7 @@ impl EventStreamToChunks {
         EventStreamToChunks {
             bedrock: EventStreamToSse::default(),
             sse: SseToChunks::new(model, created, include_usage),
+            decoded: Vec::new(),
         }
     }
 
@@ -562,7 +566,14 @@ impl EventStreamToChunks {
 
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         let sse = self.bedrock.push(chunk, end_of_stream);
-        self.sse.push(&sse, end_of_stream)
+        let out = self.sse.push(&sse, end_of_stream);
+        self.decoded = sse;
+        out
+    }
+
+    /// The provider's events from the last [`push`](Self::push), as SSE.
+    pub fn decoded(&self) -> &[u8] {
+        &self.decoded
     }
 }
 
@@ -789,11 +800,19 @@ mod tests {
         for size in 1..=stream.len() {
             let mut t = EventStreamToChunks::new("claude", 7, true);
             let mut out = Vec::new();
+            let mut decoded = Vec::new();
             let parts: Vec<&[u8]> = stream.chunks(size).collect();
             for (i, p) in parts.iter().enumerate() {
                 out.extend(t.push(p, i + 1 == parts.len()));
+                decoded.extend_from_slice(t.decoded());
             }
             assert_eq!(String::from_utf8(out).unwrap(), want, "size {size}");
+            // The provider's model is readable once decoded (for the metrics).
+            assert_eq!(
+                crate::metrics::find_model(&decoded).as_deref(),
+                Some("claude-x"),
+                "size {size}"
+            );
         }
         // An exception frame becomes an OpenAI error event.
         let mut t = EventStreamToChunks::new("claude", 7, false);

@@ -355,11 +355,28 @@ spec:
   awsCredentials: {region: us-west-2}
 """
 NOVA = "amazon.nova-pro-v1:0"
+CLAUDE_ON_BEDROCK = "anthropic.claude-3-haiku-20240307-v1:0"
+BEDROCK_CLAUDE = """---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {name: bedrock-claude}
+spec:
+  schema: {name: AWSAnthropic, version: bedrock-2023-05-31}
+  backendRef: {name: bedrock, kind: Backend, group: gateway.envoyproxy.io}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {name: bedrock-claude-policy}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock-claude}]
+  type: AWSCredentials
+  awsCredentials: {region: us-west-2}
+"""
 
 
 @pytest.fixture
 def mixed(tmp_path, providers, gateway):
-    """Known traffic through four providers' wire formats at once, with
+    """Known traffic through five providers' wire formats at once, with
     streams and failures; returns the gateway."""
     from fake_bedrock import HOST, FakeBedrock, make_test_ca
 
@@ -375,7 +392,8 @@ def mixed(tmp_path, providers, gateway):
               + route("haiku-route", "claude-haiku", "claude") + route("busy-route", "claude-busy", "claude")
               + backend("broken", "OpenAI", loopback(broken.port)) + route("broken-route", "broken-model", "broken")
               + backend("bedrock", "AWSBedrock", f"{{fqdn: {{hostname: {HOST}, port: 443}}}}")
-              + BEDROCK_POLICY + route("nova-route", NOVA, "bedrock"))
+              + BEDROCK_POLICY + route("nova-route", NOVA, "bedrock")
+              + BEDROCK_CLAUDE + route("claude-bedrock-route", CLAUDE_ON_BEDROCK, "bedrock-claude"))
     gw = gateway([write_yaml(tmp_path, "gw.yaml", config)], resolve=[f"{HOST}:443=127.0.0.1:{bedrock.port}"],
                  extra_args=["--extra-ca", tls[0]], env=AWS)
     oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
@@ -396,6 +414,12 @@ def mixed(tmp_path, providers, gateway):
     # OpenAI client -> Bedrock Converse: 1 plain, 1 stream.
     oai.chat.completions.create(model=NOVA, messages=hi)
     list(oai.chat.completions.create(model=NOVA, messages=hi, stream=True))
+    # OpenAI client -> Claude on Bedrock (InvokeModel, binary event stream): 1 plain, 1 stream.
+    oai.chat.completions.create(model=CLAUDE_ON_BEDROCK, messages=hi)
+    list(oai.chat.completions.create(model=CLAUDE_ON_BEDROCK, messages=hi, stream=True))
+    # The Anthropic SDK -> Claude on Bedrock: 1 stream (event stream decoded to Anthropic SSE).
+    with ant.messages.stream(model=CLAUDE_ON_BEDROCK, max_tokens=16, messages=hi) as s:
+        assert "".join(s.text_stream) == "Hello from Bedrock"
     # Failures: an OpenAI backend's 500 and Anthropic's 529 (native client).
     with pytest.raises(openai.InternalServerError):
         oai.chat.completions.create(model="broken-model", messages=hi)
@@ -413,6 +437,7 @@ EXPECTED = [
     ("anthropic", "claude-sonnet", "claude-sonnet-20250514", "default/claude", 3, 2, (17, 4, 21, 3, 5, 0)),
     ("anthropic", "claude-haiku", "claude-haiku-20250514", "default/claude", 2, 1, (17, 4, 21, 3, 5, 0)),
     ("aws.bedrock", NOVA, None, "default/bedrock", 2, 1, (17, 9, 26, 0, 0, 0)),
+    ("aws.bedrock", CLAUDE_ON_BEDROCK, CLAUDE_ON_BEDROCK, "default/bedrock-claude", 3, 2, (17, 9, 26, 0, 0, 0)),
 ]
 TOKEN_TYPES = ("input", "output", "total", "cached_input", "cache_creation_input", "reasoning")
 
@@ -461,8 +486,8 @@ def test_metrics_per_provider_and_model_equal_what_the_fakes_reported(mixed):
                 error_type="529", aigw_backend="default/claude") == 1
     assert find(s, "aigw_token_usage_total", gen_ai_request_model="broken-model") == 0
     assert find(s, "gen_ai_server_time_to_first_token_milliseconds_count", error_type="529") == 0
-    # In all: 10 answered, 2 failed.
-    assert find(s, "aigw_requests_total") == 12
+    # In all: 13 answered, 2 failed.
+    assert find(s, "aigw_requests_total") == 15
     assert find(s, "aigw_requests_total", error_type="500") + find(s, "aigw_requests_total", error_type="529") == 2
 
 
@@ -575,8 +600,9 @@ def test_otlp_grpc_spans_have_genai_attributes_and_no_content(tmp_path, provider
 
 
 def test_access_log_per_provider_equals_what_the_fakes_reported(mixed):
-    entries = mixed.access_log(count=12)
-    assert len(entries) == 12
+    time.sleep(0.5)  # the last entries are written as the streams end
+    entries = mixed.access_log(count=15)
+    assert len(entries) == 15
     for provider, req, resp, be, requests, streams, tokens in EXPECTED:
         mine = [e for e in entries if e["request_model"] == req]
         assert len(mine) == requests, (req, mine)
