@@ -155,6 +155,10 @@ fn texts(input: Option<&Value>) -> Result<Vec<String>, GatewayError> {
 
 /// Whether the client asked for base64 embeddings (checked by `prepare`).
 pub fn wants_base64(body: &[u8]) -> bool {
+    // Every embeddings request passes here: parse only when it may say so.
+    if !body.windows(6).any(|w| w == b"base64") {
+        return false;
+    }
     serde_json::from_slice::<Value>(body)
         .ok()
         .is_some_and(|v| v.get("encoding_format").and_then(Value::as_str) == Some("base64"))
@@ -733,6 +737,14 @@ mod tests {
                 assert!(embeddings_response(f, bad, None, "m", false).is_none());
             }
         }
+    }
+
+    #[test]
+    fn base64_is_asked_for_explicitly() {
+        assert!(wants_base64(br#"{"model":"m","encoding_format":"base64"}"#));
+        assert!(!wants_base64(br#"{"model":"m","encoding_format":"float"}"#));
+        assert!(!wants_base64(br#"{"model":"m","input":"base64"}"#));
+        assert!(!wants_base64(b"base64 ["));
     }
 
     #[test]
