@@ -562,6 +562,10 @@ def main():
     if args.scrapes:
         with open(args.scrapes, "w") as f:
             json.dump([[t, [[n, sorted(ls), v] for (n, ls), v in s.items()]] for t, s in scrapes], f)
+    # The known traffic: every request the driver made is counted once.
+    counted = sum(v for (n, _), v in scrapes[-1][1].items() if n == "aigw_requests_total")
+    if counted != sum(result.values()):
+        sys.exit(f"aigw_requests_total says {counted:.0f} requests, the driver made {sum(result.values())}")
     render(dashboard, scrapes, args.out, args.window, result, scrapes[-1][0] - scrapes[0][0])
     print(f"wrote {args.out}; responses {result}")
 
