@@ -445,7 +445,8 @@ def main():
                 elif s.error is None:
                     s.stream_error = check_stream(s.url, s.headers, s.model)
                 log(s.key, "ready" if s.error is None else "FAILED: " + s.error,
-                    "" if s.stream_error is None else "(stream FAILED: " + s.stream_error + ")")
+                    "" if s.stream_error is None else ("(stream " if s.key == "bedrock" else "(stream FAILED: ")
+                    + s.stream_error + ")")
             live = [s for s in scenarios if s.error is None]
             if not any(s.key == "direct" for s in live):
                 raise SystemExit("the fake upstream does not answer: " + (direct.error or ""))
