@@ -149,9 +149,10 @@ def test_redis_killed_under_rate_limited_traffic(tmp_path, providers, gateway, r
     assert slowest < 3, results
     statuses = {r[0] for r in results}
     if fail_closed:
-        # Envoy's ratelimit filter answers these itself: a 500 with an empty
-        # body (not yet in the client's API shape, unlike the 429).
-        assert statuses == {500}, results
+        # A 503 in OpenAI's shape (Envoy's own would be an empty 500).
+        assert statuses == {503}, results
+        error = json.loads(results[0][1])["error"]
+        assert error["code"] == "rate_limit_service_unavailable", error
         assert len(fake.requests) == served_before, "a request refused for want of Redis reached the provider"
         assert "refusing (fail closed)" in gw.output()
     else:

@@ -169,7 +169,7 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             status_filter,
         ]}})
     };
-    let cases: [(Value, &str, &str, &str); 11] = [
+    let cases: [(Value, &str, &str, &str); 12] = [
         // Refusals of the auth filters (translate/auth.rs). Their message
         // names no key and no client.
         (
@@ -195,6 +195,14 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             "the gateway's authorization service refused this request",
             "invalid_request_error",
             "permission_denied",
+        ),
+        // The rate-limit service failed and `--rate-limit-fail-closed`
+        // refuses the request (Envoy's default: an empty 500).
+        (
+            json!({"response_flag_filter": {"flags": ["RLSE"]}}),
+            "the gateway's rate-limit service is unavailable and this gateway does not serve unchecked requests; retry later",
+            "upstream_error",
+            "rate_limit_service_unavailable",
         ),
         (
             json!({"response_flag_filter": {"flags": ["RL"]}}),
@@ -256,6 +264,9 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             });
             if *code == "upstream_tls_error" {
                 mapper["status_code"] = json!(502);
+            }
+            if *code == "rate_limit_service_unavailable" {
+                mapper["status_code"] = json!(503);
             }
             mappers.push(mapper);
         }
