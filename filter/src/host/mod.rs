@@ -1,0 +1,144 @@
+//! The thin layer between the pure filter logic and the proxy-wasm ABI:
+//! the root context and what both roles share; the roles are in
+//! `router` and `upstream`. Nothing here may panic: a panic kills the
+//! worker's VM.
+
+mod router;
+mod upstream;
+
+use crate::anthropic::StreamUsage;
+use crate::bedrock::EventStreamToSse;
+use crate::chat_response::{ChatResponse, Source};
+use crate::config::{PluginConfig, Role, SchemaName};
+use crate::credentials::Credential;
+use crate::credentials::CredentialCache;
+use crate::error::{ErrorShape, GatewayError};
+use crate::models::{list_body, lookup, ModelLookup};
+use crate::request::{handoff, parse_handoff, parse_request, Endpoint, RequestFacts};
+use crate::response::{ChunkOutput, JsonBody, OpenAiStream};
+use crate::sse::SseSplitter;
+use crate::upstream::{
+    credential_header, prepare, prepare_headers_only, UpstreamRequest, CLIENT_HEADERS_REMOVED,
+};
+use crate::usage::Usage;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use router::RouterFilter;
+use upstream::UpstreamFilter;
+
+/// The header routes match the model on. Set only by the gateway.
+const MODEL_HEADER: &str = "x-ai-eg-model";
+/// Internal: the router role tells the upstream role which API was called.
+const ENDPOINT_HEADER: &str = "x-aigw-endpoint";
+/// Filter state (`wasm.client_api`) read by the controller's local reply mappers.
+const CLIENT_API_PROPERTY: &str = "client_api";
+/// Endpoint metadata namespace and key that name the backend.
+const BACKEND_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "aigw",
+    "backend",
+];
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { config: Rc::new(PluginConfig::default()) })
+    });
+}}
+
+thread_local! {
+    // One VM per worker thread, so this cache is per worker.
+    static CREDENTIALS: RefCell<CredentialCache> = RefCell::new(CredentialCache::default());
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, message);
+}
+
+fn now_secs(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn now_ns(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+struct Root {
+    config: Rc<PluginConfig>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log(LogLevel::Error, "aigw: missing plugin configuration");
+            return false;
+        };
+        match PluginConfig::parse(&bytes) {
+            Ok(config) => {
+                self.config = Rc::new(config);
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Error, &format!("aigw: {e}"));
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone();
+        Some(match config.role {
+            Role::Router => Box::new(RouterFilter::new(config)),
+            Role::Upstream => Box::new(UpstreamFilter::new(config, context_id)),
+        })
+    }
+}
+
+// The SDK's string getters unwrap UTF-8 and so panic on a header value with
+// obs-text bytes, which HTTP allows. These read bytes and decode lossily.
+fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
+    ctx.get_http_request_header_bytes(name)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// A header's value in a map read with one host call.
+fn header_in(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
+    ctx.get_http_response_header_bytes(name)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Sends an error in the client's API shape. The caller returns Pause.
+fn send_error(ctx: &dyn HttpContext, shape: ErrorShape, error: &GatewayError) {
+    if error.status >= 500 {
+        log(LogLevel::Warn, &format!("aigw: {error}"));
+    }
+    ctx.send_http_response(
+        u32::from(error.status),
+        vec![("content-type", "application/json")],
+        Some(&error.body(shape)),
+    );
+}

@@ -1,0 +1,581 @@
+//! The router role: runs in the listener before routing; answers local
+//! endpoints, translates responses back and counts usage.
+
+use super::*;
+
+enum ResponseState {
+    Untouched,
+    Json(JsonBody),
+    Stream(OpenAiStream),
+    /// An Anthropic Messages JSON body (native or on Bedrock).
+    AnthropicJson(JsonBody),
+    /// Native Anthropic SSE, passed through and counted.
+    AnthropicSse(SseSplitter, StreamUsage),
+    /// Bedrock's event-stream, re-emitted as Anthropic SSE.
+    BedrockStream(EventStreamToSse),
+    /// A Bedrock error, buffered and re-shaped as an Anthropic error.
+    BedrockError(u16),
+    /// An OpenAI chat client answered by Anthropic or Bedrock: translated.
+    Chat(Box<ChatResponse>),
+    /// A whole Bedrock InvokeModel answer translated at its end
+    /// (embeddings, count-tokens).
+    Invoke(Box<crate::bedrock_invoke::Buffered>),
+}
+
+/// Router role: runs in the listener before routing.
+pub(super) struct RouterFilter {
+    config: Rc<PluginConfig>,
+    endpoint: Option<Endpoint>,
+    shape: ErrorShape,
+    facts: Option<RequestFacts>,
+    response: ResponseState,
+    usage_published: bool,
+    /// A token reservation was published (reserve-then-settle rate limits):
+    /// the request must end with a usage, zero if none, to settle it.
+    reserved: bool,
+    observer: crate::metrics::Observer,
+    /// The response status, once its headers were seen.
+    status: Option<u64>,
+    /// An embeddings client asked for `encoding_format: base64`.
+    embeddings_base64: bool,
+}
+
+impl RouterFilter {
+    pub(super) fn new(config: Rc<PluginConfig>) -> Self {
+        RouterFilter {
+            config,
+            endpoint: None,
+            shape: ErrorShape::OpenAi,
+            facts: None,
+            response: ResponseState::Untouched,
+            usage_published: false,
+            reserved: false,
+            observer: crate::metrics::Observer::default(),
+            status: None,
+            embeddings_base64: false,
+        }
+    }
+
+    fn fail(&mut self, error: GatewayError) -> Action {
+        self.endpoint = None;
+        send_error(self, self.shape, &error);
+        Action::Pause
+    }
+
+    fn too_large(&self) -> GatewayError {
+        GatewayError::client(
+            413,
+            format!(
+                "request body is larger than the gateway's limit of {} bytes",
+                self.config.max_request_bytes
+            ),
+        )
+        .with_code("request_too_large")
+    }
+
+    fn route(&mut self, endpoint: Endpoint, body: &[u8]) -> Action {
+        let facts = match parse_request(endpoint, body) {
+            Ok(facts) => facts,
+            Err(e) => return self.fail(e),
+        };
+        if lookup(&self.config.models, &facts.model) == ModelLookup::Unknown {
+            let error = GatewayError::client(
+                404,
+                format!(
+                    "The model `{}` does not exist or is not served by this gateway.",
+                    facts.model
+                ),
+            )
+            .with_param("model")
+            .with_code("model_not_found");
+            return self.fail(error);
+        }
+        if endpoint == Endpoint::Embeddings {
+            self.embeddings_base64 = crate::bedrock_invoke::wants_base64(body);
+        }
+        self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
+        self.set_http_request_header(ENDPOINT_HEADER, Some(&handoff(endpoint, &facts)));
+        if self
+            .call_foreign_function("clear_route_cache", None)
+            .is_err()
+        {
+            log(LogLevel::Warn, "aigw: clear_route_cache is not available");
+        }
+        if let Some(default_output) = self.config.reserve_output_tokens {
+            let r =
+                crate::reservation::estimate(body.len(), facts.requested_output, default_output);
+            for (name, value) in crate::reservation::properties(r) {
+                self.set_property(vec![name], Some(value.to_string().as_bytes()));
+            }
+            self.reserved = true;
+        }
+        self.facts = Some(facts);
+        Action::Continue
+    }
+
+    fn publish_usage(&mut self, usage: Option<Usage>) {
+        if self.usage_published {
+            return;
+        }
+        self.usage_published = true;
+        let u = match usage {
+            Some(u) => u,
+            // A failed or refused request releases its reservation.
+            None if self.reserved => Usage::default(),
+            None => return,
+        };
+        for (name, value) in [
+            ("llm_input_token", u.input),
+            ("llm_output_token", u.output),
+            ("llm_total_token", u.total),
+            ("llm_cached_input_token", u.cached_input),
+            ("llm_cache_creation_input_token", u.cache_creation_input),
+            ("llm_reasoning_token", u.reasoning),
+        ] {
+            self.set_property(vec![name], Some(value.to_string().as_bytes()));
+        }
+    }
+}
+
+impl Context for RouterFilter {}
+
+impl HttpContext for RouterFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.observer.start_ns = Some(now_ns(self));
+        // One read of the whole map: each host call costs about a microsecond.
+        let headers = self.get_http_request_headers_bytes();
+        let method = header_in(&headers, ":method").unwrap_or_default();
+        let path = header_in(&headers, ":path").unwrap_or_default();
+        self.shape = Endpoint::error_shape_for_path(&path);
+        // Routing headers come from the gateway only, never from the client.
+        for name in [MODEL_HEADER, ENDPOINT_HEADER] {
+            if header_in(&headers, name).is_some() {
+                self.set_http_request_header(name, None);
+            }
+        }
+        let endpoint = match Endpoint::classify(&method, &path) {
+            Some(Endpoint::Models) => {
+                let body = list_body(&self.config.models, self.config.created);
+                self.send_http_response(
+                    200,
+                    vec![("content-type", "application/json")],
+                    Some(&body),
+                );
+                return Action::Pause;
+            }
+            Some(endpoint) => endpoint,
+            None => {
+                return self.fail(GatewayError::client(
+                    404,
+                    format!(
+                        "{method} {} is not an endpoint of this gateway",
+                        path.split('?').next().unwrap_or("")
+                    ),
+                ))
+            }
+        };
+        self.endpoint = Some(endpoint);
+        self.shape = endpoint.error_shape();
+        if self.shape == ErrorShape::Anthropic {
+            // The upstream role rewrites :path in the header map Envoy's own
+            // error replies see; this tells them the client's API instead.
+            self.set_property(vec![CLIENT_API_PROPERTY], Some(b"anthropic"));
+        }
+        let limit = self.config.max_request_bytes;
+        let declared =
+            header_in(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if limit > 0 && declared.is_some_and(|n| n > limit) {
+            let error = self.too_large();
+            return self.fail(error);
+        }
+        if end_of_stream {
+            return self.fail(GatewayError::bad_request("request body is required"));
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(endpoint) = self.endpoint else {
+            return Action::Continue;
+        };
+        if self.config.max_request_bytes > 0 && body_size as u64 > self.config.max_request_bytes {
+            let error = self.too_large();
+            return self.fail(error);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        self.route(endpoint, &body)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.observe_response_headers();
+        let Some(facts) = &self.facts else {
+            return Action::Continue;
+        };
+        let stream = facts.stream;
+        let client_wants_usage = facts.client_wants_usage;
+        let schema = self
+            .observer
+            .backend
+            .as_ref()
+            .and_then(|b| self.config.backends.get(b).map(|c| c.schema))
+            .unwrap_or_default();
+        let status = response_header(self, ":status").unwrap_or_default();
+        self.status = status.parse().ok();
+        let content_type = response_header(self, "content-type").unwrap_or_default();
+        if let Some(kind) = self.invoke_kind(schema, &status) {
+            if end_of_stream {
+                self.publish_usage(None);
+                return Action::Continue;
+            }
+            let code = status.parse().unwrap_or(502);
+            self.set_http_response_header("content-length", None);
+            self.set_http_response_header("content-type", Some("application/json"));
+            self.response =
+                ResponseState::Invoke(Box::new(crate::bedrock_invoke::Buffered::new(kind, code)));
+            return Action::Continue;
+        }
+        let chat_source =
+            Source::for_schema(schema).filter(|_| self.endpoint == Some(Endpoint::ChatCompletions));
+        if let Some(source) = chat_source {
+            // An OpenAI chat client: the answer is translated to OpenAI's shapes.
+            if end_of_stream {
+                self.publish_usage(None);
+                return Action::Continue;
+            }
+            let model = self
+                .facts
+                .as_ref()
+                .map(|f| f.model.clone())
+                .unwrap_or_default();
+            let id = response_header(self, "x-amzn-requestid")
+                .filter(|r| r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .map_or_else(|| "chatcmpl-aigw".to_string(), |r| format!("chatcmpl-{r}"));
+            let chat = ChatResponse::new(
+                source,
+                status.parse().unwrap_or(502),
+                &content_type,
+                stream,
+                client_wants_usage,
+                &model,
+                &id,
+                now_secs(self),
+            );
+            self.set_http_response_header("content-length", None);
+            self.set_http_response_header("content-type", Some(chat.content_type()));
+            self.response = ResponseState::Chat(Box::new(chat));
+            return Action::Continue;
+        }
+        if status != "200" {
+            // Anthropic clients only: others already get their own shape.
+            if schema == SchemaName::AWSAnthropic
+                && self.shape == ErrorShape::Anthropic
+                && !end_of_stream
+            {
+                if let Ok(code) = status.parse::<u16>() {
+                    self.set_http_response_header("content-length", None);
+                    self.set_http_response_header("content-type", Some("application/json"));
+                    self.response = ResponseState::BedrockError(code);
+                }
+            }
+            return Action::Continue;
+        }
+        self.response = match schema {
+            SchemaName::AWSAnthropic
+                if stream && content_type.starts_with("application/vnd.amazon.eventstream") =>
+            {
+                self.set_http_response_header("content-length", None);
+                self.set_http_response_header("content-type", Some("text/event-stream"));
+                ResponseState::BedrockStream(EventStreamToSse::default())
+            }
+            SchemaName::AWSAnthropic | SchemaName::Anthropic | SchemaName::GCPAnthropic
+                if stream && content_type.starts_with("text/event-stream") =>
+            {
+                ResponseState::AnthropicSse(SseSplitter::default(), StreamUsage::default())
+            }
+            SchemaName::AWSAnthropic | SchemaName::Anthropic | SchemaName::GCPAnthropic => {
+                ResponseState::AnthropicJson(JsonBody::default())
+            }
+            _ if stream && content_type.starts_with("text/event-stream") => {
+                if !client_wants_usage {
+                    // The gateway may drop the usage chunk, so the length changes.
+                    self.set_http_response_header("content-length", None);
+                }
+                ResponseState::Stream(OpenAiStream::new(client_wants_usage))
+            }
+            _ => ResponseState::Json(JsonBody::default()),
+        };
+        if end_of_stream {
+            self.publish_usage(None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let ResponseState::Chat(chat) = &self.response {
+            // Whole bodies are gathered (Envoy buffers while paused) and
+            // translated at the end; streams chunk by chunk.
+            if chat.buffers() && !end_of_stream {
+                self.observe_body(body_size, None);
+                return Action::Pause;
+            }
+            let chunk = if body_size > 0 {
+                self.get_http_response_body(0, body_size)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            self.observe_body(body_size, Some(&chunk));
+            let ResponseState::Chat(chat) = &mut self.response else {
+                return Action::Continue;
+            };
+            let out = chat.push(&chunk, end_of_stream);
+            let usage = chat.usage();
+            if let Some(decoded) = chat.decoded_upstream() {
+                let decoded = decoded.to_vec();
+                self.scan_model(&decoded);
+            }
+            self.set_http_response_body(0, body_size, &out);
+            if end_of_stream {
+                self.publish_usage(usage);
+            }
+            return Action::Continue;
+        }
+        if let ResponseState::Invoke(_) = &self.response {
+            if !end_of_stream {
+                self.observe_body(body_size, None);
+                return Action::Pause;
+            }
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            self.observe_body(body_size, Some(&body));
+            let ResponseState::Invoke(t) = &mut self.response else {
+                return Action::Continue;
+            };
+            let out = t.push(&body, true);
+            let usage = t.usage();
+            self.set_http_response_body(0, body_size, &out);
+            self.publish_usage(usage);
+            return Action::Continue;
+        }
+        if let ResponseState::BedrockError(status) = self.response {
+            self.observe_body(body_size, None);
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            let shaped = crate::bedrock::error_body(status, &body);
+            self.set_http_response_body(0, body_size, &shaped);
+            return Action::Continue;
+        }
+        let chunk = if body_size > 0 {
+            self.get_http_response_body(0, body_size)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.observe_body(body_size, Some(&chunk));
+        let (replacement, usage) = match &mut self.response {
+            ResponseState::Untouched
+            | ResponseState::BedrockError(_)
+            | ResponseState::Chat(_)
+            | ResponseState::Invoke(_) => return Action::Continue,
+            ResponseState::Json(body) => {
+                body.push(&chunk);
+                (None, end_of_stream.then(|| body.usage()).flatten())
+            }
+            ResponseState::AnthropicJson(body) => {
+                body.push(&chunk);
+                let usage = end_of_stream
+                    .then(|| body.bytes().and_then(crate::anthropic::usage_from_body))
+                    .flatten();
+                (None, usage)
+            }
+            ResponseState::AnthropicSse(splitter, usage) => {
+                for event in splitter.push(&chunk) {
+                    if let Ok(v) = serde_json::from_str(&event.data) {
+                        usage.observe(&v);
+                    }
+                }
+                if splitter.pending_len() > crate::response::MAX_SSE_EVENT {
+                    splitter.take_rest();
+                }
+                // A stream that just stops would look like a complete answer.
+                let tail = (end_of_stream && !usage.is_complete()).then(|| {
+                    let mut all = chunk.clone();
+                    all.extend(
+                        GatewayError::stream_incomplete().stream_event(ErrorShape::Anthropic),
+                    );
+                    all
+                });
+                (tail, usage.usage())
+            }
+            ResponseState::BedrockStream(stream) => {
+                let out = stream.push(&chunk, end_of_stream);
+                let usage = stream.usage();
+                // The decoded Anthropic SSE names the model; the frames hide it.
+                self.scan_model(&out);
+                (Some(out), usage)
+            }
+            ResponseState::Stream(stream) => {
+                let replacement = match stream.push(&chunk, end_of_stream) {
+                    ChunkOutput::Unchanged => None,
+                    ChunkOutput::Replace(bytes) => Some(bytes),
+                };
+                (replacement, stream.usage())
+            }
+        };
+        if let Some(bytes) = replacement {
+            self.set_http_response_body(0, body_size, &bytes);
+        }
+        if end_of_stream {
+            self.publish_usage(usage);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let usage = match &self.response {
+            ResponseState::Stream(stream) => stream.usage(),
+            ResponseState::Json(body) => body.usage(),
+            ResponseState::AnthropicJson(body) => {
+                body.bytes().and_then(crate::anthropic::usage_from_body)
+            }
+            ResponseState::AnthropicSse(_, usage) => usage.usage(),
+            ResponseState::BedrockStream(stream) => stream.usage(),
+            ResponseState::Chat(chat) => chat.usage(),
+            ResponseState::Invoke(t) => t.usage(),
+            ResponseState::Untouched | ResponseState::BedrockError(_) => None,
+        };
+        self.publish_usage(usage);
+        self.record_metrics(usage);
+    }
+}
+
+impl RouterFilter {
+    /// The whole-body Bedrock InvokeModel translation this answer needs:
+    /// embeddings on `AWSBedrock` (answers and errors), count-tokens on
+    /// `AWSAnthropic` (answers; its errors take the Bedrock error path).
+    fn invoke_kind(&self, schema: SchemaName, status: &str) -> Option<crate::bedrock_invoke::Kind> {
+        use crate::bedrock_invoke::{family, model_for, Kind, INPUT_TOKENS_HEADER};
+        match (self.endpoint?, schema) {
+            (Endpoint::Embeddings, SchemaName::AWSBedrock) => {
+                let client_model = self.facts.as_ref()?.model.clone();
+                let backend = self
+                    .observer
+                    .backend
+                    .as_ref()
+                    .and_then(|b| self.config.backends.get(b))?;
+                let header_tokens =
+                    response_header(self, INPUT_TOKENS_HEADER).and_then(|v| v.trim().parse().ok());
+                Some(Kind::Embeddings {
+                    family: family(model_for(backend, &client_model)),
+                    model: client_model,
+                    base64: self.embeddings_base64,
+                    header_tokens,
+                })
+            }
+            (Endpoint::AnthropicCountTokens, SchemaName::AWSAnthropic) if status == "200" => {
+                Some(Kind::CountTokens)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Metrics and access-log properties (see `metrics.rs`).
+impl RouterFilter {
+    fn observe_response_headers(&mut self) {
+        let backend = self
+            .get_property(BACKEND_METADATA.to_vec())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if let Some(name) = &backend {
+            self.set_property(vec!["backend"], Some(name.as_bytes()));
+            if let Some(b) = self.config.backends.get(name) {
+                let provider = crate::metrics::provider_name(b.schema);
+                self.set_property(vec!["provider"], Some(provider.as_bytes()));
+            }
+        }
+        self.observer.backend = backend;
+    }
+
+    /// `chunk`: the body chunk when the caller read it already (one host
+    /// call fewer).
+    fn observe_body(&mut self, body_size: usize, chunk: Option<&[u8]>) {
+        let stream = self.facts.as_ref().is_some_and(|f| f.stream);
+        if self.observer.body(now_ns(self), body_size) && stream {
+            let first = self.observer.first_byte_ns.unwrap_or(0);
+            if let Some(ms) = self.observer.ms_since_start(first) {
+                self.set_property(vec!["ttft_ms"], Some(ms.to_string().as_bytes()));
+            }
+        }
+        // AWS event-stream frames carry the provider's JSON base64-encoded:
+        // those answers are searched once decoded (`scan_model`).
+        let binary = match &self.response {
+            ResponseState::BedrockStream(_) => true,
+            ResponseState::Chat(chat) => chat.decoded_upstream().is_some(),
+            _ => false,
+        };
+        if body_size > 0 && !binary && self.facts.is_some() && self.observer.wants_model() {
+            let size = body_size.min(crate::metrics::MODEL_SCAN_LIMIT);
+            match chunk {
+                Some(chunk) => self.scan_model(&chunk[..size.min(chunk.len())]),
+                None => {
+                    let body = self.get_http_response_body(0, size).unwrap_or_default();
+                    self.scan_model(&body);
+                }
+            }
+        }
+    }
+
+    /// Searches response bytes for the model the provider names.
+    fn scan_model(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() || self.facts.is_none() || !self.observer.wants_model() {
+            return;
+        }
+        self.observer.scan(bytes);
+        if let Some(model) = self.observer.response_model.clone() {
+            self.set_property(vec!["response_model"], Some(model.as_bytes()));
+        }
+    }
+
+    fn record_metrics(&mut self, usage: Option<Usage>) {
+        if self.observer.recorded {
+            return;
+        }
+        self.observer.recorded = true;
+        let status = self.status.unwrap_or_else(|| {
+            self.get_property(vec!["response", "code"])
+                .map_or(0, |b| property_u64(&b))
+        });
+        // A refused request (unknown model, bad body) has no endpoint left.
+        let endpoint = self.endpoint.or_else(|| {
+            let method = request_header(self, ":method").unwrap_or_default();
+            let path = request_header(self, ":path").unwrap_or_default();
+            Endpoint::classify(&method, &path).filter(|e| *e != Endpoint::Models)
+        });
+        let outcome = crate::metrics::Outcome {
+            endpoint,
+            request_model: self.facts.as_ref().map(|f| f.model.clone()),
+            stream: self.facts.as_ref().is_some_and(|f| f.stream),
+            status: u16::try_from(status).unwrap_or(0),
+            usage,
+            end_ns: now_ns(self),
+        };
+        let records = crate::metrics::records(&self.config, &self.observer, &outcome);
+        crate::metrics::sink::apply(&records);
+    }
+}
+
+/// An integer property: Envoy hands them over as 8 little-endian bytes.
+fn property_u64(bytes: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(bytes) {
+        Ok(raw) => u64::from_le_bytes(raw),
+        Err(_) => String::from_utf8_lossy(bytes).trim().parse().unwrap_or(0),
+    }
+}
