@@ -222,7 +222,6 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         "listeners": translation.listeners,
         "routes": translation.routes,
         "clusters": translation.clusters,
-        "extension_configs": translation.extension_configs,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     for d in &diagnostics {

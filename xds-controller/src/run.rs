@@ -134,7 +134,6 @@ pub fn snapshot(translation: &Translation, version: u64) -> (Snapshot, Vec<Diagn
         (proto::LISTENER, &translation.listeners),
         (proto::ROUTE, &translation.routes),
         (proto::CLUSTER, &translation.clusters),
-        (proto::EXTENSION_CONFIG, &translation.extension_configs),
     ] {
         let list = snapshot.resources.entry(type_url).or_default();
         for item in items {

@@ -15,15 +15,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Order in which a new snapshot is pushed: filter configurations before
-/// the clusters that use them, clusters before the listeners and routes
-/// that refer to them.
-const PUSH_ORDER: [&str; 4] = [
-    proto::EXTENSION_CONFIG,
-    proto::CLUSTER,
-    proto::LISTENER,
-    proto::ROUTE,
-];
+/// Order in which a new snapshot is pushed: clusters before the listeners
+/// and routes that refer to them.
+const PUSH_ORDER: [&str; 3] = [proto::CLUSTER, proto::LISTENER, proto::ROUTE];
 
 #[derive(Debug, Default)]
 pub struct Snapshot {

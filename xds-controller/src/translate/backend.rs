@@ -751,7 +751,7 @@ spec:
                 session_token: Some("TOKEN".into()),
             })
         );
-        let cluster = serde_json::to_string(&t.extension_configs).unwrap();
+        let cluster = serde_json::to_string(&t.clusters).unwrap();
         assert!(
             !cluster.contains("SECRET"),
             "secrets never reach Envoy's config"

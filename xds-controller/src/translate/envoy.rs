@@ -55,20 +55,6 @@ pub fn wasm_filter(name: &str, code: &WasmCode, config: &PluginConfig) -> Value 
     })
 }
 
-/// Name of the upstream role's filter configuration (an ECDS resource).
-pub const UPSTREAM_FILTER: &str = "aigw.upstream";
-
-/// A filter whose configuration Envoy takes from ADS (ECDS) by `name`.
-pub fn discovered_filter(name: &str) -> Value {
-    json!({
-        "name": name,
-        "config_discovery": {
-            "config_source": {"ads": {}, "resource_api_version": "V3"},
-            "type_urls": [WASM_TYPE],
-        },
-    })
-}
-
 pub fn router_filter() -> Value {
     json!({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
 }

@@ -97,9 +97,6 @@ pub struct Translation {
     pub listeners: Vec<Value>,
     pub routes: Vec<Value>,
     pub clusters: Vec<Value>,
-    /// Filter configurations served by extension config discovery (ECDS):
-    /// the upstream role's, shared by every AI cluster.
-    pub extension_configs: Vec<Value>,
     pub credentials: CredentialSet,
     /// Credentials the controller mints and refreshes at run time, by id.
     pub minted: BTreeMap<String, crate::mint::MintSource>,
@@ -162,29 +159,6 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                     .or_insert_with(|| b.clone());
             }
         }
-    }
-    if !all_backends.is_empty() {
-        // One configuration for every cluster's upstream role, delivered
-        // once by ECDS: Envoy then loads the module once, not once per
-        // cluster (2000 routes took 18 s to warm with a copy per cluster).
-        let upstream = PluginConfig {
-            role: Role::Upstream,
-            config_version: options.config_version,
-            created: options.created,
-            models: Vec::new(),
-            max_request_bytes: 0,
-            backends: all_backends
-                .iter()
-                .map(|(key, b)| (key.clone(), b.config.clone()))
-                .collect(),
-            credentials: Some(options.credential_source.clone()),
-            reserve_output_tokens: None,
-        };
-        out.extension_configs.push(envoy::wasm_filter(
-            envoy::UPSTREAM_FILTER,
-            &options.wasm,
-            &upstream,
-        ));
     }
     for backend in all_backends.values() {
         if let Some((id, value)) = &backend.credential {
@@ -600,6 +574,19 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         groups.push(json!({"priority": rank, "lb_endpoints": lb_endpoints}));
     }
     tls_matches.dedup();
+    let upstream = PluginConfig {
+        role: Role::Upstream,
+        config_version: options.config_version,
+        created: options.created,
+        models: Vec::new(),
+        max_request_bytes: 0,
+        backends: backends
+            .iter()
+            .map(|b| (b.key.clone(), b.config.clone()))
+            .collect(),
+        credentials: Some(options.credential_source.clone()),
+        reserve_output_tokens: None,
+    };
     let mut cluster = json!({
         "name": name,
         "type": "STRICT_DNS",
@@ -608,7 +595,7 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": groups},
         "typed_extension_protocol_options": envoy::upstream_http_options(
-            envoy::discovered_filter(envoy::UPSTREAM_FILTER),
+            envoy::wasm_filter("aigw.upstream", &options.wasm, &upstream),
             all_tls,
         ),
     });
