@@ -309,7 +309,8 @@ def test_aigw_run_killed_takes_its_envoy_with_it(tmp_path, providers, gateway):
     fake = providers(name="fake")
     config = write_yaml(tmp_path, "gw.yaml", basic_config(fake.port))
     gw = gateway([config])
-    assert chat_status(gw.url, "test-model") == 200
+    # The first request may meet a listener still warming on a loaded machine.
+    wait_until(lambda: chat_status(gw.url, "test-model") == 200, "the gateway to answer", timeout=15)
     pid = envoy_pid(gw)
     gw.proc.send_signal(signal.SIGKILL)
     gw.proc.wait(timeout=10)
