@@ -186,11 +186,13 @@ class FlakyApiServer:
         _, _, _, _, _, FakeApiServer, _, _ = kube_fixture_parts()
         api = FakeApiServer(paths)
         api.down = False
+        api.refused = 0
         handler = api.server.RequestHandlerClass
         original = handler.do_GET
 
         def do_get(self):
             if api.down:
+                api.refused += 1
                 return self._send(503, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                         "reason": "ServiceUnavailable", "code": 503, "message": "down"})
             return original(self)
@@ -275,7 +277,8 @@ def test_kube_controller_killed_envoy_keeps_serving_then_reconnects(providers):
         # Restarted while the API server is still down: it has no
         # configuration yet and must not push an empty one over the old.
         procs.append(controller())
-        wait_until(lambda: "watching" in output() or "503" in output(), "the restarted controller to try the API",
+        refused_before = api.refused
+        wait_until(lambda: api.refused > refused_before, "the restarted controller to try the API",
                    timeout=15)
         deadline = time.time() + 4
         while time.time() < deadline:

@@ -130,7 +130,8 @@ PATHS = [AI + "aigatewayroutes", AI + "aiservicebackends", AI + "backendsecurity
          EG + "backends", EG + "clienttrafficpolicies", EG + "backendtrafficpolicies", EG + "envoyproxies",
          EG + "securitypolicies",
          GW + "gatewayclasses", GW + "gateways",
-         "/apis/gateway.networking.k8s.io/v1alpha3/backendtlspolicies", "/api/v1/secrets"]
+         "/apis/gateway.networking.k8s.io/v1alpha3/backendtlspolicies", "/api/v1/secrets",
+         "/api/v1/configmaps"]
 
 
 def obj(api_version, kind, name, spec):
