@@ -8,10 +8,10 @@
 //! attempt restores them before rewriting for its own backend.
 //!
 //! A provider's 429 with `retry-after` puts its backend on a cool-down
-//! ([`retry_after_seconds`], [`Cooldown`]) kept in the VM's shared data, so
-//! every worker skips it (the upstream role answers a retriable 503 without
-//! calling the provider, and Envoy's retry policy moves on to the next
-//! priority) until the time is up.
+//! ([`retry_after_seconds`], [`Cooldown`]) kept in the VM's shared data,
+//! seen by every worker until the time is up: while every backend of the
+//! rule is cooling down, the upstream role answers 429 itself without
+//! calling any provider.
 
 /// Filter-state name of the original request headers.
 pub const ORIGINAL_HEADERS_PROPERTY: &str = "aigw_original_request_headers";
@@ -21,6 +21,16 @@ pub const COOLDOWN_KEY_PREFIX: &str = "aigw.cooldown/";
 pub const MAX_COOLDOWN_SECONDS: u64 = 600;
 /// Set on the local answer the upstream role gives for a cooling backend.
 pub const COOLDOWN_HEADER: &str = "x-aigw-cooldown";
+
+/// The AIServiceBackend (`namespace/name`) of a configuration key. A
+/// backend that rules send different `modelNameOverride`s is configured once
+/// per override, keyed `namespace/name#model` (Kubernetes names never
+/// contain `#`); its cool-down, metrics and access log use the backend name.
+pub fn service_of(target: &str) -> &str {
+    target
+        .split_once('#')
+        .map_or(target, |(service, _)| service)
+}
 
 /// Header pairs as bytes: for each, u32 LE name length, name, u32 LE value
 /// length, value.
@@ -75,8 +85,8 @@ pub struct Cooldown {
 }
 
 impl Cooldown {
-    pub fn key(backend: &str) -> String {
-        format!("{COOLDOWN_KEY_PREFIX}{backend}")
+    pub fn key(target: &str) -> String {
+        format!("{COOLDOWN_KEY_PREFIX}{}", service_of(target))
     }
 
     pub fn parse(bytes: &[u8]) -> Option<Cooldown> {
@@ -264,5 +274,7 @@ mod tests {
         assert_eq!(c.remaining(100), None);
         assert_eq!(Cooldown::parse(b"x"), None);
         assert_eq!(Cooldown::key("default/a"), "aigw.cooldown/default/a");
+        assert_eq!(Cooldown::key("default/a#gpt-4o"), "aigw.cooldown/default/a");
+        assert_eq!(service_of("default/a#m#x"), "default/a");
     }
 }

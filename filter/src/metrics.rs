@@ -48,9 +48,12 @@ pub const TAGS: [(&str, &str); 7] = [
 ];
 
 /// The Envoy tag-extraction regex of a name key: the first group is cut
-/// from the name, the second is the label's value.
+/// from the name, the second is the label's value. Anchored on the
+/// `wasmcustom.` prefix Envoy gives plugin metrics so that Envoy runs it on
+/// those names only: unanchored, every stat of every cluster went through
+/// all of them (std::regex), 2000 clusters took 8 s to apply instead of 1.
 pub fn tag_regex(key: &str) -> String {
-    format!("(;{key}=([^;]*))")
+    format!(r"^wasmcustom\..*?(;{key}=([^;]*))")
 }
 
 /// Label values this long are cut.
@@ -285,7 +288,7 @@ pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) ->
     }
     if let (Some(name), Some(_)) = (&observer.backend, backend_config) {
         labels.push_str(";backend=");
-        labels.push_str(&sanitize(name));
+        labels.push_str(&sanitize(crate::failover::service_of(name)));
     }
     if outcome.status >= 400 || outcome.status == 0 {
         labels.push_str(";error=");
@@ -568,7 +571,7 @@ mod tests {
     #[test]
     fn tag_regexes_cut_their_segment() {
         for (key, _) in TAGS {
-            assert_eq!(tag_regex(key), format!("(;{key}=([^;]*))"));
+            assert_eq!(tag_regex(key), format!(r"^wasmcustom\..*?(;{key}=([^;]*))"));
         }
     }
 }

@@ -99,7 +99,7 @@ mod tests {
         .expect("a valid Envoy bootstrap");
         let tags = b["stats_config"]["stats_tags"].as_array().unwrap();
         assert_eq!(tags.len(), aigw_filter::metrics::TAGS.len());
-        assert_eq!(tags[0]["regex"], "(;op=([^;]*))");
+        assert_eq!(tags[0]["regex"], r"^wasmcustom\..*?(;op=([^;]*))");
     }
 
     #[test]

@@ -44,6 +44,15 @@ const BACKEND_METADATA: [&str; 5] = [
     "aigw",
     "backend",
 ];
+/// Endpoint metadata key listing the AIServiceBackends of the endpoint's
+/// rule (comma-separated): the scope of the all-cooling-down check.
+const PEERS_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "aigw",
+    "peers",
+];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

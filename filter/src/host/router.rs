@@ -495,7 +495,8 @@ impl RouterFilter {
             .get_property(BACKEND_METADATA.to_vec())
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         if let Some(name) = &backend {
-            self.set_property(vec!["backend"], Some(name.as_bytes()));
+            let service = crate::failover::service_of(name);
+            self.set_property(vec!["backend"], Some(service.as_bytes()));
             if let Some(b) = self.config.backends.get(name) {
                 let provider = crate::metrics::provider_name(b.schema);
                 self.set_property(vec!["provider"], Some(provider.as_bytes()));

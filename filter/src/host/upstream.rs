@@ -191,21 +191,22 @@ impl UpstreamFilter {
         Action::Continue
     }
 
-    /// When the provider of every backend of this cluster asked to slow
+    /// When the provider of every backend of this rule asked to slow
     /// down (429 with retry-after), none is called until the first one's
     /// time is up: the client gets a 429 with the time left. (Envoy does
     /// not retry a local answer of an upstream filter, so while any backend
     /// is available the request goes on and the retry policy fails over.)
     fn cooling_down(&mut self) -> Option<Action> {
         let now = now_secs(self);
-        let mut left = u64::MAX;
-        for backend in self.config.backends.keys() {
-            let (bytes, _) = self.get_shared_data(&crate::failover::Cooldown::key(backend));
-            let remaining = crate::failover::Cooldown::parse(&bytes?)?.remaining(now)?;
-            left = left.min(remaining);
-        }
-        if left == u64::MAX {
-            return None;
+        // The common case costs one lookup: the backend picked is not
+        // cooling down. Only then are the rule's other backends looked at.
+        let mut left = self.cooldown_left(self.backend.as_deref()?, now)?;
+        let peers = self
+            .get_property(PEERS_METADATA.to_vec())
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        for peer in peers.split(',').filter(|p| !p.is_empty()) {
+            left = left.min(self.cooldown_left(peer, now)?);
         }
         let error = GatewayError::upstream(
             429,
@@ -223,6 +224,11 @@ impl UpstreamFilter {
             Some(&error.body(self.shape())),
         );
         Some(Action::Pause)
+    }
+
+    fn cooldown_left(&self, backend: &str, now: u64) -> Option<u64> {
+        let (bytes, _) = self.get_shared_data(&crate::failover::Cooldown::key(backend));
+        crate::failover::Cooldown::parse(&bytes?)?.remaining(now)
     }
 
     /// Turns a held 200 answer into a retriable 502; if no retry is left,

@@ -42,6 +42,19 @@ pub struct ResolvedBackend {
     pub priority: u32,
 }
 
+impl ResolvedBackend {
+    /// The key of this backend's configuration in the filter and in its
+    /// endpoints' metadata: the AIServiceBackend, with the model the rule
+    /// sends it when the rule overrides the client's (see the filter's
+    /// `failover::service_of`).
+    pub fn target(&self) -> String {
+        match &self.config.model_name_override {
+            Some(model) => format!("{}#{model}", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
 fn ref_matches(r: &TargetRef, group: &str, kind: &str, name: &str) -> bool {
     r.name == name
         && r.kind.as_deref().is_none_or(|k| k == kind)
@@ -751,7 +764,7 @@ spec:
                 session_token: Some("TOKEN".into()),
             })
         );
-        let cluster = serde_json::to_string(&t.clusters).unwrap();
+        let cluster = serde_json::to_string(&(&t.listeners, &t.clusters)).unwrap();
         assert!(
             !cluster.contains("SECRET"),
             "secrets never reach Envoy's config"

@@ -90,7 +90,7 @@ fn service_account_key_becomes_a_minted_credential() {
         }
         other => panic!("{other:?}"),
     }
-    let config = serde_json::to_string(&t.clusters).unwrap();
+    let config = serde_json::to_string(&(&t.listeners, &t.clusters)).unwrap();
     assert!(config.contains("gcp_access_token") && config.contains("my-project"));
     assert!(
         !config.contains("PRIVATE KEY") && !config.contains("MII"),
@@ -279,7 +279,7 @@ fn azure_client_secret_and_federation() {
             auth: ClientAuth::Secret("entra-very-secret".into()),
         }))
     );
-    let config = serde_json::to_string(&t.clusters).unwrap();
+    let config = serde_json::to_string(&(&t.listeners, &t.clusters)).unwrap();
     assert!(config.contains("azure_access_token"), "{config}");
     assert!(!config.contains("entra-very-secret"));
     assert!(!format!("{:?}", t.minted).contains("entra-very-secret"));

@@ -148,11 +148,23 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
         rules_by_route.push((route, rules));
     }
     let mut all_backends: BTreeMap<String, ResolvedBackend> = BTreeMap::new();
-    for (_, rules) in &rules_by_route {
-        for rule in rules {
+    // Rules that would get identical clusters share the first one's: Envoy
+    // reads and hashes the filter module for every cluster's upstream
+    // filter (about 2 ms each), so 2000 routes to a few providers would
+    // otherwise take seconds to apply.
+    let mut served_by_content: BTreeMap<String, String> = BTreeMap::new();
+    for (_, rules) in &mut rules_by_route {
+        for rule in rules.iter_mut() {
             let mut c = cluster(options, &rule.cluster_name, &rule.backends);
             rule.resilience.apply_cluster(&mut c);
-            out.clusters.push(c);
+            let content = cluster_content(&c);
+            match served_by_content.get(&content) {
+                Some(shared) => rule.use_cluster(shared),
+                None => {
+                    served_by_content.insert(content, rule.cluster_name.clone());
+                    out.clusters.push(c);
+                }
+            }
             for b in &rule.backends {
                 all_backends
                     .entry(b.key.clone())
@@ -247,9 +259,19 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                         .map(|e| auth.attach(&route.key(), limits.attach(&route.key(), e.clone()))),
                 );
                 for b in &rule.backends {
-                    backends.insert(b.key.clone(), b.config.clone());
+                    backends.insert(b.target(), b.config.clone());
                 }
             }
+            let upstream_config = PluginConfig {
+                role: Role::Upstream,
+                config_version: options.config_version,
+                created: options.created,
+                models: Vec::new(),
+                max_request_bytes: 0,
+                backends: backends.clone(),
+                credentials: Some(options.credential_source.clone()),
+                reserve_output_tokens: None,
+            };
             let router_config = PluginConfig {
                 role: Role::Router,
                 config_version: options.config_version,
@@ -268,7 +290,13 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 "name": name,
                 "virtual_hosts": [{"name": name, "domains": domains, "routes": route_entries}],
             }));
-            let mut listener = listener_json(options, &name, port, &client, &router_config);
+            let mut listener = listener_json(
+                options,
+                &name,
+                port,
+                &client,
+                [&router_config, &upstream_config],
+            );
             if !auth.is_empty() {
                 auth.add_filters(&mut listener);
             }
@@ -381,6 +409,23 @@ fn client_settings(
     settings
 }
 
+impl TranslatedRule {
+    fn use_cluster(&mut self, name: &str) {
+        self.cluster_name = name.to_string();
+        for entry in &mut self.routes {
+            entry["route"]["cluster"] = json!(name);
+        }
+    }
+}
+
+/// A cluster without its name: equal for rules that can share it.
+fn cluster_content(cluster: &Value) -> String {
+    let mut c = cluster.clone();
+    c["name"] = Value::Null;
+    c["load_assignment"]["cluster_name"] = Value::Null;
+    c.to_string()
+}
+
 fn translate_rule(
     resources: &Resources,
     options: &Options,
@@ -489,7 +534,7 @@ fn listener_json(
     name: &str,
     port: u16,
     client: &ClientSettings,
-    router: &PluginConfig,
+    [router, upstream]: [&PluginConfig; 2],
 ) -> Value {
     let buffer_limit = client.buffer_limit;
     // Envoy's own buffer limit sits above the filter's so that the filter,
@@ -509,7 +554,9 @@ fn listener_json(
                 "rds": {"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}},
                 "http_filters": [
                     envoy::wasm_filter("aigw.router", &options.wasm, router),
-                    envoy::router_filter(),
+                    envoy::router_filter_with_upstream(
+                        envoy::wasm_filter("aigw.upstream", &options.wasm, upstream),
+                    ),
                 ],
                 "local_reply_config": envoy::local_reply_config(buffer_limit),
                 "access_log": options.access_log.iter().map(|p| envoy::access_log(p)).collect::<Vec<_>>(),
@@ -528,8 +575,14 @@ fn listener_json(
 }
 
 /// One cluster per rule: one priority group per distinct backendRef
-/// priority, weights on the endpoints, the backend named in their metadata.
+/// priority, weights on the endpoints, in their metadata the key of their
+/// backend's configuration and the rule's backends (the scope of the
+/// upstream role's cool-down check).
 fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value {
+    let mut peers: Vec<&str> = backends.iter().map(|b| b.key.as_str()).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let peers = peers.join(",");
     let mut priorities: Vec<u32> = backends.iter().map(|b| b.priority).collect();
     priorities.sort_unstable();
     priorities.dedup();
@@ -545,7 +598,8 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         let mut lb_endpoints = Vec::new();
         for b in backends.iter().filter(|b| b.priority == *priority) {
             for e in &b.endpoints {
-                let mut metadata = json!({envoy::METADATA_NAMESPACE: {"backend": b.key}});
+                let mut metadata =
+                    json!({envoy::METADATA_NAMESPACE: {"backend": b.target(), "peers": peers}});
                 if let Some(tls) = &e.tls {
                     let match_name = format!("{}:{}", b.key, tls.sni);
                     metadata["envoy.transport_socket_match"] = json!({"aigw_tls": match_name});
@@ -574,19 +628,6 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         groups.push(json!({"priority": rank, "lb_endpoints": lb_endpoints}));
     }
     tls_matches.dedup();
-    let upstream = PluginConfig {
-        role: Role::Upstream,
-        config_version: options.config_version,
-        created: options.created,
-        models: Vec::new(),
-        max_request_bytes: 0,
-        backends: backends
-            .iter()
-            .map(|b| (b.key.clone(), b.config.clone()))
-            .collect(),
-        credentials: Some(options.credential_source.clone()),
-        reserve_output_tokens: None,
-    };
     let mut cluster = json!({
         "name": name,
         "type": "STRICT_DNS",
@@ -594,10 +635,7 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
         "dns_lookup_family": "V4_PREFERRED",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": groups},
-        "typed_extension_protocol_options": envoy::upstream_http_options(
-            envoy::wasm_filter("aigw.upstream", &options.wasm, &upstream),
-            all_tls,
-        ),
+        "typed_extension_protocol_options": envoy::upstream_http_options(all_tls),
     });
     if let Some(first) = tls_matches.first().filter(|_| all_tls) {
         // Never used (every endpoint matches), but the default socket must

@@ -1,1 +1,220 @@
+//! Clusters and the upstream role's shared configuration.
 
+use super::{translate, Options, Translation};
+use aigw_filter::config::PluginConfig;
+use serde_json::Value;
+
+fn run(text: &str) -> Translation {
+    let mut resources = Default::default();
+    let mut diagnostics = Vec::new();
+    crate::load::load_str("test.yaml", text, &mut resources, &mut diagnostics);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    translate(&resources, &Options::for_tests())
+}
+
+const TWO_RULES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec: {gatewayClassName: aigw, listeners: [{name: http, port: 80, protocol: HTTP}]}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {name: host}
+spec: {endpoints: [{ip: {address: 127.0.0.1, port: 8000}}]}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {name: a}
+spec: {schema: {name: OpenAI}, backendRef: {name: host, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {name: b}
+spec: {schema: {name: OpenAI}, backendRef: {name: host, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{headers: [{name: x-ai-eg-model, value: small}]}]
+    backendRefs: [{name: a, modelNameOverride: gpt-4o-mini}]
+  - matches: [{headers: [{name: x-ai-eg-model, value: big}]}]
+    backendRefs: [{name: a}, {name: b, priority: 1}]
+"#;
+
+fn plugin_config(filter: &Value) -> PluginConfig {
+    let text = filter["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .expect("a wasm filter configuration");
+    PluginConfig::parse(text.as_bytes()).unwrap()
+}
+
+/// The router's and the upstream role's configurations of the listener.
+fn listener_configs(t: &Translation) -> (PluginConfig, PluginConfig) {
+    let filters = &t.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+    let router = plugin_config(&filters[0]);
+    let envoy_router = filters.as_array().unwrap().last().unwrap();
+    assert_eq!(envoy_router["name"], "envoy.filters.http.router");
+    let upstream_filters = &envoy_router["typed_config"]["upstream_http_filters"];
+    assert_eq!(
+        upstream_filters[1]["name"],
+        "envoy.filters.http.upstream_codec"
+    );
+    (router, plugin_config(&upstream_filters[0]))
+}
+
+fn endpoint_metadata(cluster: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for group in cluster["load_assignment"]["endpoints"].as_array().unwrap() {
+        for e in group["lb_endpoints"].as_array().unwrap() {
+            let m = &e["metadata"]["filter_metadata"]["aigw"];
+            out.push((
+                m["backend"].as_str().unwrap().to_string(),
+                m["peers"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn route_clusters(t: &Translation) -> Vec<String> {
+    t.routes[0]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"]["cluster"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn one_backend_with_two_model_overrides_in_one_rule() {
+    // Falling back to a cheaper model of the same provider: each endpoint
+    // names its own configuration, so each attempt sends its own model.
+    let t = run(&TWO_RULES.replace(
+        "[{name: a}, {name: b, priority: 1}]",
+        "[{name: a, modelNameOverride: gpt-4o}, {name: a, modelNameOverride: gpt-4o-mini, priority: 1}]",
+    ));
+    assert_eq!(
+        endpoint_metadata(&t.clusters[1]),
+        [
+            ("default/a#gpt-4o".into(), "default/a".into()),
+            ("default/a#gpt-4o-mini".into(), "default/a".into())
+        ]
+    );
+    let (_, upstream) = listener_configs(&t);
+    for (key, model) in [
+        ("default/a#gpt-4o", "gpt-4o"),
+        ("default/a#gpt-4o-mini", "gpt-4o-mini"),
+    ] {
+        assert_eq!(
+            upstream.backends[key].model_name_override.as_deref(),
+            Some(model)
+        );
+    }
+}
+
+#[test]
+fn the_upstream_role_is_configured_once_per_listener() {
+    let t = run(TWO_RULES);
+    assert_eq!(t.clusters.len(), 2);
+    assert_eq!(
+        endpoint_metadata(&t.clusters[0]),
+        [("default/a#gpt-4o-mini".into(), "default/a".into())]
+    );
+    assert_eq!(
+        endpoint_metadata(&t.clusters[1]),
+        [
+            ("default/a".into(), "default/a,default/b".into()),
+            ("default/b".into(), "default/a,default/b".into())
+        ]
+    );
+    for cluster in &t.clusters {
+        let options = &cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(options.get("http_filters").is_none(), "{options}");
+    }
+    let (router, upstream) = listener_configs(&t);
+    let keys = ["default/a", "default/a#gpt-4o-mini", "default/b"];
+    assert_eq!(upstream.backends.keys().collect::<Vec<_>>(), keys);
+    assert_eq!(router.backends.keys().collect::<Vec<_>>(), keys);
+    assert!(upstream.credentials.is_some() && router.credentials.is_none());
+    assert_eq!(
+        upstream.backends["default/a#gpt-4o-mini"]
+            .model_name_override
+            .as_deref(),
+        Some("gpt-4o-mini")
+    );
+    for listener in &t.listeners {
+        crate::proto::to_any(crate::proto::LISTENER, listener).expect("a valid Envoy listener");
+    }
+}
+
+#[test]
+fn rules_with_the_same_backends_share_a_cluster() {
+    let mut text = TWO_RULES.to_string();
+    for model in ["big-2", "big-3"] {
+        text.push_str(&format!(
+            "  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]\n    backendRefs: [{{name: a}}, {{name: b, priority: 1}}]\n"
+        ));
+    }
+    // Same backends in another order of priority: not the same cluster.
+    text.push_str("  - matches: [{headers: [{name: x-ai-eg-model, value: other}]}]\n    backendRefs: [{name: b}, {name: a, priority: 1}]\n");
+    let t = run(&text);
+    let names: Vec<&str> = t
+        .clusters
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "aigw/default/r/rule/0",
+            "aigw/default/r/rule/1",
+            "aigw/default/r/rule/4"
+        ]
+    );
+    assert_eq!(
+        route_clusters(&t),
+        [
+            "aigw/default/r/rule/0",
+            "aigw/default/r/rule/1",
+            "aigw/default/r/rule/1",
+            "aigw/default/r/rule/1",
+            "aigw/default/r/rule/4"
+        ]
+    );
+}
+
+#[test]
+fn a_traffic_policy_on_one_route_keeps_its_cluster_apart() {
+    let mut text = TWO_RULES.to_string();
+    text.push_str(
+        r#"---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {name: s}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{headers: [{name: x-ai-eg-model, value: big-2}]}]
+    backendRefs: [{name: a}, {name: b, priority: 1}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: s}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: s}]
+  circuitBreaker: {maxParallelRequests: 7}
+"#,
+    );
+    let t = run(&text);
+    assert_eq!(t.clusters.len(), 3);
+    assert_eq!(t.clusters[2]["name"], "aigw/default/s/rule/0");
+    assert_eq!(
+        route_clusters(&t).last().map(String::as_str),
+        Some("aigw/default/s/rule/0")
+    );
+}
