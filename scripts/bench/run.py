@@ -515,19 +515,20 @@ metadata: {{name: gw}}
 spec:
   gatewayClassName: aigw
   listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+"""
+PUSH_BACKEND = """---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
-metadata: {{name: fake}}
+metadata: {{name: {name}}}
 spec:
   endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
 ---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
-metadata: {{name: fake}}
+metadata: {{name: {name}}}
 spec:
   schema: {{name: OpenAI}}
-  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
 """
 PUSH_ROUTE = """---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
@@ -537,12 +538,24 @@ spec:
   parentRefs: [{{name: gw}}]
   rules:
   - matches: [{{headers: [{{name: x-ai-eg-model, value: model-{i}}}]}}]
-    backendRefs: [{{name: fake}}]
+    backendRefs: [{{name: {backend}}}]
 """
+# How the routes' backends are laid out: every route to one backend (rules
+# with the same backends share a cluster), or a backend of its own each
+# (one cluster per route: the most Envoy has to apply).
+PUSH_SHAPES = {"one backend": False, "a backend each": True}
 
 
-def push_config(port, routes):
-    return PUSH_HEAD.format(port=port) + "".join(PUSH_ROUTE.format(i=i) for i in range(routes))
+def push_config(port, routes, distinct=False):
+    text = PUSH_HEAD.format()
+    if not distinct:
+        text += PUSH_BACKEND.format(name="fake", port=port)
+    for i in range(routes):
+        backend = f"fake-{i}" if distinct else "fake"
+        if distinct:
+            text += PUSH_BACKEND.format(name=backend, port=port)
+        text += PUSH_ROUTE.format(i=i, backend=backend)
+    return text
 
 
 def wait_log(path, pattern, deadline):
@@ -557,17 +570,17 @@ def wait_log(path, pattern, deadline):
     return None, None
 
 
-def push_once(binary, args, work, up_port, tag):
+def push_once(binary, args, work, up_port, tag, distinct):
     """One aigw run serving one route; then the file is replaced by one with
     args.push_routes AIGatewayRoutes. Times: the write -> aigw's "pushed" ->
     its "acknowledged by Envoy" line -> the last model answering 200."""
-    d = os.path.join(work, f"push-{tag}")
+    d = os.path.join(work, f"push-{tag}".replace(" ", "-"))
     os.makedirs(d)
     cfg = os.path.join(d, "routes.yaml")
     with open(cfg, "w") as f:
         f.write(push_config(up_port, 1))
     port, admin = free_port(), free_port()
-    p = start(f"aigw-push-{tag}", [binary, "run", "--envoy", args.envoy, "--wasm", args.wasm,
+    p = start(f"aigw-push-{tag}".replace(" ", "-"), [binary, "run", "--envoy", args.envoy, "--wasm", args.wasm,
                                    "--admin-port", str(admin), "--work-dir", d,
                                    "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
                                    "--traffic", "quiet", "-f", cfg], work)
@@ -576,7 +589,7 @@ def push_once(binary, args, work, up_port, tag):
     err = check(url, p, 60, model="model-0")
     if err:
         return {"error": err}
-    big = push_config(up_port, args.push_routes)
+    big = push_config(up_port, args.push_routes, distinct)
     tmp = cfg + ".new"
     with open(tmp, "w") as f:
         f.write(big)
@@ -609,10 +622,10 @@ def push_once(binary, args, work, up_port, tag):
     return out
 
 
-def time_translate(binary, args, work, up_port, runs):
+def time_translate(binary, args, work, up_port, runs, distinct):
     path = os.path.join(work, "translate-routes.yaml")
     with open(path, "w") as f:
-        f.write(push_config(up_port, args.push_routes))
+        f.write(push_config(up_port, args.push_routes, distinct))
     times = []
     for _ in range(runs):
         t0 = time.time()
@@ -629,13 +642,16 @@ def measure_push(args, work):
     up_port = free_port()
     start("upstream-push", [args.upstream, "--port", str(up_port), "--threads", "1"], work)
     out = {"loadavg_start": open("/proc/loadavg").read().split()[:3]}
-    for tag, binary in (("release", args.aigw), ("debug", args.aigw_debug)):
+    for build, binary in (("release", args.aigw), ("debug", args.aigw_debug)):
         if not binary or not os.path.exists(binary):
             continue
-        log(f"push: {args.push_routes} AIGatewayRoutes with the {tag} aigw")
-        out[tag] = push_once(binary, args, work, up_port, tag)
-        out[tag]["translate"] = time_translate(binary, args, work, up_port, 3 if tag == "release" else 1)
-        log(f"push {tag}:", json.dumps(out[tag]))
+        for shape, distinct in PUSH_SHAPES.items():
+            tag = f"{build}, {shape}"
+            log(f"push: {args.push_routes} AIGatewayRoutes, {shape}, with the {build} aigw")
+            out[tag] = push_once(binary, args, work, up_port, tag, distinct)
+            out[tag]["translate"] = time_translate(
+                binary, args, work, up_port, 3 if build == "release" else 1, distinct)
+            log(f"push {tag}:", json.dumps(out[tag]))
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     return out
 
@@ -787,20 +803,20 @@ def write_markdown(res, path):
         n = next((v["routes"] for v in push.values() if isinstance(v, dict) and "routes" in v), "?")
         L.append(f"## Configuration push: {n} AIGatewayRoutes\n")
         L.append(f"`aigw run` serving one route; its `-f` file is then replaced (atomic rename) by one with {n} "
-                 f"AIGatewayRoutes (one rule, one model each: {n} clusters). Times from the rename: aigw's "
-                 "`configuration version 2 pushed` line, its `acknowledged by Envoy` line (Envoy ACKed "
-                 "clusters, listeners and routes), and the last model answering 200. aigw polls its files "
-                 "every 500 ms, so up to 0.5 s of \"write -> pushed\" is that poll; \"seen -> ACK\" is aigw's "
+                 "AIGatewayRoutes (one rule, one model each), either all to one backend (rules with the same "
+                 f"backends share one cluster) or each to a backend of its own ({n} clusters). Times from the "
+                 "rename: aigw's `configuration version 2 pushed` line, its `acknowledged by Envoy` line (Envoy "
+                 "ACKed clusters, listeners and routes), and the last model answering 200. aigw polls its files "
+                 "every 200 ms, so up to 0.2 s of \"write -> pushed\" is that poll; \"seen -> ACK\" is aigw's "
                  "own figure from noticing the change (load, translate, encode, push, Envoy applies and "
                  "ACKs). `aigw translate -f` is the whole CLI on the same file, to stdout (/dev/null). "
                  f"Load average at the start {' '.join(push['loadavg_start'])}, at the end "
                  f"{' '.join(push['loadavg_end'])}.\n")
-        L.append("| aigw build | write -> pushed (ms) | write -> ACK (ms) | seen -> ACK (ms) | write -> last "
-                 "model served (ms) | `aigw translate` (ms) | RSS of aigw + Envoy after (MiB) |")
+        L.append("| aigw build, backends | write -> pushed (ms) | write -> ACK (ms) | seen -> ACK (ms) | "
+                 "write -> last model served (ms) | `aigw translate` (ms) | RSS of aigw + Envoy after (MiB) |")
         L.append("|---|---:|---:|---:|---:|---:|---:|")
-        for tag in ("release", "debug"):
-            r = push.get(tag)
-            if not r:
+        for tag, r in push.items():
+            if not isinstance(r, dict):
                 continue
             if r.get("error"):
                 L.append(f"| {tag} | {r['error'][:200]} | | | | | |")

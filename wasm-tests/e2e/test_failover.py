@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+import urllib.request
 
 import anthropic
 import openai
@@ -219,6 +220,30 @@ def test_openai_500_fails_over_with_the_original_request(tmp_path, providers, ga
         assert "x-aigw-endpoint" not in sent.headers
     assert_usage(gw, 11, 7)
     assert str(last_log(gw)["status"]) == "200"
+
+
+def test_one_provider_falls_back_to_another_model(tmp_path, providers, gateway):
+    """Two backendRefs to the same AIServiceBackend with different
+    modelNameOverrides: each attempt sends its own rule's model."""
+    echo = openai_echo("provider")
+
+    def respond(request):
+        if request.json()["model"] == "big-model":
+            return status(503)(request)
+        return echo(request)
+    provider = providers(respond, name="provider")
+    text = config([("provider", "OpenAI", provider.port, 0, ", modelNameOverride: big-model")])
+    one_ref = "[{name: provider, priority: 0, modelNameOverride: big-model}]"
+    assert one_ref in text
+    text = text.replace(one_ref, one_ref[:-1] + ", {name: provider, priority: 1, modelNameOverride: small-model}]")
+    gw = start(gateway, tmp_path, text)
+    r = oai(gw).chat.completions.create(model=MODEL, messages=USER)
+    assert r.choices[0].message.content == "provider answered small-model"
+    assert [q.json()["model"] for q in provider.requests] == ["big-model", "small-model"]
+    assert last_log(gw)["backend"] == "default/provider"
+    metrics = urllib.request.urlopen(gw.admin + "/stats/prometheus").read().decode()
+    assert 'aigw_backend="default/provider"' in metrics
+    assert "#small-model" not in metrics and "#big-model" not in metrics
 
 
 def test_refused_connection_fails_over(tmp_path, providers, gateway):

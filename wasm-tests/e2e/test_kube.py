@@ -29,7 +29,11 @@ class FakeApiServer:
     def __init__(self, paths):
         self.lock = threading.Lock()
         self.version = 100
-        self.collections = {p: {"objects": {}, "watchers": []} for p in paths}
+        # "log": every event as (resourceVersion, line): a watch from a
+        # list's resourceVersion first gets what happened since, as on a
+        # real API server (objects written between a list and its watch
+        # were lost, and the controller never saw them).
+        self.collections = {p: {"objects": {}, "watchers": [], "log": []} for p in paths}
         self.patches = []
         fake = self
 
@@ -60,6 +64,10 @@ class FakeApiServer:
                         return self._send(200, {"apiVersion": "v1", "kind": "List", "items": items,
                                                 "metadata": {"resourceVersion": str(fake.version)}})
                     events = queue.Queue()
+                    since = int((query.get("resourceVersion") or ["0"])[0] or 0)
+                    for version, line in collection["log"]:
+                        if version > since:
+                            events.put(line)
                     collection["watchers"].append(events)
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
@@ -105,6 +113,7 @@ class FakeApiServer:
             else:
                 collection["objects"][key] = obj
             line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            collection["log"].append((self.version, line))
             for w in collection["watchers"]:
                 w.put(line)
 

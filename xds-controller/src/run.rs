@@ -391,7 +391,7 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     // printed once Envoy has acknowledged it for every resource type.
     let mut awaiting_ack: Option<(u64, std::time::Instant)> = None;
     let mut last_files = fingerprint(&config.files);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             status = envoy.wait() => {
