@@ -630,13 +630,22 @@ fn cluster(options: &Options, name: &str, backends: &[ResolvedBackend]) -> Value
     tls_matches.dedup();
     let mut cluster = json!({
         "name": name,
-        "type": "STRICT_DNS",
+        "type": "STATIC",
         "connect_timeout": "10s",
-        "dns_lookup_family": "V4_PREFERRED",
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": groups},
         "typed_extension_protocol_options": envoy::upstream_http_options(all_tls),
     });
+    // Addresses only need no resolver, and outlier detection ejects
+    // STATIC hosts reliably (test_health.py).
+    let all_addresses = backends
+        .iter()
+        .flat_map(|b| &b.endpoints)
+        .all(|e| e.address.parse::<std::net::IpAddr>().is_ok());
+    if !all_addresses {
+        cluster["type"] = json!("STRICT_DNS");
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
     if let Some(first) = tls_matches.first().filter(|_| all_tls) {
         // Never used (every endpoint matches), but the default socket must
         // support ALPN too.

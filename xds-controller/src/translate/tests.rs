@@ -218,3 +218,19 @@ spec:
         Some("aigw/default/s/rule/0")
     );
 }
+
+#[test]
+fn addresses_make_static_clusters_and_hostnames_dns_ones() {
+    let t = run(TWO_RULES);
+    assert_eq!(t.clusters[0]["type"], "STATIC");
+    assert!(t.clusters[0].get("dns_lookup_family").is_none());
+    let t = run(&TWO_RULES.replace(
+        "{ip: {address: 127.0.0.1, port: 8000}}",
+        "{fqdn: {hostname: llm.internal, port: 8000}}",
+    ));
+    assert_eq!(t.clusters[0]["type"], "STRICT_DNS");
+    assert_eq!(t.clusters[0]["dns_lookup_family"], "V4_PREFERRED");
+    for cluster in &t.clusters {
+        crate::proto::to_any(crate::proto::CLUSTER, cluster).expect("a valid Envoy cluster");
+    }
+}
