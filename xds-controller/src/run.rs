@@ -418,6 +418,9 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 }
                 if accepted && !announced {
                     announced = true;
+                    for (address, port, _) in &served {
+                        wait_for_listener(address, *port).await;
+                    }
                     for (address, port, models) in &served {
                         println!("aigw: listening on http://{address}:{port} (admin http://127.0.0.1:{})", config.admin_port);
                         println!("aigw: models: {}", models.join(", "));
@@ -472,4 +475,22 @@ async fn stop(envoy: &mut tokio::process::Child) {
         }
     }
     let _ = envoy.kill().await;
+}
+
+/// Envoy ACKs a listener before it has warmed and its workers bind the
+/// port: "listening on" is printed once a connection is taken (or after
+/// 10 s, when the port may be unreachable from here).
+async fn wait_for_listener(address: &str, port: u16) {
+    let host = match address {
+        "0.0.0.0" => "127.0.0.1",
+        "::" => "::1",
+        other => other,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect((host, port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
