@@ -227,7 +227,9 @@ def envoy_bootstrap(port, admin_port, upstream_port):
     }
 
 
-AIGW_CONFIG = """
+# The Gateway and the fake upstream as an OpenAI backend (every run's
+# configuration starts with these; soak.py's too).
+BASE_CONFIG = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw}}
@@ -247,18 +249,10 @@ metadata: {{name: fake}}
 spec:
   schema: {{name: OpenAI}}
   backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-model}}]}}]
-    backendRefs: [{{name: fake}}]
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-bedrock}}]}}]
-    backendRefs: [{{name: bedrock}}]
----
+"""
+# The fake upstream again as Bedrock Converse, signed with the AWS
+# credentials of aigw's environment.
+BEDROCK_CONFIG = """---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
 metadata: {{name: bedrock}}
@@ -274,6 +268,18 @@ spec:
   type: AWSCredentials
   awsCredentials: {{region: us-east-1}}
 """
+AIGW_CONFIG = BASE_CONFIG + """---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-model}}]}}]
+    backendRefs: [{{name: fake}}]
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: bench-bedrock}}]}}]
+    backendRefs: [{{name: bedrock}}]
+""" + BEDROCK_CONFIG
 # Static AWS credentials from aigw's environment sign the Bedrock requests.
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench/secret/key"}
 

@@ -29,42 +29,7 @@ import run as bench  # noqa: E402  (the benchmark's process helpers)
 HERE = bench.HERE
 ROOT = bench.ROOT
 
-CONFIG = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: fake}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: fake}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: bedrock}}
-spec:
-  schema: {{name: AWSBedrock}}
-  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: aws}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}}]
-  type: AWSCredentials
-  awsCredentials: {{region: us-east-1}}
----
+CONFIG = bench.BASE_CONFIG + bench.BEDROCK_CONFIG + """---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
 metadata: {{name: claude}}
