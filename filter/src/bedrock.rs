@@ -198,70 +198,24 @@ impl EventStreamToSse {
 
     /// The SSE bytes to send for this chunk of the Bedrock body.
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.ended {
-            return out;
-        }
-        match self.decoder.push(chunk) {
-            Ok(messages) => {
-                for m in messages {
-                    self.message(&m, &mut out);
-                    if self.ended {
-                        return out;
-                    }
-                }
-            }
-            Err(e) => {
-                self.error(
-                    "api_error",
-                    &format!("invalid response stream from Bedrock: {e}"),
-                    &mut out,
-                );
-                return out;
-            }
-        }
-        if end_of_stream {
-            if let Err(e) = self.decoder.finish() {
-                self.error(
-                    "api_error",
-                    &format!("invalid response stream from Bedrock: {e}"),
-                    &mut out,
-                );
-            } else if !self.usage.is_complete() {
-                self.error(
-                    "api_error",
-                    "Bedrock's stream ended before the message was complete",
-                    &mut out,
-                );
-            }
-        }
-        out
+        translate_stream(self, chunk, end_of_stream)
+    }
+}
+
+impl StreamTranslation for EventStreamToSse {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
     }
 
-    fn message(&mut self, m: &Message, out: &mut Vec<u8>) {
-        match m.header_str(":message-type") {
-            Some("event") | None => {}
-            Some("exception") => {
-                let kind = m.header_str(":exception-type").unwrap_or("exception");
-                let text = serde_json::from_slice::<Value>(&m.payload)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("message")
-                            .or_else(|| v.get("Message"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| String::from_utf8_lossy(&m.payload).into_owned());
-                self.error(error_type(kind), &format!("{kind}: {text}"), out);
-                return;
-            }
-            Some(_) => {
-                let code = m.header_str(":error-code").unwrap_or("error");
-                let text = m.header_str(":error-message").unwrap_or("");
-                self.error("api_error", &format!("{code}: {text}"), out);
-                return;
-            }
-        }
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn exception_type(exception: &str) -> &'static str {
+        error_type(exception)
+    }
+
+    fn event(&mut self, m: &Message, out: &mut Vec<u8>) {
         if m.header_str(":event-type") != Some("chunk") {
             return;
         }
@@ -278,7 +232,7 @@ impl EventStreamToSse {
                     .map(|v| (bytes, v))
             });
         let Some((bytes, value)) = event else {
-            self.error(
+            self.fail(
                 "api_error",
                 "Bedrock sent a stream chunk that is not an Anthropic event",
                 out,
@@ -304,12 +258,110 @@ impl EventStreamToSse {
         out.extend_from_slice(b"\n\n");
     }
 
-    fn error(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
         self.ended = true;
         let body = json!({"type": "error", "error": {"type": kind, "message": message}});
         out.extend_from_slice(b"event: error\ndata: ");
         out.extend_from_slice(body.to_string().as_bytes());
         out.extend_from_slice(b"\n\n");
+    }
+
+    fn finish(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.usage.is_complete()
+    }
+}
+
+/// A translation of a Bedrock event-stream answer into the client's SSE
+/// (InvokeModel's stream into Anthropic events here, ConverseStream into
+/// OpenAI chunks in [`crate::converse`]): the parts [`translate_stream`]
+/// leaves to it.
+pub(crate) trait StreamTranslation {
+    /// The decoder of Bedrock's frames.
+    fn decoder(&mut self) -> &mut Decoder;
+    /// Whether the client's stream has ended (an error or its end was
+    /// sent): nothing more goes out.
+    fn ended(&self) -> bool;
+    /// The client API's error type for a Bedrock exception name.
+    fn exception_type(exception: &str) -> &'static str;
+    /// An event message (`:message-type` `event`, or none).
+    fn event(&mut self, m: &Message, out: &mut Vec<u8>);
+    /// Sends the client an error event of type `kind` that ends its stream.
+    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>);
+    /// Bedrock's stream ended between frames: closes the client's stream
+    /// if the message was complete, and says whether it was.
+    fn finish(&mut self, out: &mut Vec<u8>) -> bool;
+}
+
+/// The bytes to send the client for this chunk of a Bedrock event-stream:
+/// frames are decoded and handed to `t`; a frame that does not decode, an
+/// exception or error message, and a stream that ends before the message
+/// is complete become an error event that ends the client's stream.
+pub(crate) fn translate_stream<T: StreamTranslation>(
+    t: &mut T,
+    chunk: &[u8],
+    end_of_stream: bool,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    if t.ended() {
+        return out;
+    }
+    match t.decoder().push(chunk) {
+        Ok(messages) => {
+            for m in messages {
+                stream_message(t, &m, &mut out);
+                if t.ended() {
+                    return out;
+                }
+            }
+        }
+        Err(e) => {
+            t.fail(
+                "api_error",
+                &format!("invalid response stream from Bedrock: {e}"),
+                &mut out,
+            );
+            return out;
+        }
+    }
+    if end_of_stream {
+        if let Err(e) = t.decoder().finish() {
+            t.fail(
+                "api_error",
+                &format!("invalid response stream from Bedrock: {e}"),
+                &mut out,
+            );
+        } else if !t.finish(&mut out) {
+            t.fail(
+                "api_error",
+                "Bedrock's stream ended before the message was complete",
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+fn stream_message<T: StreamTranslation>(t: &mut T, m: &Message, out: &mut Vec<u8>) {
+    match m.header_str(":message-type") {
+        Some("event") | None => t.event(m, out),
+        Some("exception") => {
+            let kind = m.header_str(":exception-type").unwrap_or("exception");
+            let text = serde_json::from_slice::<Value>(&m.payload)
+                .ok()
+                .and_then(|v| {
+                    v.get("message")
+                        .or_else(|| v.get("Message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&m.payload).into_owned());
+            t.fail(T::exception_type(kind), &format!("{kind}: {text}"), out);
+        }
+        Some(_) => {
+            let code = m.header_str(":error-code").unwrap_or("error");
+            let text = m.header_str(":error-message").unwrap_or("");
+            t.fail("api_error", &format!("{code}: {text}"), out);
+        }
     }
 }
 

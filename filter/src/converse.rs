@@ -21,6 +21,7 @@
 //! becomes `chat.completion.chunk` events; an exception frame becomes an
 //! OpenAI error event that ends the stream.
 
+use crate::bedrock::{translate_stream, StreamTranslation};
 use crate::chat::{tool_call_json, Block, Chat, ChunkWriter, Completion, Image, Role, ToolChoice};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
@@ -308,53 +309,7 @@ impl StreamToChunks {
     }
 
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        if self.done {
-            return out;
-        }
-        match self.decoder.push(chunk) {
-            Ok(messages) => {
-                for m in messages {
-                    self.message(&m, &mut out);
-                    if self.done {
-                        return out;
-                    }
-                }
-            }
-            Err(e) => {
-                self.fail(
-                    "api_error",
-                    &format!("invalid response stream from Bedrock: {e}"),
-                    &mut out,
-                );
-                return out;
-            }
-        }
-        if end_of_stream {
-            if let Err(e) = self.decoder.finish() {
-                self.fail(
-                    "api_error",
-                    &format!("invalid response stream from Bedrock: {e}"),
-                    &mut out,
-                );
-            } else if self.finished {
-                self.end(&mut out);
-            } else {
-                self.fail(
-                    "api_error",
-                    "Bedrock's stream ended before the message was complete",
-                    &mut out,
-                );
-            }
-        }
-        out
-    }
-
-    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
-        if !self.done {
-            ChunkWriter::error(kind, message, out);
-            self.done = true;
-        }
+        translate_stream(self, chunk, end_of_stream)
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -381,31 +336,36 @@ impl StreamToChunks {
         ChunkWriter::done(out);
         self.done = true;
     }
+}
 
-    fn message(&mut self, m: &Message, out: &mut Vec<u8>) {
-        match m.header_str(":message-type") {
-            Some("event") | None => {}
-            Some("exception") => {
-                let kind = m.header_str(":exception-type").unwrap_or("exception");
-                let text = serde_json::from_slice::<Value>(&m.payload)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("message")
-                            .or_else(|| v.get("Message"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| String::from_utf8_lossy(&m.payload).into_owned());
-                self.fail(error_type(kind), &format!("{kind}: {text}"), out);
-                return;
-            }
-            Some(_) => {
-                let code = m.header_str(":error-code").unwrap_or("error");
-                let text = m.header_str(":error-message").unwrap_or("");
-                self.fail("api_error", &format!("{code}: {text}"), out);
-                return;
-            }
+impl StreamTranslation for StreamToChunks {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn ended(&self) -> bool {
+        self.done
+    }
+
+    fn exception_type(exception: &str) -> &'static str {
+        error_type(exception)
+    }
+
+    fn fail(&mut self, kind: &str, message: &str, out: &mut Vec<u8>) {
+        if !self.done {
+            ChunkWriter::error(kind, message, out);
+            self.done = true;
         }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.finished {
+            self.end(out);
+        }
+        self.finished
+    }
+
+    fn event(&mut self, m: &Message, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else {
             self.fail(
                 "api_error",
