@@ -44,86 +44,34 @@ fn request(descriptors: Vec<RateLimitDescriptor>, hits: u32) -> RateLimitRequest
 /// (descriptors, request hits_addend, now, overall over?, per descriptor (over, remaining))
 type Step = (Vec<RateLimitDescriptor>, u32, u64, bool, Vec<(bool, u32)>);
 
+#[rustfmt::skip]
 fn table() -> Vec<Step> {
     vec![
         // Check only: nothing consumed.
-        (
-            vec![descriptor("rule-a", "alice", Some(0))],
-            0,
-            NOW,
-            false,
-            vec![(false, 10)],
-        ),
+        (vec![descriptor("rule-a", "alice", Some(0))], 0, NOW, false, vec![(false, 10)]),
         // The response charges 11 tokens: over after the increment.
-        (
-            vec![descriptor("rule-a", "alice", Some(11))],
-            0,
-            NOW,
-            true,
-            vec![(true, 0)],
-        ),
+        (vec![descriptor("rule-a", "alice", Some(11))], 0, NOW, true, vec![(true, 0)]),
         // The next check sees 11 >= 10; bob is unaffected.
-        (
-            vec![
-                descriptor("rule-a", "alice", Some(0)),
-                descriptor("rule-a", "bob", Some(0)),
-            ],
-            0,
-            NOW + 10,
-            true,
-            vec![(true, 0), (false, 10)],
-        ),
+        (vec![descriptor("rule-a", "alice", Some(0)), descriptor("rule-a", "bob", Some(0))],
+         0, NOW + 10, true, vec![(true, 0), (false, 10)]),
         // Next hour, a fresh window.
-        (
-            vec![descriptor("rule-a", "alice", Some(0))],
-            0,
-            NOW + 3600,
-            false,
-            vec![(false, 10)],
-        ),
+        (vec![descriptor("rule-a", "alice", Some(0))], 0, NOW + 3600, false, vec![(false, 10)]),
         // No descriptor hits: the request's, and 0 there means 1.
-        (
-            vec![descriptor("rule-b", "carol", None)],
-            0,
-            NOW,
-            false,
-            vec![(false, 1)],
-        ),
-        (
-            vec![descriptor("rule-b", "carol", None)],
-            0,
-            NOW,
-            false,
-            vec![(false, 0)],
-        ),
-        (
-            vec![descriptor("rule-b", "carol", None)],
-            0,
-            NOW,
-            true,
-            vec![(true, 0)],
-        ),
-        (
-            vec![descriptor("rule-b", "dave", None)],
-            2,
-            NOW,
-            false,
-            vec![(false, 0)],
-        ),
+        (vec![descriptor("rule-b", "carol", None)], 0, NOW, false, vec![(false, 1)]),
+        (vec![descriptor("rule-b", "carol", None)], 0, NOW, false, vec![(false, 0)]),
+        (vec![descriptor("rule-b", "carol", None)], 0, NOW, true, vec![(true, 0)]),
+        (vec![descriptor("rule-b", "dave", None)], 2, NOW, false, vec![(false, 0)]),
         // Unknown rules are allowed.
-        (
-            vec![descriptor("rule-zzz", "alice", Some(100))],
-            0,
-            NOW,
-            false,
-            vec![(false, 0)],
-        ),
+        (vec![descriptor("rule-zzz", "alice", Some(100))], 0, NOW, false, vec![(false, 0)]),
     ]
 }
 
-async fn run_table(server: &RateLimitServer) {
+/// Runs `steps` in order against a fresh configuration; a step with a
+/// counter is followed by a check-only descriptor of rule-a, user `res`,
+/// that must see that many remaining.
+async fn run_steps(server: &RateLimitServer, steps: Vec<(Step, Option<u32>)>) {
     server.update(config());
-    for (n, (descriptors, hits, now, over, want)) in table().into_iter().enumerate() {
+    for (n, ((descriptors, hits, now, over, want), counter)) in steps.into_iter().enumerate() {
         let r = server
             .decide(&request(descriptors, hits), now)
             .await
@@ -135,7 +83,18 @@ async fn run_table(server: &RateLimitServer) {
             .map(|s| (s.code == Code::OverLimit as i32, s.limit_remaining))
             .collect();
         assert_eq!(got, want, "step {n}");
+        if let Some(left) = counter {
+            let check = server
+                .decide(&request(vec![descriptor("rule-a", "res", Some(0))], 0), now)
+                .await
+                .unwrap();
+            assert_eq!(check.statuses[0].limit_remaining, left, "step {n}: counter");
+        }
     }
+}
+
+async fn run_table(server: &RateLimitServer) {
+    run_steps(server, table().into_iter().map(|s| (s, None)).collect()).await;
     let first = server
         .decide(
             &request(vec![descriptor("rule-a", "alice", Some(0))], 0),
@@ -181,6 +140,7 @@ fn settle(id: &str, actual: u64) -> RateLimitDescriptor {
 /// a check-only descriptor sees it: remaining).
 type ReserveStep = (Vec<RateLimitDescriptor>, u64, bool, Vec<(bool, u32)>, u32);
 
+#[rustfmt::skip]
 fn reserve_table() -> Vec<ReserveStep> {
     vec![
         // 6 fit: taken.
@@ -199,104 +159,34 @@ fn reserve_table() -> Vec<ReserveStep> {
         (vec![reserve("r4", 0)], NOW + 4, true, vec![(true, 0)], 0),
         // Next hour: fresh. A reservation that fits is not taken when
         // another descriptor refuses the request (rule-b: 2 per minute).
-        (
-            vec![reserve("r5", 4), descriptor("rule-b", "res", Some(3))],
-            NOW + 3600,
-            true,
-            vec![(false, 10), (true, 0)],
-            10,
-        ),
-        (
-            vec![reserve("r6", 8)],
-            NOW + 3600,
-            false,
-            vec![(false, 2)],
-            2,
-        ),
+        (vec![reserve("r5", 4), descriptor("rule-b", "res", Some(3))],
+         NOW + 3600, true, vec![(false, 10), (true, 0)], 10),
+        (vec![reserve("r6", 8)], NOW + 3600, false, vec![(false, 2)], 2),
         // A failed request releases all it reserved (usage 0).
-        (
-            vec![settle("r6", 0)],
-            NOW + 3601,
-            false,
-            vec![(false, 10)],
-            10,
-        ),
+        (vec![settle("r6", 0)], NOW + 3601, false, vec![(false, 10)], 10),
         // No reservation on record (e.g. reservations turned on meanwhile):
         // the usage is charged like a plain descriptor.
-        (
-            vec![settle("r7", 2)],
-            NOW + 3602,
-            false,
-            vec![(false, 8)],
-            8,
-        ),
+        (vec![settle("r7", 2)], NOW + 3602, false, vec![(false, 8)], 8),
         // A reservation made in one window settles there, not in the next:
         // r8 takes 8 at the end of hour 2 (2 + 8); settling 1 in hour 3
         // leaves 3 in hour 2 and hour 3 untouched.
-        (
-            vec![reserve("r8", 8)],
-            NOW + 7194,
-            false,
-            vec![(false, 0)],
-            0,
-        ),
-        (
-            vec![settle("r8", 1)],
-            NOW + 7200,
-            false,
-            vec![(false, 7)],
-            10,
-        ),
+        (vec![reserve("r8", 8)], NOW + 7194, false, vec![(false, 0)], 0),
+        (vec![settle("r8", 1)], NOW + 7200, false, vec![(false, 7)], 10),
         // Two live requests under one client-chosen id: both reservations
         // are released by the first settlement, the second charges its own.
-        (
-            vec![reserve("dup", 3)],
-            NOW + 7201,
-            false,
-            vec![(false, 7)],
-            7,
-        ),
-        (
-            vec![reserve("dup", 4)],
-            NOW + 7201,
-            false,
-            vec![(false, 3)],
-            3,
-        ),
-        (
-            vec![settle("dup", 1)],
-            NOW + 7202,
-            false,
-            vec![(false, 9)],
-            9,
-        ),
-        (
-            vec![settle("dup", 2)],
-            NOW + 7202,
-            false,
-            vec![(false, 7)],
-            7,
-        ),
+        (vec![reserve("dup", 3)], NOW + 7201, false, vec![(false, 7)], 7),
+        (vec![reserve("dup", 4)], NOW + 7201, false, vec![(false, 3)], 3),
+        (vec![settle("dup", 1)], NOW + 7202, false, vec![(false, 9)], 9),
+        (vec![settle("dup", 2)], NOW + 7202, false, vec![(false, 7)], 7),
     ]
 }
 
 async fn run_reserve_table(server: &RateLimitServer) {
-    server.update(config());
-    for (n, (descriptors, now, over, want, left)) in reserve_table().into_iter().enumerate() {
-        let r = server.decide(&request(descriptors, 0), now).await.unwrap();
-        assert_eq!(r.overall_code == Code::OverLimit as i32, over, "step {n}");
-        let got: Vec<(bool, u32)> = r
-            .statuses
-            .iter()
-            .map(|s| (s.code == Code::OverLimit as i32, s.limit_remaining))
-            .collect();
-        assert_eq!(got, want, "step {n}");
-        let check = server
-            .decide(&request(vec![descriptor("rule-a", "res", Some(0))], 0), now)
-            .await
-            .unwrap();
-        assert_eq!(check.statuses[0].limit_remaining, left, "step {n}: counter");
-    }
+    let steps = reserve_table()
+        .into_iter()
+        .map(|(descriptors, now, over, want, left)| ((descriptors, 0, now, over, want), Some(left)))
+        .collect();
+    run_steps(server, steps).await;
 }
 
 #[tokio::test]
