@@ -8,11 +8,11 @@ import secrets
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from botocore.credentials import Credentials
 
 from fake_bedrock import AUTH_RE, FakeBedrock
+from token_server import LoopbackServer
 
 
 def iso(t):
@@ -47,38 +47,7 @@ class Issuer:
             return [v for c, _ in self.issued.values() for v in (c.secret_key, c.token)]
 
 
-class _Server:
-    def __init__(self, handle):
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode() if length else ""
-                status, content_type, payload = handle(self.command, self.path, self.headers, body)
-                payload = payload.encode()
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = _handle
-            do_POST = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class FakeSts(_Server):
+class FakeSts(LoopbackServer):
     """STS AssumeRoleWithWebIdentity: checks the role and the web identity
     token (`expected_token`, changeable to simulate rotation, or any token
     `accept(token)` approves when given)."""
@@ -87,14 +56,14 @@ class FakeSts(_Server):
         self.issuer, self.role_arn, self.expected_token = issuer, role_arn, expected_token
         self.accept = accept or (lambda token: token == self.expected_token)
         self.calls = []
-        super().__init__(self._handle)
+        super().__init__()
 
     def _error(self, status, code, message):
         return status, "text/xml", (
             f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
             f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>r</RequestId></ErrorResponse>")
 
-    def _handle(self, method, path, headers, body):
+    def handle(self, method, path, headers, body):
         form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
         self.calls.append(form)
         if method != "POST" or form.get("Action") != "AssumeRoleWithWebIdentity" or form.get("Version") != "2011-06-15":
@@ -122,15 +91,15 @@ class FakeSts(_Server):
 </AssumeRoleWithWebIdentityResponse>"""
 
 
-class FakeContainerCredentials(_Server):
+class FakeContainerCredentials(LoopbackServer):
     """The container credentials endpoint: GET with the authorization token."""
 
     def __init__(self, issuer, token, path="/v1/credentials"):
         self.issuer, self.token, self.path = issuer, token, path
         self.calls = 0
-        super().__init__(self._handle)
+        super().__init__()
 
-    def _handle(self, method, path, headers, body):
+    def handle(self, method, path, headers, body):
         self.calls += 1
         if method != "GET" or path != self.path:
             return 404, "application/json", json.dumps({"Code": "NotFound", "Message": path})

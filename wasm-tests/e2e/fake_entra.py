@@ -15,18 +15,18 @@ errors with an AADSTS code) and hands out tokens that expire after
 `entra.failing = (status, body)` refuses every request until set back to
 None; `entra.refused` lists why requests were refused.
 """
-import json
 import secrets
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from token_server import IssuedTokens, JsonServer
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-class FakeEntra:
+class FakeEntra(JsonServer, IssuedTokens):
     def __init__(self, tenant, client_id, client_secret=None, assertion_ok=None, expires_in=3600):
         self.tenant, self.client_id = tenant, client_id
         self.client_secret, self.assertion_ok = client_secret, assertion_ok
@@ -36,36 +36,15 @@ class FakeEntra:
         self.refused = []      # why requests were refused
         self.forms = []        # the forms received
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode()
-                status, answer = fake._answer(self.path, self.headers.get("content-type", ""), body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
 
     def _refuse(self, why, status, error, description):
         self.refused.append(why)
         return status, {"error": error, "error_description": f"{description} Trace ID: {secrets.token_hex(8)}",
                         "error_codes": [int(description[6:description.index(":")])]}
 
-    def _answer(self, path, content_type, body):
+    def answer(self, method, path, headers, body):
+        content_type = headers.get("content-type", "")
         if self.failing:
             return self.failing
         if path != f"/{self.tenant}/oauth2/v2.0/token":
@@ -99,20 +78,3 @@ class FakeEntra:
             self.issued.append((token, time.time() + self.expires_in))
         return 200, {"token_type": "Bearer", "expires_in": self.expires_in,
                      "ext_expires_in": self.expires_in, "access_token": token}
-
-    def valid(self, authorization):
-        """Whether `authorization` is `Bearer <a token issued and not expired>`."""
-        if not authorization or not authorization.startswith("Bearer "):
-            return False
-        token = authorization[len("Bearer "):]
-        now = time.time()
-        with self._lock:
-            return any(t == token and now < exp for t, exp in self.issued)
-
-    def tokens(self):
-        with self._lock:
-            return [t for t, _ in self.issued]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()

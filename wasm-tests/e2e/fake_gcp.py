@@ -27,12 +27,12 @@ import secrets
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from fakes import anthropic_sse
+from token_server import IssuedTokens, JsonServer
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -43,7 +43,7 @@ def _b64url_decode(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class FakeGoogleOAuth:
+class FakeGoogleOAuth(JsonServer, IssuedTokens):
     def __init__(self, expires_in=3600, client_email=CLIENT_EMAIL, tls=None):
         """`tls`: (server.pem, server-key.pem) for a certificate naming
         localhost: then the token_uri is https://localhost:PORT/token."""
@@ -56,35 +56,9 @@ class FakeGoogleOAuth:
         self.requests = 0
         self.rejected = []        # why assertions were refused
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode()
-                status, answer = fake._answer(self.path, self.headers.get("content-type", ""), body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls:
-            import ssl
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
+        super().__init__(tls=tls)
         self.token_uri = (f"https://localhost:{self.port}/token" if tls
                           else f"http://127.0.0.1:{self.port}/token")
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # The key file and a Secret holding it.
     def private_key_pem(self):
@@ -104,29 +78,12 @@ class FakeGoogleOAuth:
         return (f"apiVersion: v1\nkind: Secret\nmetadata: {meta}\nstringData:\n"
                 f"  service_account.json: {json.dumps(self.service_account_json())}\n")
 
-    # Token checks for fake providers.
-    def valid(self, authorization):
-        """Whether `authorization` is `Bearer <a token issued and not expired>`."""
-        if not authorization or not authorization.startswith("Bearer "):
-            return False
-        token = authorization[len("Bearer "):]
-        now = time.time()
-        with self._lock:
-            return any(t == token and now < exp for t, exp in self.issued)
-
-    def tokens(self):
-        with self._lock:
-            return [t for t, _ in self.issued]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
     def _refuse(self, why):
         self.rejected.append(why)
         return 400, {"error": "invalid_grant", "error_description": why}
 
-    def _answer(self, path, content_type, body):
+    def answer(self, method, path, headers, body):
+        content_type = headers.get("content-type", "")
         with self._lock:
             self.requests += 1
         if path != "/token":
@@ -237,7 +194,7 @@ def vertex_anthropic(oauth, project="test-project", region="us-east5", host=None
     return respond
 
 
-class FakeGoogleSts:
+class FakeGoogleSts(JsonServer, IssuedTokens):
     """Google's Security Token Service (`POST /v1/token`, RFC 8693 token
     exchange of an OIDC token from `oidc`, a FakeOidcProvider, for the
     workload identity pool provider `audience`) and the IAM Credentials API
@@ -253,50 +210,16 @@ class FakeGoogleSts:
         self.federated, self.impersonated = [], []  # (token, expires_at)
         self.refused = []
         self._lock = threading.Lock()
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode()
-                status, answer = fake._answer(self.path, self.headers, body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json; charset=utf-8")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _live(self, tokens, token):
-        now = time.time()
-        with self._lock:
-            return any(t == token and now < exp for t, exp in tokens)
-
-    def valid(self, authorization):
-        if not authorization or not authorization.startswith("Bearer "):
-            return False
-        token = authorization[len("Bearer "):]
-        return self._live(self.impersonated if self.service_account else self.federated, token)
-
-    def tokens(self):
-        with self._lock:
-            return [t for t, _ in (self.impersonated if self.service_account else self.federated)]
+    def _live_tokens(self):
+        return self.impersonated if self.service_account else self.federated
 
     def _refuse(self, status, error, description):
         self.refused.append(description)
         return status, {"error": error, "error_description": description}
 
-    def _answer(self, path, headers, body):
+    def answer(self, method, path, headers, body):
         now = time.time()
         if path == "/v1/token":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
@@ -322,7 +245,7 @@ class FakeGoogleSts:
         if m[1] != self.service_account:
             return 403, {"error": {"code": 403, "message": f"Permission denied on {m[1]}", "status": "PERMISSION_DENIED"}}
         auth = headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or not self._live(self.federated, auth[len("Bearer "):]):
+        if not auth.startswith("Bearer ") or not self._is_live(self.federated, auth[len("Bearer "):]):
             return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
                                    "status": "UNAUTHENTICATED"}}
         if json.loads(body or "{}").get("scope") != [SCOPE]:
@@ -332,7 +255,3 @@ class FakeGoogleSts:
         with self._lock:
             self.impersonated.append((token, expires))
         return 200, {"accessToken": token, "expireTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
