@@ -10,6 +10,7 @@ import yaml
 
 from conftest import SHARED, write_yaml
 from fakes import FakeProvider
+from yaml_builders import backend, gateway, loopback, route, secret, security_policy
 
 CASSETTE = os.path.join(SHARED, "conformance", "openai-cassettes", "azure-chat-basic.yaml")
 API_VERSION = "2024-12-01-preview"
@@ -68,53 +69,17 @@ def fake_azure(request):
     return 404, {"content-type": "application/json"}, b'{"error":{"code":"404","message":"no"}}'
 
 
+def azure_backend(port):
+    """The Gateway and Azure OpenAI (API_VERSION) at 127.0.0.1:port, named azure."""
+    return gateway() + backend("azure", "AzureOpenAI", loopback(port), version=API_VERSION)
+
+
 def azure_config(port, override=None):
-    ref = "name: azure" + (f", modelNameOverride: {override}" if override else "")
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: azure}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: azure}}
-spec:
-  schema: {{name: AzureOpenAI, version: {API_VERSION}}}
-  backendRef: {{name: azure, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: azure-key}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: azure}}]
-  type: AzureAPIKey
-  azureAPIKey: {{secretRef: {{name: azure-key}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: azure-key}}
-stringData: {{apiKey: {KEY}}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: gpt-5-nano}}]}}]
-    backendRefs: [{{name: azure}}]
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: nano-alias}}]}}]
-    backendRefs: [{{{ref}}}]
-"""
+    ref = {"name": "azure", **({"modelNameOverride": override} if override else {})}
+    return (azure_backend(port)
+            + security_policy("azure-key", "azure", "AzureAPIKey", "azureAPIKey: {secretRef: {name: azure-key}}")
+            + secret("azure-key", {"apiKey": KEY})
+            + route("route", {"gpt-5-nano": "azure", "nano-alias": [ref]}))
 
 
 @pytest.fixture

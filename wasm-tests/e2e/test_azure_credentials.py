@@ -14,7 +14,8 @@ import pytest
 from conftest import write_yaml
 from fake_entra import ASSERTION_TYPE, SCOPE, FakeEntra
 from fake_oidc import FakeOidcProvider
-from test_azure import API_VERSION, azure_stream_chunks, recorded
+from test_azure import API_VERSION, azure_backend, azure_stream_chunks, recorded
+from yaml_builders import route, security_policy
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
@@ -49,49 +50,11 @@ def fake_azure(entra):
 
 
 def config(port, auth, extra):
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: azure}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: azure}}
-spec:
-  schema: {{name: AzureOpenAI, version: {API_VERSION}}}
-  backendRef: {{name: azure, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: entra}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: azure}}]
-  type: AzureCredentials
-  azureCredentials:
-    clientID: {CLIENT_ID}
-    tenantID: {TENANT}
-{auth}
----
-{extra}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: gpt-5-nano}}]}}]
-    backendRefs: [{{name: azure}}]
-"""
+    return (azure_backend(port)
+            + security_policy("entra", "azure", "AzureCredentials",
+                              f"azureCredentials:\n    clientID: {CLIENT_ID}\n    tenantID: {TENANT}\n{auth}")
+            + f"---\n{extra}\n"
+            + route("route", {"gpt-5-nano": "azure"}))
 
 
 @pytest.fixture

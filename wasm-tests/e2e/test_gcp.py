@@ -13,6 +13,7 @@ import pytest
 from conftest import write_yaml
 from fake_gcp import TEXT, FakeGoogleOAuth, FakeGoogleSts, vertex_anthropic
 from fake_oidc import FakeOidcProvider
+from yaml_builders import ai_service_backend, envoy_backend, fqdn, gateway, route, security_policy
 
 MODEL = "claude-sonnet-4@20250514"
 HOST = "us-east5-aiplatform.googleapis.com"
@@ -24,49 +25,13 @@ def config(oauth):
 
 
 def gcp_config(credentials, extra):
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: vertex}}
-spec:
-  endpoints: [{{fqdn: {{hostname: {HOST}, port: 80}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: claude-vertex}}
-spec:
-  schema: {{name: GCPAnthropic}}
-  backendRef: {{name: vertex, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: gcp}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude-vertex}}]
-  type: GCPCredentials
-  gcpCredentials:
-    projectName: test-project
-    region: us-east5
-{credentials}
----
-{extra}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: "{MODEL}"}}]}}]
-    backendRefs: [{{name: claude-vertex}}]
-"""
+    return (gateway()
+            + envoy_backend("vertex", fqdn(HOST, 80))
+            + ai_service_backend("claude-vertex", "GCPAnthropic", backend="vertex")
+            + security_policy("gcp", "claude-vertex", "GCPCredentials",
+                              f"gcpCredentials:\n    projectName: test-project\n    region: us-east5\n{credentials}")
+            + f"---\n{extra}\n"
+            + route("route", {MODEL: "claude-vertex"}))
 
 
 @pytest.fixture

@@ -16,31 +16,13 @@ import pytest
 
 from conftest import anthropic_config, basic_config, write_yaml
 from fakes import anthropic_sse
+from yaml_builders import ai_service_backend, backend, fqdn, loopback, route, security_policy
 
-BROKEN = """
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: broken}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: broken}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: broken, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: broken-route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: broken-model}}]}}]
-    backendRefs: [{{name: broken}}]
-"""
+
+def broken_backend(port):
+    """An OpenAI backend at 127.0.0.1:port named broken, serving broken-model."""
+    return backend("broken", "OpenAI", loopback(port)) + route("broken-route", {"broken-model": "broken"})
+
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -86,7 +68,7 @@ def traffic(tmp_path, providers, gateway):
     broken = providers(lambda req: (500, {"content-type": "application/json"},
                                     b'{"error":{"message":"boom"}}'), name="broken")
     config = write_yaml(tmp_path, "gw.yaml",
-                        basic_config(good.port, model="test-model") + BROKEN.format(port=broken.port))
+                        basic_config(good.port, model="test-model") + broken_backend(broken.port))
     gw = gateway([config])
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
     messages = [{"role": "user", "content": "hi"}]
@@ -311,67 +293,12 @@ def anthropic_dated(request):
     return 200, {"content-type": "text/event-stream"}, anthropic_sse(events)
 
 
-def route(name, model, backend):
-    return f"""---
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: {name}}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: "{model}"}}]}}]
-    backendRefs: [{{name: {backend}}}]
-"""
-
-
-def backend(name, schema, endpoint):
-    return f"""---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}}}
-spec:
-  endpoints: [{endpoint}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: {name}}}
-spec:
-  schema: {{name: {schema}}}
-  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
-"""
-
-
-def loopback(port):
-    return f"{{ip: {{address: 127.0.0.1, port: {port}}}}}"
-
-
-BEDROCK_POLICY = """---
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {name: bedrock-policy}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]
-  type: AWSCredentials
-  awsCredentials: {region: us-west-2}
-"""
+BEDROCK_POLICY = security_policy("bedrock-policy", "bedrock", "AWSCredentials", "awsCredentials: {region: us-west-2}")
 NOVA = "amazon.nova-pro-v1:0"
 CLAUDE_ON_BEDROCK = "anthropic.claude-3-haiku-20240307-v1:0"
-BEDROCK_CLAUDE = """---
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {name: bedrock-claude}
-spec:
-  schema: {name: AWSAnthropic, version: bedrock-2023-05-31}
-  backendRef: {name: bedrock, kind: Backend, group: gateway.envoyproxy.io}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {name: bedrock-claude-policy}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock-claude}]
-  type: AWSCredentials
-  awsCredentials: {region: us-west-2}
-"""
+BEDROCK_CLAUDE = (ai_service_backend("bedrock-claude", "AWSAnthropic", backend="bedrock", version="bedrock-2023-05-31")
+                  + security_policy("bedrock-claude-policy", "bedrock-claude", "AWSCredentials",
+                                    "awsCredentials: {region: us-west-2}"))
 
 
 @pytest.fixture
@@ -388,12 +315,12 @@ def mixed(tmp_path, providers, gateway):
     bedrock = FakeBedrock(tls[1], tls[2], AWS["AWS_ACCESS_KEY_ID"], AWS["AWS_SECRET_ACCESS_KEY"],
                           AWS["AWS_SESSION_TOKEN"], usage=BEDROCK_USAGE)
     config = (anthropic_config(claude.port, PROVIDER_KEY)
-              + backend("gpt", "OpenAI", loopback(gpt.port)) + route("gpt-route", "gpt-test", "gpt")
-              + route("haiku-route", "claude-haiku", "claude") + route("busy-route", "claude-busy", "claude")
-              + backend("broken", "OpenAI", loopback(broken.port)) + route("broken-route", "broken-model", "broken")
-              + backend("bedrock", "AWSBedrock", f"{{fqdn: {{hostname: {HOST}, port: 443}}}}")
-              + BEDROCK_POLICY + route("nova-route", NOVA, "bedrock")
-              + BEDROCK_CLAUDE + route("claude-bedrock-route", CLAUDE_ON_BEDROCK, "bedrock-claude"))
+              + backend("gpt", "OpenAI", loopback(gpt.port)) + route("gpt-route", {"gpt-test": "gpt"})
+              + route("haiku-route", {"claude-haiku": "claude"}) + route("busy-route", {"claude-busy": "claude"})
+              + broken_backend(broken.port)
+              + backend("bedrock", "AWSBedrock", fqdn(HOST, 443))
+              + BEDROCK_POLICY + route("nova-route", {NOVA: "bedrock"})
+              + BEDROCK_CLAUDE + route("claude-bedrock-route", {CLAUDE_ON_BEDROCK: "bedrock-claude"}))
     gw = gateway([write_yaml(tmp_path, "gw.yaml", config)], resolve=[f"{HOST}:443=127.0.0.1:{bedrock.port}"],
                  extra_args=["--extra-ca", tls[0]], env=AWS)
     oai = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)

@@ -35,6 +35,7 @@ import pytest
 from conftest import write_yaml
 from fakes import FakeProvider
 from test_ratelimit import redis_cli, redis_port  # noqa: F401 (fixture)
+from yaml_builders import backend, gateway, loopback, route
 
 USERS = ["u0", "u1", "u2", "u3", "u4"]
 THREADS = 50  # 10 per user, spread over both gateways
@@ -44,40 +45,7 @@ BUDGET = {"input": 600, "output": 900, "total": 1400}
 MAX_INPUT, MAX_OUTPUT = 40, 80
 SLOW = 0.25  # seconds the fake takes per answer, so requests overlap
 
-CONFIG = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: backend}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: backend}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: backend, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]
-    backendRefs: [{{name: backend}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_input_token, type: InputToken}}
-  - {{metadataKey: llm_output_token, type: OutputToken}}
-  - {{metadataKey: llm_total_token, type: TotalToken}}
----
+BUDGET_POLICY = """---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
 metadata:
@@ -91,6 +59,11 @@ spec:
       rules:
 {rules}
 """
+COSTS = """  llmRequestCosts:
+  - {metadataKey: llm_input_token, type: InputToken}
+  - {metadataKey: llm_output_token, type: OutputToken}
+  - {metadataKey: llm_total_token, type: TotalToken}
+"""
 
 RULE = """      - clientSelectors: [{{headers: [{{name: x-user-id, type: Distinct}}]}}]
         limit: {{requests: {limit}, unit: Hour}}
@@ -103,7 +76,8 @@ KINDS = ["input", "output", "total"]
 
 def config(port, annotations=""):
     rules = "".join(RULE.format(limit=BUDGET[k], kind=k) for k in KINDS)
-    return CONFIG.format(port=port, rules=rules, annotations=annotations)
+    return (gateway() + backend("backend", "OpenAI", loopback(port)) + route("route", {"m": "backend"}, spec=COSTS)
+            + BUDGET_POLICY.format(rules=rules, annotations=annotations))
 
 
 class UsageFake:

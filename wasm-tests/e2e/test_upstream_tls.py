@@ -11,50 +11,17 @@ import pytest
 from conftest import write_yaml
 from fake_bedrock import make_test_ca
 from fakes import FakeProvider
+from yaml_builders import ai_service_backend, backend, fqdn, gateway, route
 
 HOST = "llm.provider.test"
 
 
 def config(tls_policy=""):
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: provider}}
-spec:
-  endpoints: [{{fqdn: {{hostname: {HOST}, port: 443}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: provider}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: provider, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: claude}}
-spec:
-  schema: {{name: Anthropic}}
-  backendRef: {{name: provider, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: m}}]}}]
-    backendRefs: [{{name: provider}}]
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: claude}}]}}]
-    backendRefs: [{{name: claude}}]
-{tls_policy}"""
+    return (gateway()
+            + backend("provider", "OpenAI", fqdn(HOST, 443))
+            + ai_service_backend("claude", "Anthropic", backend="provider")
+            + route("route", {"m": "provider", "claude": "claude"})
+            + tls_policy)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from fakes import openai_echo
 from fake_gcp import FakeGoogleOAuth
 from fake_vertex import FakeVertex
 from test_observability import find, wait_for
+from yaml_builders import backend, gateway, loopback, route, security_policy
 
 CLIENT_KEY = "client-key-must-not-leak"
 PROJECT = "test-project"
@@ -26,49 +27,21 @@ ASK = [{"role": "system", "content": "You are terse."}, {"role": "user", "conten
 # prompt, completion (answer 6 + thoughts 2), total: as fake_vertex.USAGE
 USAGE = (21, 8, 29)
 
-CONFIG = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: vertex}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: vertex}}
-spec:
-  schema: {{name: GCPVertexAI}}
-  backendRef: {{name: vertex, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {{name: vertex-policy}}
-spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: vertex}}]
-  type: GCPCredentials
-  gcpCredentials:
-    projectName: {project}
-    region: {location}
-    credentialsFile:
-      secretRef: {{name: vertex-sa}}
----
-{secret}---
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]
-    backendRefs: [{{name: vertex}}]
-"""
+def vertex_backend(port):
+    """The Gateway and Gemini on Vertex AI at 127.0.0.1:port, named vertex."""
+    return gateway() + backend("vertex", "GCPVertexAI", loopback(port))
+
+
+def vertex_policy(secret):
+    """GCPCredentials for vertex (PROJECT, LOCATION) from the Secret vertex-sa, `secret`."""
+    return (security_policy("vertex-policy", "vertex", "GCPCredentials",
+                            f"gcpCredentials:\n    projectName: {PROJECT}\n    region: {LOCATION}\n"
+                            "    credentialsFile:\n      secretRef: {name: vertex-sa}")
+            + "---\n" + secret)
+
+
+def config(port, secret):
+    return vertex_backend(port) + vertex_policy(secret) + route("route", {MODEL: "vertex"})
 
 
 @pytest.fixture
@@ -76,8 +49,7 @@ def vertex(tmp_path, gateway):
     oauth = FakeGoogleOAuth()
     fake = FakeVertex(oauth.valid, PROJECT, LOCATION)
     try:
-        text = CONFIG.format(port=fake.port, project=PROJECT, location=LOCATION, model=MODEL,
-                             secret=oauth.secret_yaml("vertex-sa"))
+        text = config(fake.port, oauth.secret_yaml("vertex-sa"))
         gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
         yield fake, gw, client
@@ -263,29 +235,11 @@ def test_errors_in_openai_shape(vertex):
     assert len(fake.requests) == count, "refused requests never reach the provider"
 
 
-FAILOVER = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: openai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {openai_port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: openai}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: openai, kind: Backend, group: gateway.envoyproxy.io}}
----""" + CONFIG.split("---", 1)[1].replace(
-    "    backendRefs: [{{name: vertex}}]",
-    "    backendRefs: [{{name: {first}, priority: 0}}, {{name: {second}, priority: 1}}]")
+def failover_config(openai_port, port, secret, first, second):
+    """OpenAI and Vertex AI backends for MODEL: `first`, then `second`."""
+    return (gateway() + backend("openai", "OpenAI", loopback(openai_port))
+            + backend("vertex", "GCPVertexAI", loopback(port)) + vertex_policy(secret)
+            + route("route", {MODEL: [{"name": first, "priority": 0}, {"name": second, "priority": 1}]}))
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -304,9 +258,7 @@ def test_failover_between_openai_and_vertex(tmp_path, providers, gateway, stream
     fake = FakeVertex(oauth.valid, PROJECT, LOCATION)
     try:
         def start(first, second):
-            text = FAILOVER.format(openai_port=primary.port, port=fake.port, project=PROJECT,
-                                   location=LOCATION, model=MODEL, secret=oauth.secret_yaml("vertex-sa"),
-                                   first=first, second=second)
+            text = failover_config(primary.port, fake.port, oauth.secret_yaml("vertex-sa"), first, second)
             gw = gateway([write_yaml(tmp_path, f"{first}.yaml", text)])
             return gw, openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
 
@@ -346,9 +298,7 @@ def test_backend_without_project_is_a_clear_error(tmp_path, gateway):
     provider is never called."""
     fake = FakeVertex(lambda _: True, PROJECT, LOCATION)
     try:
-        start = CONFIG.index("---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: BackendSecurityPolicy")
-        end = CONFIG.index("---\napiVersion: aigateway.envoyproxy.io/v1alpha1\nkind: AIGatewayRoute")
-        text = (CONFIG[:start] + CONFIG[end:]).format(port=fake.port, model=MODEL)
+        text = vertex_backend(fake.port) + route("route", {MODEL: "vertex"})
         gw = gateway([write_yaml(tmp_path, "vertex.yaml", text)])
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
         with pytest.raises(openai.InternalServerError) as e:
