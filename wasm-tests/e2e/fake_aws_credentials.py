@@ -12,7 +12,7 @@ import urllib.parse
 from botocore.credentials import Credentials
 
 from fake_bedrock import AUTH_RE, FakeBedrock
-from token_server import LoopbackServer
+from token_server import TokenServer
 
 
 def iso(t):
@@ -47,7 +47,7 @@ class Issuer:
             return [v for c, _ in self.issued.values() for v in (c.secret_key, c.token)]
 
 
-class FakeSts(LoopbackServer):
+class FakeSts(TokenServer):
     """STS AssumeRoleWithWebIdentity: checks the role and the web identity
     token (`expected_token`, changeable to simulate rotation, or any token
     `accept(token)` approves when given)."""
@@ -91,7 +91,7 @@ class FakeSts(LoopbackServer):
 </AssumeRoleWithWebIdentityResponse>"""
 
 
-class FakeContainerCredentials(LoopbackServer):
+class FakeContainerCredentials(TokenServer):
     """The container credentials endpoint: GET with the authorization token."""
 
     def __init__(self, issuer, token, path="/v1/credentials"):

@@ -9,18 +9,15 @@ import datetime
 import json
 import os
 import re
-import ssl
 import struct
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from fakes import Recorded
+from fakes import LoopbackServer
 
 HOST = "bedrock-runtime.us-west-2.amazonaws.com"
 AUTH_RE = re.compile(
@@ -93,7 +90,7 @@ def chunk_frame(event):
                  payload.encode())
 
 
-class FakeBedrock:
+class FakeBedrock(LoopbackServer):
     def __init__(self, cert, key, access_key, secret_key, session_token=None, text="Hello from Bedrock",
                  usage=(13, 8)):
         self.credentials = Credentials(access_key, secret_key, session_token)
@@ -102,71 +99,34 @@ class FakeBedrock:
         self.requests = []
         self.counted = []  # count-tokens InvokeModel bodies, decoded
         self.signature_checks = []  # (ok, reason) per request
-        fake = self
+        super().__init__(methods=("POST",), tls=(cert, key))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                request = Recorded(self.command, self.path, dict(self.headers), body)
-                fake.requests.append(request)
-                ok, reason = fake.verify(request)
-                fake.signature_checks.append((ok, reason))
-                if not ok:
-                    return self._send(403, {"content-type": "application/json", "x-amzn-errortype":
-                                            "InvalidSignatureException"},
-                                      json.dumps({"message": "The request signature we calculated does not match "
-                                                             "the signature you provided. " + reason}).encode())
-                m = re.fullmatch(
-                    r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)",
-                    self.path)
-                if not m:
-                    return self._send(404, {"content-type": "application/json"},
-                                      b'{"message":"Unknown operation"}')
-                model = unquote(m.group(1))
-                if m.group(2) == "count-tokens":
-                    return self._send(*fake.count_tokens(model, request.json()))
-                if m.group(2) == "invoke" and (model.startswith("amazon.titan-embed")
-                                               or model.startswith("cohere.embed")):
-                    return self._send(*fake.embed(model, request.json()))
-                if m.group(2) == "invoke":
-                    return self._send(200, {"content-type": "application/json"},
-                                      json.dumps(fake.message(model)).encode())
-                if m.group(2) == "converse":
-                    return self._send(200, {"content-type": "application/json",
-                                            "x-amzn-requestid": "2b6a0a6e-1111-4a2b-9c3d-000000000001"},
-                                      json.dumps(fake.converse(request.json())).encode())
-                frames = (fake.stream_frames(model) if m.group(2) == "invoke-with-response-stream"
-                          else fake.converse_frames(request.json()))
-                self.send_response(200)
-                self.send_header("content-type", "application/vnd.amazon.eventstream")
-                self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
-                for f in frames:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(f), f))
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-
-            def _send(self, status, headers, payload):
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def serve(self, request):
+        self.requests.append(request)
+        ok, reason = self.verify(request)
+        self.signature_checks.append((ok, reason))
+        if not ok:
+            return 403, {"content-type": "application/json", "x-amzn-errortype": "InvalidSignatureException"}, \
+                json.dumps({"message": "The request signature we calculated does not match "
+                                       "the signature you provided. " + reason}).encode()
+        m = re.fullmatch(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream|count-tokens)",
+                         request.path)
+        if not m:
+            return 404, {"content-type": "application/json"}, b'{"message":"Unknown operation"}'
+        model = unquote(m.group(1))
+        if m.group(2) == "count-tokens":
+            return self.count_tokens(model, request.json())
+        if m.group(2) == "invoke" and (model.startswith("amazon.titan-embed") or model.startswith("cohere.embed")):
+            return self.embed(model, request.json())
+        if m.group(2) == "invoke":
+            return 200, {"content-type": "application/json"}, json.dumps(self.message(model)).encode()
+        if m.group(2) == "converse":
+            return 200, {"content-type": "application/json",
+                         "x-amzn-requestid": "2b6a0a6e-1111-4a2b-9c3d-000000000001"}, \
+                json.dumps(self.converse(request.json())).encode()
+        frames = (self.stream_frames(model) if m.group(2) == "invoke-with-response-stream"
+                  else self.converse_frames(request.json()))
+        return 200, {"content-type": "application/vnd.amazon.eventstream"}, frames
 
     def verify(self, request):
         """Recomputes the signature with botocore from what arrived."""
@@ -325,7 +285,3 @@ class FakeBedrock:
         frames.append(converse_frame("metadata", {"usage": self.converse_usage(),
                                                   "metrics": {"latencyMs": 120}}))
         return frames
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()

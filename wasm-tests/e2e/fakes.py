@@ -17,16 +17,15 @@ class Recorded:
         return json.loads(self.body)
 
 
-class FakeProvider:
-    """An HTTP server whose answer is computed by `respond(request)`, which
-    returns (status, headers, body) where body is bytes or a list of byte
-    chunks sent one by one (for streams). With `tls=(cert.pem, key.pem)` it
-    speaks HTTPS."""
+class LoopbackServer:
+    """An HTTP/1.1 server on a free 127.0.0.1 port, on a thread of its own,
+    that answers the request methods in `methods` (others get the standard
+    library's 501) with `self.serve(request)`, a `Recorded`, which returns
+    (status, headers, body) where body is bytes or a list of byte chunks
+    sent one by one (for streams). With `tls=(cert.pem, key.pem)` it speaks
+    HTTPS."""
 
-    def __init__(self, respond=None, name="fake", tls=None):
-        self.name = name
-        self.requests = []
-        self.respond = respond or openai_echo(name)
+    def __init__(self, methods=("GET", "POST"), tls=None):
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,9 +37,7 @@ class FakeProvider:
             def _handle(self):
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Recorded(self.command, self.path, dict(self.headers), body)
-                fake.requests.append(request)
-                status, headers, payload = fake.respond(request)
+                status, headers, payload = fake.serve(Recorded(self.command, self.path, dict(self.headers), body))
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -56,8 +53,8 @@ class FakeProvider:
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
 
-            do_POST = _handle
-            do_GET = _handle
+        for method in methods:
+            setattr(Handler, "do_" + method, Handler._handle)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if tls:
@@ -65,12 +62,31 @@ class FakeProvider:
             context.load_cert_chain(*tls)
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def serve(self, request):
+        raise NotImplementedError
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeProvider(LoopbackServer):
+    """A LoopbackServer whose answer is computed by `respond(request)` and
+    that records every request in `requests`."""
+
+    def __init__(self, respond=None, name="fake", tls=None):
+        self.name = name
+        self.requests = []
+        self.respond = respond or openai_echo(name)
+        super().__init__(tls=tls)
+
+    def serve(self, request):
+        self.requests.append(request)
+        return self.respond(request)
 
 
 def openai_echo(name):

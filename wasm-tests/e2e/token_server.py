@@ -1,8 +1,8 @@
-"""The skeleton the fake credential servers share (fake_entra, fake_gcp,
-fake_oidc, fake_aws_credentials): an HTTP/1.1 server on a free loopback
-port, on a thread of its own, whose answers a fake computes.
+"""What the fake credential servers share (fake_entra, fake_gcp, fake_oidc,
+fake_aws_credentials), on top of `fakes.LoopbackServer` (the loopback
+HTTP server thread every fake runs):
 
-    class FakeThing(LoopbackServer):
+    class FakeThing(TokenServer):
         def __init__(self):
             super().__init__()             # self.port, self.url; close()
 
@@ -15,61 +15,29 @@ port, on a thread of its own, whose answers a fake computes.
 valid.
 """
 import json
-import ssl
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fakes import LoopbackServer
 
 
-class LoopbackServer:
-    """Answers the request methods in `methods` (others get the standard
-    library's 501) with `self.handle(method, path, headers, body)`, which
-    returns (status, content type, payload as str or bytes). With
-    `tls=(cert.pem, key.pem)` it speaks HTTPS."""
+class TokenServer(LoopbackServer):
+    """A LoopbackServer whose answers are `self.handle(method, path,
+    headers, body)` (headers lowercased, body a str) -> (status, content
+    type, payload as str or bytes)."""
 
-    def __init__(self, methods=("GET", "POST"), tls=None):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode() if length else ""
-                status, content_type, payload = fake.handle(self.command, self.path, self.headers, body)
-                if isinstance(payload, str):
-                    payload = payload.encode()
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        for method in methods:
-            setattr(Handler, "do_" + method, Handler._handle)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def serve(self, request):
+        status, content_type, payload = self.handle(request.method, request.path, request.headers,
+                                                    request.body.decode())
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return status, {"content-type": content_type}, payload
 
     def handle(self, method, path, headers, body):
         raise NotImplementedError
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
-
-class JsonServer(LoopbackServer):
-    """A LoopbackServer whose answers are `self.answer(method, path,
+class JsonServer(TokenServer):
+    """A TokenServer whose answers are `self.answer(method, path,
     headers, body)` -> (status, a JSON-serialisable object), sent with
     `content_type`."""
 
