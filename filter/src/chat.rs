@@ -619,6 +619,45 @@ impl Completion {
     }
 }
 
+/// The tool calls of a chunk stream translated from a provider that streams
+/// content blocks (Anthropic Messages, Bedrock ConverseStream): the OpenAI
+/// tool call index of each block that is a tool call.
+#[derive(Debug, Clone, Default)]
+pub struct BlockToolCalls {
+    /// (content block index, tool call index), in the order they started.
+    calls: Vec<(u64, usize)>,
+}
+
+impl BlockToolCalls {
+    /// A tool call starts in content block `block`: its first delta (id,
+    /// name, no arguments yet).
+    pub fn start(&mut self, w: &ChunkWriter, block: u64, id: &str, name: &str, out: &mut Vec<u8>) {
+        let n = self.calls.len();
+        self.calls.push((block, n));
+        w.delta(
+            json!({"tool_calls": [{"index": n, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+            None,
+            out,
+        );
+    }
+
+    /// More of the arguments of the tool call in content block `block`
+    /// (nothing for a block that is no tool call, or no text).
+    pub fn arguments(&self, w: &ChunkWriter, block: u64, arguments: &str, out: &mut Vec<u8>) {
+        let Some(&(_, n)) = self.calls.iter().find(|(i, _)| *i == block) else {
+            return;
+        };
+        if !arguments.is_empty() {
+            w.delta(
+                json!({"tool_calls": [{"index": n, "function": {"arguments": arguments}}]}),
+                None,
+                out,
+            );
+        }
+    }
+}
+
 /// Writes `chat.completion.chunk` SSE events for one response.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkWriter {

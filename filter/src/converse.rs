@@ -22,7 +22,9 @@
 //! OpenAI error event that ends the stream.
 
 use crate::bedrock::{translate_stream, StreamTranslation};
-use crate::chat::{tool_call_json, Block, Chat, ChunkWriter, Completion, Image, Role, ToolChoice};
+use crate::chat::{
+    tool_call_json, Block, BlockToolCalls, Chat, ChunkWriter, Completion, Image, Role, ToolChoice,
+};
 use crate::config::BackendConfig;
 use crate::error::GatewayError;
 use crate::eventstream::{Decoder, Message};
@@ -277,8 +279,8 @@ pub struct StreamToChunks {
     w: ChunkWriter,
     include_usage: bool,
     usage: Option<Usage>,
-    /// (content block index, tool call index) of each toolUse block.
-    tools: Vec<(u64, usize)>,
+    /// The toolUse blocks.
+    tools: BlockToolCalls,
     started: bool,
     stop_reason: Option<String>,
     finished: bool,
@@ -296,7 +298,7 @@ impl StreamToChunks {
             },
             include_usage,
             usage: None,
-            tools: Vec::new(),
+            tools: BlockToolCalls::default(),
             started: false,
             stop_reason: None,
             finished: false,
@@ -383,16 +385,9 @@ impl StreamTranslation for StreamToChunks {
                         .get("contentBlockIndex")
                         .and_then(Value::as_u64)
                         .unwrap_or(0);
-                    let n = self.tools.len();
-                    self.tools.push((index, n));
                     let id = t.get("toolUseId").and_then(Value::as_str).unwrap_or("");
                     let name = t.get("name").and_then(Value::as_str).unwrap_or("");
-                    self.w.delta(
-                        json!({"tool_calls": [{"index": n, "id": id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}]}),
-                        None,
-                        out,
-                    );
+                    self.tools.start(&self.w, index, id, name, out);
                 }
             }
             Some("contentBlockDelta") => {
@@ -409,15 +404,7 @@ impl StreamTranslation for StreamToChunks {
                         .get("contentBlockIndex")
                         .and_then(Value::as_u64)
                         .unwrap_or(0);
-                    if let Some(&(_, n)) = self.tools.iter().find(|(i, _)| *i == index) {
-                        if !input.is_empty() {
-                            self.w.delta(
-                                json!({"tool_calls": [{"index": n, "function": {"arguments": input}}]}),
-                                None,
-                                out,
-                            );
-                        }
-                    }
+                    self.tools.arguments(&self.w, index, input, out);
                 } else if let Some(t) = d
                     .get("reasoningContent")
                     .and_then(|r| r.get("text"))

@@ -22,7 +22,9 @@
 
 use crate::anthropic::{AnthropicUsage, StreamUsage, DEFAULT_VERSION};
 use crate::bedrock::{invoke_path, EventStreamToSse, DEFAULT_ANTHROPIC_VERSION};
-use crate::chat::{tool_call_json, Block, Chat, ChunkWriter, Completion, Image, Role, ToolChoice};
+use crate::chat::{
+    tool_call_json, Block, BlockToolCalls, Chat, ChunkWriter, Completion, Image, Role, ToolChoice,
+};
 use crate::config::{BackendConfig, SchemaName};
 use crate::error::GatewayError;
 use crate::response::MAX_SSE_EVENT;
@@ -293,8 +295,8 @@ pub struct EventsToChunks {
     w: ChunkWriter,
     include_usage: bool,
     usage: StreamUsage,
-    /// (content block index, tool call index) of each tool_use block.
-    tools: Vec<(u64, usize)>,
+    /// The tool_use blocks.
+    tools: BlockToolCalls,
     started: bool,
     stop_reason: Option<String>,
     finished: bool,
@@ -311,7 +313,7 @@ impl EventsToChunks {
             },
             include_usage,
             usage: StreamUsage::default(),
-            tools: Vec::new(),
+            tools: BlockToolCalls::default(),
             started: false,
             stop_reason: None,
             finished: false,
@@ -387,16 +389,9 @@ impl EventsToChunks {
                 match b.get("type").and_then(Value::as_str) {
                     Some("tool_use") => {
                         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let n = self.tools.len();
-                        self.tools.push((index, n));
                         let id = b.get("id").and_then(Value::as_str).unwrap_or("");
                         let name = b.get("name").and_then(Value::as_str).unwrap_or("");
-                        self.w.delta(
-                            json!({"tool_calls": [{"index": n, "id": id, "type": "function",
-                                "function": {"name": name, "arguments": ""}}]}),
-                            None,
-                            out,
-                        );
+                        self.tools.start(&self.w, index, id, name, out);
                     }
                     Some("text") => {
                         if let Some(t) = b
@@ -426,19 +421,8 @@ impl EventsToChunks {
                     }
                     Some("input_json_delta") => {
                         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let Some(&(_, n)) = self.tools.iter().find(|(i, _)| *i == index) else {
-                            return;
-                        };
-                        if let Some(p) = d
-                            .get("partial_json")
-                            .and_then(Value::as_str)
-                            .filter(|p| !p.is_empty())
-                        {
-                            self.w.delta(
-                                json!({"tool_calls": [{"index": n, "function": {"arguments": p}}]}),
-                                None,
-                                out,
-                            );
+                        if let Some(p) = d.get("partial_json").and_then(Value::as_str) {
+                            self.tools.arguments(&self.w, index, p, out);
                         }
                     }
                     _ => {}
