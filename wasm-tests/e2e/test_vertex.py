@@ -14,16 +14,13 @@ from fakes import openai_echo
 from fake_gcp import FakeGoogleOAuth
 from fake_vertex import FakeVertex
 from test_observability import find, wait_for
+from test_openai_to_providers import ASK, TOOLS, tool_round_trip
 from yaml_builders import backend, gateway, loopback, route, security_policy
 
 CLIENT_KEY = "client-key-must-not-leak"
 PROJECT = "test-project"
 LOCATION = "us-central1"
 MODEL = "gemini-2.5-flash"
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-ASK = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Paris?"}]
 # prompt, completion (answer 6 + thoughts 2), total: as fake_vertex.USAGE
 USAGE = (21, 8, 29)
 
@@ -130,34 +127,14 @@ def test_streaming_without_usage_chunk_still_counts(vertex):
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_round_trip(vertex, stream):
     fake, gw, client = vertex
-    kwargs = dict(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="auto")
-    if stream:
-        with client.chat.completions.stream(**kwargs) as s:
-            for _ in s:
-                pass
-            first = s.get_final_completion()
-    else:
-        first = client.chat.completions.create(**kwargs)
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    call = choice.message.tool_calls[0]
-    assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    first, _ = tool_round_trip(client, MODEL, stream)
+    call = first.choices[0].message.tool_calls[0]
     assert call.id.startswith("call_")
-    asked = fake.requests[-1].json()
+    asked = fake.requests[-2].json()
     assert asked["tools"] == [{"functionDeclarations": [{
         "name": "get_weather", "description": "Weather in a city",
         "parametersJsonSchema": TOOLS[0]["function"]["parameters"]}]}]
     assert asked["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
-    follow = ASK + [
-        {"role": "assistant", "content": choice.message.content,
-         "tool_calls": [{"id": call.id, "type": "function",
-                         "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
-    ]
-    second = client.chat.completions.create(model=MODEL, messages=follow, tools=TOOLS)
-    assert second.choices[0].message.content == "Tool said: sunny, 21C"
-    assert second.choices[0].finish_reason == "stop"
     answered = fake.requests[-1].json()["contents"]
     assert answered[1]["role"] == "model"
     signature = "c2ln" if stream else "c2lnbmF0dXJl"
