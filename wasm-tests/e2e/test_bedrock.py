@@ -2,18 +2,14 @@
 unchanged: the official Anthropic SDK -> aigw (real Envoy + filter) ->
 a fake Bedrock over TLS that checks SigV4 with botocore."""
 import json
-import os
 
 import anthropic
 import openai
 import pytest
 
-from conftest import SHARED
 from fake_bedrock import HOST, FakeBedrock, make_test_ca
+from yaml_builders import SEED_FILES
 
-BLUEPRINT = os.path.join(SHARED, "blueprint")
-SEED_FILES = [os.path.join(BLUEPRINT, f) for f in
-              ("gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml")]
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 AWS = {"AWS_ACCESS_KEY_ID": "AKIDAIGWTEST", "AWS_SECRET_ACCESS_KEY": "aigw/test+secret/key",
        "AWS_SESSION_TOKEN": "session-token-for-test"}

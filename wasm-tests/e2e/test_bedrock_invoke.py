@@ -5,58 +5,23 @@ SDKs and the fake Bedrock (TLS, SigV4 checked with botocore):
 - Anthropic count_tokens on the seed's AWSAnthropic backend through
   Bedrock's CountTokens API."""
 import json
-import os
 import urllib.request
 
 import anthropic
 import openai
 import pytest
 
-from conftest import SHARED, anthropic_config, write_yaml
+from conftest import anthropic_config, write_yaml
 from fake_bedrock import HOST, FakeBedrock, make_test_ca
+from yaml_builders import SEED_FILES, seed_bedrock
 
-BLUEPRINT = os.path.join(SHARED, "blueprint")
-SEED_FILES = [os.path.join(BLUEPRINT, f) for f in
-              ("gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml")]
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 TITAN = "amazon.titan-embed-text-v2:0"
 COHERE = "cohere.embed-english-v3"
 AWS = {"AWS_ACCESS_KEY_ID": "AKIDAIGWTEST", "AWS_SECRET_ACCESS_KEY": "aigw/test+secret/key",
        "AWS_SESSION_TOKEN": "session-token-for-test"}
 CLIENT_KEY = "client-key-must-not-leak"
-EMBED_CONFIG = """
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {name: embed-backend, namespace: default}
-spec:
-  endpoints: [{fqdn: {hostname: bedrock-runtime.us-west-2.amazonaws.com, port: 443}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {name: embed, namespace: default}
-spec:
-  schema: {name: AWSBedrock}
-  backendRef: {name: embed-backend, kind: Backend, group: gateway.envoyproxy.io}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {name: embed-policy, namespace: default}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: embed}]
-  type: AWSCredentials
-  awsCredentials: {region: us-west-2}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {name: embed-route, namespace: default}
-spec:
-  parentRefs: [{name: ai-gateway, kind: Gateway, group: gateway.networking.k8s.io}]
-  rules:
-  - matches: [{headers: [{name: x-ai-eg-model, type: Exact, value: "amazon.titan-embed-text-v2:0"}]}]
-    backendRefs: [{name: embed}]
-  - matches: [{headers: [{name: x-ai-eg-model, type: Exact, value: "cohere.embed-english-v3"}]}]
-    backendRefs: [{name: embed}]
-"""
+EMBED_CONFIG = seed_bedrock("embed", [TITAN, COHERE])
 
 
 @pytest.fixture

@@ -4,14 +4,14 @@ that speaks exact Messages JSON and SSE, tool_use included, and (b) the fake
 Bedrock (TLS, SigV4 checked with botocore) for Claude over InvokeModel
 (AWSAnthropic) and for Converse / ConverseStream (AWSBedrock)."""
 import json
-import os
 
 import openai
 import pytest
 
-from conftest import SHARED, anthropic_config, write_yaml
+from conftest import anthropic_config, write_yaml
 from fakes import anthropic_sse
 from fake_bedrock import HOST, FakeBedrock, make_test_ca
+from yaml_builders import SEED_FILES, seed_bedrock
 
 CLIENT_KEY = "client-key-must-not-leak"
 PROVIDER_KEY = "sk-ant-provider-secret"
@@ -209,44 +209,11 @@ def test_anthropic_errors_in_openai_shape(anthropic_setup):
 
 # --- Bedrock: Claude over InvokeModel (seed YAML) and Converse (AWSBedrock) ---
 
-BLUEPRINT = os.path.join(SHARED, "blueprint")
-SEED_FILES = [os.path.join(BLUEPRINT, f) for f in
-              ("gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml")]
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 NOVA = "amazon.nova-pro-v1:0"
 AWS = {"AWS_ACCESS_KEY_ID": "AKIDAIGWTEST", "AWS_SECRET_ACCESS_KEY": "aigw/test+secret/key",
        "AWS_SESSION_TOKEN": "session-token-for-test"}
-CONVERSE_CONFIG = """
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {name: converse-backend, namespace: default}
-spec:
-  endpoints: [{fqdn: {hostname: bedrock-runtime.us-west-2.amazonaws.com, port: 443}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {name: converse, namespace: default}
-spec:
-  schema: {name: AWSBedrock}
-  backendRef: {name: converse-backend, kind: Backend, group: gateway.envoyproxy.io}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: BackendSecurityPolicy
-metadata: {name: converse-policy, namespace: default}
-spec:
-  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: converse}]
-  type: AWSCredentials
-  awsCredentials: {region: us-west-2}
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {name: converse-route, namespace: default}
-spec:
-  parentRefs: [{name: ai-gateway, kind: Gateway, group: gateway.networking.k8s.io}]
-  rules:
-  - matches: [{headers: [{name: x-ai-eg-model, type: Exact, value: "amazon.nova-pro-v1:0"}]}]
-    backendRefs: [{name: converse}]
-"""
+CONVERSE_CONFIG = seed_bedrock("converse", [NOVA])
 
 
 @pytest.fixture

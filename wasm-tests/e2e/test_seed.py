@@ -1,15 +1,12 @@
 """The seed deployment's YAML, loaded unchanged, routes each model in the
 body to its own backend."""
-import os
 import subprocess
 
 import openai
 
-from conftest import AIGW, SHARED
+from conftest import AIGW
+from yaml_builders import SEED_FILES
 
-BLUEPRINT = os.path.join(SHARED, "blueprint")
-SEED_FILES = [os.path.join(BLUEPRINT, f) for f in
-              ("gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml")]
 
 
 def test_models_reach_their_backends(providers, gateway):

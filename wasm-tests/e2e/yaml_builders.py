@@ -10,6 +10,14 @@ only what is particular to it. Each returns YAML documents that start with
               + route("route", {"gpt-5-nano": "azure"}))
 """
 import json
+import os
+
+from conftest import SHARED
+
+# The seed deployment's YAML (Gateway ai-gateway in namespace default, its
+# backends and routes), loaded unchanged.
+SEED_FILES = [os.path.join(SHARED, "blueprint", f) for f in
+              ("gateway.yaml", "model-backends.yaml", "multi-model-routing/ai-gateway-route.yaml")]
 
 
 def loopback(port):
@@ -112,3 +120,42 @@ spec:
   parentRefs: [{{name: gw}}]
   rules:
 {"".join(lines)}{spec}"""
+
+
+def seed_bedrock(name, models):
+    """An AWSBedrock backend `name` at Bedrock in us-west-2 (with static AWS
+    credentials) next to the seed deployment: the Backend `name`-backend,
+    the policy `name`-policy and the route `name`-route on ai-gateway,
+    serving `models`, all in namespace default."""
+    rules = "".join(f"""  - matches: [{{headers: [{{name: x-ai-eg-model, type: Exact, value: {json.dumps(m)}}}]}}]
+    backendRefs: [{{name: {name}}}]
+""" for m in models)
+    return f"""
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}-backend, namespace: default}}
+spec:
+  endpoints: [{{fqdn: {{hostname: bedrock-runtime.us-west-2.amazonaws.com, port: 443}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: {name}, namespace: default}}
+spec:
+  schema: {{name: AWSBedrock}}
+  backendRef: {{name: {name}-backend, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: {name}-policy, namespace: default}}
+spec:
+  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {name}}}]
+  type: AWSCredentials
+  awsCredentials: {{region: us-west-2}}
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: {name}-route, namespace: default}}
+spec:
+  parentRefs: [{{name: ai-gateway, kind: Gateway, group: gateway.networking.k8s.io}}]
+  rules:
+{rules}"""
