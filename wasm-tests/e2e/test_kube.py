@@ -22,9 +22,22 @@ from test_openai import post
 TOKEN = "e2e-credential-token-0123456789"
 
 
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/"
+
+
+def status_error(code, reason, message):
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
+            "message": message}
+
+
 class FakeApiServer:
     """Collections by URL path; watches stream newline-delimited
-    WatchEvents until the test ends; PATCHes are recorded."""
+    WatchEvents until the test ends; status PATCHes are recorded and merged
+    into the object (a MODIFIED event follows, as on a real API server).
+    Leases (coordination.k8s.io/v1) are served for leader election:
+    get, create (409 AlreadyExists when it exists) and replace (409
+    Conflict unless metadata.resourceVersion is the stored one). Every
+    write is recorded in `writes` with the caller's Authorization header."""
 
     def __init__(self, paths):
         self.lock = threading.Lock()
@@ -35,6 +48,8 @@ class FakeApiServer:
         # were lost, and the controller never saw them).
         self.collections = {p: {"objects": {}, "watchers": [], "log": []} for p in paths}
         self.patches = []
+        self.writes = []
+        self.leases = {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,9 +66,68 @@ class FakeApiServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _body(self):
+                length = int(self.headers.get("content-length") or 0)
+                return json.loads(self.rfile.read(length) or b"null")
+
+            def _record(self, body):
+                fake.writes.append({"method": self.command, "path": urllib.parse.urlparse(self.path).path,
+                                    "auth": self.headers.get("authorization"), "body": body,
+                                    "time": time.time()})
+
+            def _lease(self, body):
+                """Answers a Lease request; None when the path is no Lease's."""
+                path = urllib.parse.urlparse(self.path).path
+                if not path.startswith(LEASES):
+                    return None
+                parts = path[len(LEASES):].split("/")  # ns, "leases"[, name]
+                if len(parts) < 2 or parts[1] != "leases":
+                    return None
+                namespace = parts[0]
+                name = parts[2] if len(parts) > 2 else (body or {}).get("metadata", {}).get("name")
+                key = (namespace, name)
+                with fake.lock:
+                    stored = fake.leases.get(key)
+                    if self.command == "GET":
+                        if stored is None:
+                            return 404, status_error(404, "NotFound", f'leases "{name}" not found')
+                        return 200, stored
+                    self._record(body)
+                    if self.command == "POST":
+                        if stored is not None:
+                            return 409, status_error(409, "AlreadyExists", f'leases "{name}" already exists')
+                    elif self.command == "PUT":
+                        if stored is None:
+                            return 404, status_error(404, "NotFound", f'leases "{name}" not found')
+                        sent = (body.get("metadata") or {}).get("resourceVersion")
+                        if sent != stored["metadata"]["resourceVersion"]:
+                            return 409, status_error(
+                                409, "Conflict", f'Operation cannot be fulfilled on leases "{name}": '
+                                "the object has been modified; please apply your changes to the latest version")
+                    else:
+                        return 405, status_error(405, "MethodNotAllowed", self.command)
+                    fake.version += 1
+                    lease = json.loads(json.dumps(body))
+                    lease.update({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease"})
+                    lease["metadata"].update({"name": name, "namespace": namespace,
+                                              "resourceVersion": str(fake.version)})
+                    fake.leases[key] = lease
+                    return (201 if self.command == "POST" else 200), lease
+
+            def do_POST(self):
+                answer = self._lease(self._body())
+                self._send(*(answer or (404, status_error(404, "NotFound", "not found"))))
+
+            def do_PUT(self):
+                answer = self._lease(self._body())
+                self._send(*(answer or (404, status_error(404, "NotFound", "not found"))))
+
             def do_GET(self):
                 url = urllib.parse.urlparse(self.path)
                 query = urllib.parse.parse_qs(url.query)
+                lease = self._lease(None)
+                if lease is not None:
+                    return self._send(*lease)
                 with fake.lock:
                     collection = fake.collections.get(url.path)
                     if collection is None:
@@ -89,12 +163,22 @@ class FakeApiServer:
                     pass
 
             def do_PATCH(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
+                body = self._body()
                 with fake.lock:
                     path = urllib.parse.urlparse(self.path).path
                     fake.patches.append((self.command, path, self.headers.get("content-type"), body))
-                self._send(200, {"apiVersion": "v1", "kind": "Unknown", "metadata": {"name": "x"}})
+                    self._record(body)
+                    # /apis/G/V/namespaces/NS/PLURAL/NAME/status -> /apis/G/V/PLURAL, (NS, NAME)
+                    parts = path.split("/")
+                    collection = "/".join(parts[:-5] + [parts[-3]])
+                    key = (parts[-4], parts[-2])
+                    stored = fake.collections.get(collection, {}).get("objects", {}).get(key)
+                if stored is None or parts[-1] != "status":
+                    return self._send(404, status_error(404, "NotFound", "not found"))
+                updated = json.loads(json.dumps(stored))
+                updated["status"] = {**(stored.get("status") or {}), **((body or {}).get("status") or {})}
+                fake._emit(collection, "MODIFIED", updated)
+                self._send(200, updated)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -119,7 +203,14 @@ class FakeApiServer:
 
     def put(self, path, obj):
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        existing = self.collections[path]["objects"].get(key)
+        if existing is not None and "status" in existing and "status" not in obj:
+            obj = {**obj, "status": existing["status"]}  # status is kept across spec updates
         self._emit(path, "MODIFIED" if key in self.collections[path]["objects"] else "ADDED", obj)
+
+    def lease(self, namespace="default", name="aigw-controller"):
+        with self.lock:
+            return json.loads(json.dumps(self.leases.get((namespace, name))))
 
     def delete(self, path, namespace, name):
         self._emit(path, "DELETED", self.collections[path]["objects"][(namespace, name)])

@@ -3,7 +3,7 @@
 //! configures them from the watched resources. Envoy runs elsewhere (its
 //! own Deployment) with a bootstrap pointing here.
 
-use super::{sync, Published, SourceConfig};
+use super::{leader, sync, Published, SourceConfig};
 use crate::credentials::CredentialService;
 use crate::ratelimit::{RateLimitServer, Store};
 use crate::run::{RunConfig, TOKEN_ENV};
@@ -73,6 +73,28 @@ pub struct ControllerArgs {
     /// when a request names no max_tokens (see `aigw run --help`).
     #[arg(long, env = "AIGW_RATE_LIMIT_RESERVE", value_name = "DEFAULT_OUTPUT_TOKENS", num_args = 0..=1, default_missing_value = "1024")]
     pub rate_limit_reserve: Option<u64>,
+    /// Elect a leader among controller replicas over a coordination.k8s.io
+    /// Lease: every replica serves xDS, credentials and rate limits; only
+    /// the leader writes status. `--leader-elect=false` writes status
+    /// unconditionally (one replica only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the controller's own namespace, from
+    /// the service account or the kubeconfig context).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "aigw-controller")]
+    pub leader_election_id: String,
+    /// Lease duration in seconds: a dead leader's lease is taken over this
+    /// long after its last renewal was seen; the leader renews every third
+    /// of it.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub leader_lease_seconds: u64,
+    /// This replica's name in the Lease (a random suffix is added); the
+    /// Deployment passes the pod name. Default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 impl ControllerArgs {
@@ -185,6 +207,35 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         args.xds_address, args.credential_address, args.rate_limit_address
     );
 
+    let (leading_tx, leading) = watch::channel(!args.leader_elect);
+    let elector = args.leader_elect.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        Arc::new(leader::Elector::new(
+            client.clone(),
+            &namespace,
+            &args.leader_election_id,
+            leader::identity(args.pod_name.as_deref()),
+            leader::Timing::from_lease(Duration::from_secs(args.leader_lease_seconds)),
+        ))
+    });
+    let election = match &elector {
+        Some(elector) => {
+            eprintln!(
+                "aigw: leader election as {}; status is written by the lease holder only",
+                elector.identity()
+            );
+            let elector = elector.clone();
+            tokio::spawn(async move { elector.run(leading_tx).await })
+        }
+        None => tokio::spawn(async move {
+            let _keep = leading_tx;
+            std::future::pending::<()>().await
+        }),
+    };
+
     let source = args.source_config();
     let options = |version| args.options(version);
     let publish = |p: &Published| {
@@ -195,14 +246,20 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
             p.resources.ai_gateway_routes.len()
         );
     };
-    tokio::select! {
-        () = sync(client, source, options, publish) => bail!("the Kubernetes watch ended"),
-        r = xds => bail!("the xDS server stopped: {r:?}"),
-        r = ratelimit => bail!("the rate-limit server stopped: {r:?}"),
-        r = creds => bail!("the credential server stopped: {r:?}"),
+    let result = tokio::select! {
+        () = sync(client, source, leading, options, publish) => Err(anyhow::anyhow!("the Kubernetes watch ended")),
+        r = xds => Err(anyhow::anyhow!("the xDS server stopped: {r:?}")),
+        r = ratelimit => Err(anyhow::anyhow!("the rate-limit server stopped: {r:?}")),
+        r = creds => Err(anyhow::anyhow!("the credential server stopped: {r:?}")),
+        r = election => Err(anyhow::anyhow!("the leader election stopped: {r:?}")),
         _ = tokio::signal::ctrl_c() => Ok(()),
         () = terminate() => Ok(()),
+    };
+    // Hand the lease over at once rather than after its duration.
+    if let Some(elector) = elector {
+        elector.release().await;
     }
+    result
 }
 
 /// SIGTERM, which Kubernetes sends to stop the pod.

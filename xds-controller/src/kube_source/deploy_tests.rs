@@ -168,3 +168,54 @@ fn envoy_bootstrap_points_at_the_controller_service() {
     let map = large.options(1).port_map;
     assert_eq!((map.get(&80), map.get(&600)), (Some(&65080), None));
 }
+
+#[test]
+fn replicas_elect_a_leader_with_namespaced_lease_rights_only() {
+    let docs = documents("controller.yaml");
+    let deployment = find(&docs, "Deployment", "aigw-controller");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut argv = vec!["aigw".to_string()];
+    argv.extend(strings(&container["args"]));
+    argv.push("--credential-token=0123456789abcdef".into());
+    let crate::Command::Controller(args) = <crate::Cli as clap::Parser>::try_parse_from(&argv)
+        .unwrap()
+        .command
+    else {
+        panic!("not the controller command")
+    };
+    assert!(args.leader_elect);
+    assert_eq!(args.leader_election_namespace.as_deref(), Some(namespace));
+    let pod_name = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .expect("POD_NAME from the downward API");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+
+    // A Role (not a ClusterRole) in the controller's namespace, bound to
+    // its service account, with exactly what the elector calls.
+    let role = find(&docs, "Role", "aigw-controller-leader-election");
+    assert_eq!(role["metadata"]["namespace"], namespace);
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(strings(&rules[0]["apiGroups"]), ["coordination.k8s.io"]);
+    assert_eq!(strings(&rules[0]["resources"]), ["leases"]);
+    assert_eq!(strings(&rules[0]["verbs"]), ["get", "create", "update"]);
+    let binding = find(&docs, "RoleBinding", "aigw-controller-leader-election");
+    assert_eq!(binding["metadata"]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        "aigw-controller-leader-election"
+    );
+    assert_eq!(binding["subjects"][0]["name"], "aigw-controller");
+    assert_eq!(binding["subjects"][0]["namespace"], namespace);
+    let cluster_role = find(&docs, "ClusterRole", "aigw-controller");
+    assert!(!cluster_role.to_string().contains("leases"));
+}

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 #[cfg(test)]
 mod deploy_tests;
+pub mod leader;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -473,10 +474,13 @@ fn watch_all(
 
 /// Watches, translates and publishes until the watch streams end (never,
 /// in practice). `options(version)` gives the translation's inputs;
-/// `publish` receives every accepted configuration.
+/// `publish` receives every accepted configuration. Status is written only
+/// while `leading` says so (leader election); on becoming leader the
+/// status of the latest configuration is written at once.
 pub async fn sync(
     client: Client,
     config: SourceConfig,
+    mut leading: tokio::sync::watch::Receiver<bool>,
     options: impl Fn(u64) -> Options,
     mut publish: impl FnMut(&Published),
 ) {
@@ -484,6 +488,7 @@ pub async fn sync(
     let mut events = watch_all(&client, &config, &kinds);
     let mut store = Store::new(kinds);
     let mut status = status::StatusWriter::new(client.clone());
+    status.set_leading(*leading.borrow_and_update());
     let mut version = 0u64;
     let mut serving = 0usize;
     let mut last_printed: Vec<String> = Vec::new();
@@ -491,8 +496,22 @@ pub async fn sync(
     let deadline = tokio::time::sleep_until(far());
     tokio::pin!(deadline);
     let mut dirty_since: Option<tokio::time::Instant> = None;
+    // The diagnostics of the latest translation, for a new leader.
+    let mut latest: Option<Vec<Diagnostic>> = None;
+    let mut election_open = true;
     loop {
         tokio::select! {
+            changed = leading.changed(), if election_open => {
+                if changed.is_err() {
+                    election_open = false;
+                    continue;
+                }
+                let lead = *leading.borrow_and_update();
+                status.set_leading(lead);
+                if let (true, Some(diagnostics)) = (lead, &latest) {
+                    status.write(&store, diagnostics).await;
+                }
+            }
             next = events.next() => {
                 let Some((index, event)) = next else { return };
                 let changed = match event {
@@ -535,6 +554,7 @@ pub async fn sync(
                 }
                 // After the push, so that status round trips never delay it.
                 status.write(&store, &published.translation.diagnostics).await;
+                latest = Some(published.translation.diagnostics.clone());
             }
         }
     }

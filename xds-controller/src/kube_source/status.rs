@@ -180,6 +180,8 @@ fn essence(conditions: &[Value]) -> Vec<Value> {
 pub struct StatusWriter {
     client: Client,
     sent: BTreeMap<(String, ObjectKey), Vec<Value>>,
+    /// Only the elected leader writes.
+    leading: bool,
 }
 
 impl StatusWriter {
@@ -187,10 +189,23 @@ impl StatusWriter {
         StatusWriter {
             client,
             sent: BTreeMap::new(),
+            leading: true,
         }
     }
 
+    /// A replica that is not the leader writes nothing; one that lost the
+    /// lead forgets what it sent (another replica may have written since).
+    pub fn set_leading(&mut self, leading: bool) {
+        if !leading {
+            self.sent.clear();
+        }
+        self.leading = leading;
+    }
+
     pub async fn write(&mut self, store: &Store, diagnostics: &[Diagnostic]) {
+        if !self.leading {
+            return;
+        }
         let mut by_file: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
         for d in diagnostics {
             if let Some(source) = &d.source {

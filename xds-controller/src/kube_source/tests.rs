@@ -396,6 +396,11 @@ fn args() -> ControllerArgs {
         redis: None,
         rate_limit_fail_closed: false,
         rate_limit_reserve: None,
+        leader_elect: false,
+        leader_election_namespace: None,
+        leader_election_id: "aigw-controller".into(),
+        leader_lease_seconds: 15,
+        pod_name: None,
     }
 }
 
@@ -405,9 +410,11 @@ fn start(fake: &Fake) -> tokio::sync::watch::Receiver<Seen> {
     tokio::spawn(async move {
         let args = args();
         let config = args.source_config();
+        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
         sync(
             client,
             config,
+            leading,
             |v| args.options(v),
             |p: &Published| {
                 let names = |list: &Vec<crate::resources::Named<_>>| -> Vec<String> {
