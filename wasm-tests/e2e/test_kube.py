@@ -388,3 +388,80 @@ def test_controller_configures_envoy_from_kubernetes(cluster):
     # The route is deleted: the model is no longer served.
     api.delete(AI + "aigatewayroutes", "default", "route")
     wait_until(lambda: chat(url)[0] == 404, "the model to go away", output)
+
+
+def test_policy_status_ancestors(cluster):
+    """BackendTrafficPolicy and SecurityPolicy get Envoy Gateway's status:
+    status.ancestors[] with the Gateway as ancestorRef, our controllerName
+    and Accepted True / False (Conflicted, TargetNotFound)."""
+    api, provider, url, output = cluster
+    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
+                                 {"gatewayClassName": "aigw",
+                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
+    api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
+                                 {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
+    api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
+                                          {"schema": {"name": "OpenAI"},
+                                           "backendRef": {"name": "backend", "kind": "Backend",
+                                                          "group": "gateway.envoyproxy.io"}}))
+    api.put(AI + "aigatewayroutes", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
+        {"parentRefs": [{"name": "gw"}],
+         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
+                    "backendRefs": [{"name": "backend"}]}]}))
+    limit = {"type": "Global", "global": {"rules": [{"limit": {"requests": 5, "unit": "Minute"}}]}}
+    gateway_ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}
+    for name, target in [("a-limit", gateway_ref), ("b-limit", gateway_ref),
+                         ("lost", {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "nope"})]:
+        api.put(EG + "backendtrafficpolicies", obj("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", name,
+                                                   {"targetRefs": [target], "rateLimit": limit}))
+    api.put(EG + "securitypolicies", obj("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy", "keys",
+                                         {"targetRefs": [gateway_ref],
+                                          "apiKeyAuth": {"credentialRefs": [{"name": "client-keys"}],
+                                                         "extractFrom": [{"headers": ["x-api-key"]}]}}))
+    api.put("/api/v1/secrets", {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                "metadata": {"name": "client-keys", "namespace": "default"},
+                                "data": {"alice": base64.b64encode(b"key-alice").decode()}})
+
+    def status_of(plural, name, accepted=None):
+        path = f"{EG}namespaces/default/{plural}/{name}/status"
+        for method, p, content_type, body in reversed(api.patches):
+            if p != path:
+                continue
+            conditions = body["status"]["ancestors"][0]["conditions"]
+            if accepted is None or conditions[0]["status"] == accepted:
+                assert (method, content_type) == ("PATCH", "application/merge-patch+json")
+                return body["status"]["ancestors"]
+        return None
+
+    controller = "gateway.envoyproxy.io/gatewayclass-controller"
+    gw = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "default", "name": "gw"}
+    winner = wait_until(lambda: status_of("backendtrafficpolicies", "a-limit"), "a-limit's status",
+                        lambda: output() + debug(api))
+    assert [(a["ancestorRef"], a["controllerName"]) for a in winner] == [(gw, controller)]
+    accepted = winner[0]["conditions"][0]
+    assert (accepted["type"], accepted["status"], accepted["reason"], accepted["message"]) == \
+        ("Accepted", "True", "Accepted", "Policy has been accepted.")
+    assert accepted["observedGeneration"] == 1 and accepted["lastTransitionTime"]
+
+    loser = wait_until(lambda: status_of("backendtrafficpolicies", "b-limit"), "b-limit's status", output)
+    assert loser[0]["ancestorRef"] == gw
+    conflicted = loser[0]["conditions"][0]
+    assert (conflicted["type"], conflicted["status"], conflicted["reason"]) == ("Accepted", "False", "Conflicted")
+    assert "BackendTrafficPolicy default/a-limit also sets rateLimit on Gateway default/gw" in conflicted["message"]
+
+    lost = wait_until(lambda: status_of("backendtrafficpolicies", "lost"), "lost's status", output)
+    assert lost[0]["ancestorRef"] == {**gw, "name": "nope"}
+    assert [(c["status"], c["reason"], c["message"]) for c in lost[0]["conditions"]] == \
+        [("False", "TargetNotFound", "Gateway default/nope does not exist")]
+
+    security = wait_until(lambda: status_of("securitypolicies", "keys"), "the SecurityPolicy's status", output)
+    assert security[0]["ancestorRef"] == gw
+    assert security[0]["conditions"][0]["reason"] == "Accepted"
+
+    # The winner goes away: the other policy is now accepted.
+    api.delete(EG + "backendtrafficpolicies", "default", "a-limit")
+    now_accepted = wait_until(lambda: status_of("backendtrafficpolicies", "b-limit", accepted="True"),
+                              "b-limit to be accepted", output)
+    assert now_accepted[0]["conditions"][0]["reason"] == "Accepted"
+    assert now_accepted[0]["conditions"][0]["lastTransitionTime"] >= conflicted["lastTransitionTime"]

@@ -22,6 +22,34 @@ pub struct Diagnostic {
     /// Path of the field, e.g. `spec.rules[2].backendRefs[0].name`.
     pub field: Option<String>,
     pub message: String,
+    /// For a policy's diagnostic: how it attaches (or fails to attach) to
+    /// one of its targets, for the policy's status.
+    pub attachment: Option<Box<Attachment>>,
+}
+
+/// What a policy diagnostic says about one target (Gateway API policy
+/// status reasons).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub reason: AttachmentReason,
+    pub target: AttachmentTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentReason {
+    /// Another policy of the same kind on the same target wins.
+    Conflicted,
+    /// Applies to the target, but a policy on a more specific target
+    /// (a route of this Gateway) overrides it there.
+    Overridden,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentTarget {
+    /// `namespace/name` of a Gateway.
+    Gateway(String),
+    /// `namespace/name` of an AIGatewayRoute (or its HTTPRoute).
+    Route(String),
 }
 
 impl Diagnostic {
@@ -32,6 +60,7 @@ impl Diagnostic {
             source: None,
             field: None,
             message: message.into(),
+            attachment: None,
         }
     }
     pub fn warning(message: impl Into<String>) -> Self {
@@ -56,6 +85,10 @@ impl Diagnostic {
     }
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+    pub fn attachment(mut self, reason: AttachmentReason, target: AttachmentTarget) -> Self {
+        self.attachment = Some(Box::new(Attachment { reason, target }));
         self
     }
 }

@@ -91,6 +91,12 @@ pub struct ControllerArgs {
     /// of it.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub leader_lease_seconds: u64,
+    /// `controllerName` of the `status.ancestors` entries aigw writes on
+    /// BackendTrafficPolicy and SecurityPolicy. The default is Envoy
+    /// Gateway's (aigw serves the same GatewayClass); where Envoy Gateway
+    /// runs too, set another one so the two do not overwrite each other.
+    #[arg(long, default_value = super::policy_status::DEFAULT_CONTROLLER_NAME)]
+    pub controller_name: String,
     /// This replica's name in the Lease (a random suffix is added); the
     /// Deployment passes the pod name. Default: the host name.
     #[arg(long, env = "POD_NAME")]
@@ -104,6 +110,7 @@ impl ControllerArgs {
             ai_gateway_version: self.ai_gateway_version.clone(),
             backend_tls_policy_version: self.backend_tls_policy_version.clone(),
             debounce: Duration::from_millis(self.debounce_ms),
+            controller_name: self.controller_name.clone(),
             ..SourceConfig::default()
         }
     }

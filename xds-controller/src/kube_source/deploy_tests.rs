@@ -51,7 +51,7 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         for verb in ["get", "list", "watch"] {
             needed.insert((r.group.clone(), r.plural.clone(), verb.to_string()));
         }
-        if kind.status {
+        if kind.status != StatusShape::None {
             needed.insert((
                 r.group.clone(),
                 format!("{}/status", r.plural),

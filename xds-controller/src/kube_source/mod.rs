@@ -15,6 +15,7 @@ pub mod crd;
 #[cfg(test)]
 mod deploy_tests;
 pub mod leader;
+pub mod policy_status;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,8 @@ pub struct SourceConfig {
     pub debounce: Duration,
     /// Longest a burst of changes can postpone a translation.
     pub max_delay: Duration,
+    /// `controllerName` in the policies' `status.ancestors`.
+    pub controller_name: String,
 }
 
 impl Default for SourceConfig {
@@ -58,8 +61,21 @@ impl Default for SourceConfig {
             backend_tls_policy_version: "v1alpha3".into(),
             debounce: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
+            controller_name: policy_status::DEFAULT_CONTROLLER_NAME.into(),
         }
     }
+}
+
+/// Which status the controller writes on a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusShape {
+    /// None (read only).
+    None,
+    /// `status.conditions` (Accepted, ResolvedRefs): the aigateway kinds.
+    Conditions,
+    /// `status.ancestors[]` (Gateway API PolicyStatus): Envoy Gateway's
+    /// BackendTrafficPolicy and SecurityPolicy.
+    Ancestors,
 }
 
 /// One kind the controller watches.
@@ -67,8 +83,7 @@ impl Default for SourceConfig {
 pub struct Kind {
     pub resource: ApiResource,
     pub namespaced: bool,
-    /// The controller writes `status.conditions` of this kind.
-    pub status: bool,
+    pub status: StatusShape,
 }
 
 pub const AI_GATEWAY_GROUP: &str = "aigateway.envoyproxy.io";
@@ -104,7 +119,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "AIGatewayRoute",
             "aigatewayroutes",
             true,
-            true,
+            StatusShape::Conditions,
         ),
         kind(
             AI_GATEWAY_GROUP,
@@ -112,7 +127,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "AIServiceBackend",
             "aiservicebackends",
             true,
-            true,
+            StatusShape::Conditions,
         ),
         kind(
             AI_GATEWAY_GROUP,
@@ -120,7 +135,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "BackendSecurityPolicy",
             "backendsecuritypolicies",
             true,
-            true,
+            StatusShape::Conditions,
         ),
         kind(
             ENVOY_GATEWAY_GROUP,
@@ -128,7 +143,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "Backend",
             "backends",
             true,
-            false,
+            StatusShape::None,
         ),
         kind(
             ENVOY_GATEWAY_GROUP,
@@ -136,7 +151,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "ClientTrafficPolicy",
             "clienttrafficpolicies",
             true,
-            false,
+            StatusShape::None,
         ),
         kind(
             ENVOY_GATEWAY_GROUP,
@@ -144,7 +159,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "BackendTrafficPolicy",
             "backendtrafficpolicies",
             true,
-            false,
+            StatusShape::Ancestors,
         ),
         kind(
             ENVOY_GATEWAY_GROUP,
@@ -152,7 +167,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "EnvoyProxy",
             "envoyproxies",
             true,
-            false,
+            StatusShape::None,
         ),
         kind(
             ENVOY_GATEWAY_GROUP,
@@ -160,7 +175,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "SecurityPolicy",
             "securitypolicies",
             true,
-            false,
+            StatusShape::Ancestors,
         ),
         kind(
             GATEWAY_API_GROUP,
@@ -168,19 +183,26 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "GatewayClass",
             "gatewayclasses",
             false,
-            false,
+            StatusShape::None,
         ),
-        kind(GATEWAY_API_GROUP, "v1", "Gateway", "gateways", true, false),
+        kind(
+            GATEWAY_API_GROUP,
+            "v1",
+            "Gateway",
+            "gateways",
+            true,
+            StatusShape::None,
+        ),
         kind(
             GATEWAY_API_GROUP,
             &config.backend_tls_policy_version,
             "BackendTLSPolicy",
             "backendtlspolicies",
             true,
-            false,
+            StatusShape::None,
         ),
-        kind("", "v1", "Secret", "secrets", true, false),
-        kind("", "v1", "ConfigMap", "configmaps", true, false),
+        kind("", "v1", "Secret", "secrets", true, StatusShape::None),
+        kind("", "v1", "ConfigMap", "configmaps", true, StatusShape::None),
     ]
 }
 
@@ -201,6 +223,8 @@ pub struct Object {
     pub generation: Option<i64>,
     /// `status.conditions` as last seen.
     pub conditions: Vec<Value>,
+    /// `status.ancestors` as last seen (policies).
+    pub ancestors: Vec<Value>,
 }
 
 /// `(namespace or "", name)`
@@ -230,12 +254,16 @@ fn object_of(kind: &Kind, object: DynamicObject) -> (ObjectKey, Object) {
     if !value.is_object() {
         value = Value::Object(Default::default());
     }
-    let conditions = value
-        .get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let status_list = |field: &str| {
+        value
+            .get("status")
+            .and_then(|s| s.get(field))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let conditions = status_list("conditions");
+    let ancestors = status_list("ancestors");
     if let Some(map) = value.as_object_mut() {
         map.remove("status");
         // List items of built-in kinds come without apiVersion and kind.
@@ -257,6 +285,7 @@ fn object_of(kind: &Kind, object: DynamicObject) -> (ObjectKey, Object) {
             value,
             generation,
             conditions,
+            ancestors,
         },
     )
 }
@@ -487,7 +516,7 @@ pub async fn sync(
     let kinds = kinds(&config);
     let mut events = watch_all(&client, &config, &kinds);
     let mut store = Store::new(kinds);
-    let mut status = status::StatusWriter::new(client.clone());
+    let mut status = status::StatusWriter::new(client.clone(), &config.controller_name);
     status.set_leading(*leading.borrow_and_update());
     let mut version = 0u64;
     let mut serving = 0usize;
@@ -496,8 +525,8 @@ pub async fn sync(
     let deadline = tokio::time::sleep_until(far());
     tokio::pin!(deadline);
     let mut dirty_since: Option<tokio::time::Instant> = None;
-    // The diagnostics of the latest translation, for a new leader.
-    let mut latest: Option<Vec<Diagnostic>> = None;
+    // The latest translation, for a new leader.
+    let mut latest: Option<Published> = None;
     let mut election_open = true;
     loop {
         tokio::select! {
@@ -508,8 +537,8 @@ pub async fn sync(
                 }
                 let lead = *leading.borrow_and_update();
                 status.set_leading(lead);
-                if let (true, Some(diagnostics)) = (lead, &latest) {
-                    status.write(&store, diagnostics).await;
+                if let (true, Some(p)) = (lead, &latest) {
+                    status.write(&store, &p.resources, &p.translation.diagnostics).await;
                 }
             }
             next = events.next() => {
@@ -553,8 +582,8 @@ pub async fn sync(
                     eprintln!("aigw: the changed configuration has errors and serves nothing; keeping the previous one");
                 }
                 // After the push, so that status round trips never delay it.
-                status.write(&store, &published.translation.diagnostics).await;
-                latest = Some(published.translation.diagnostics.clone());
+                status.write(&store, &published.resources, &published.translation.diagnostics).await;
+                latest = Some(published);
             }
         }
     }

@@ -1,8 +1,11 @@
 //! Status write-back: `status.conditions` (Accepted, ResolvedRefs) of the
-//! aigateway.envoyproxy.io objects, from the diagnostics that name them.
+//! aigateway.envoyproxy.io objects, and `status.ancestors` of Envoy
+//! Gateway's BackendTrafficPolicy and SecurityPolicy (policy_status.rs),
+//! from the diagnostics that name them.
 
-use super::{source_name, ObjectKey, Store};
+use super::{policy_status, source_name, Kind, Object, ObjectKey, StatusShape, Store};
 use crate::error::{Diagnostic, Severity};
+use crate::resources::Resources;
 use futures::stream::{self, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
@@ -52,7 +55,7 @@ fn describe(d: &Diagnostic) -> String {
     }
 }
 
-fn join(items: &[&Diagnostic]) -> String {
+pub(crate) fn join(items: &[&Diagnostic]) -> String {
     let mut text = items
         .iter()
         .map(|d| describe(d))
@@ -182,14 +185,63 @@ pub struct StatusWriter {
     sent: BTreeMap<(String, ObjectKey), Vec<Value>>,
     /// Only the elected leader writes.
     leading: bool,
+    /// `controllerName` of the policy ancestors we write.
+    controller_name: String,
+}
+
+/// The status patch for one object and what identifies its content, or
+/// `None` when the object already says it (or there is nothing to say).
+pub fn wanted(
+    kind: &Kind,
+    namespace: &str,
+    object: &Object,
+    diagnostics: &[&Diagnostic],
+    resources: &Resources,
+    controller: &str,
+    now: &str,
+) -> Option<(Value, Vec<Value>)> {
+    match kind.status {
+        StatusShape::None => None,
+        StatusShape::Conditions => {
+            let wanted = conditions(
+                &decide(diagnostics),
+                object.generation,
+                &object.conditions,
+                now,
+            );
+            let essential = essence(&wanted);
+            (essential != essence(&object.conditions))
+                .then(|| (json!({"status": {"conditions": wanted}}), essential))
+        }
+        StatusShape::Ancestors => {
+            let decided = policy_status::decide(
+                &kind.resource.kind,
+                namespace,
+                &policy_status::targets_of(&object.value),
+                resources,
+                diagnostics,
+            );
+            let wanted = policy_status::ancestors(
+                &decided,
+                controller,
+                object.generation,
+                &object.ancestors,
+                now,
+            );
+            let essential = policy_status::essence(&wanted, controller);
+            (essential != policy_status::essence(&object.ancestors, controller))
+                .then(|| (json!({"status": {"ancestors": wanted}}), essential))
+        }
+    }
 }
 
 impl StatusWriter {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, controller_name: &str) -> Self {
         StatusWriter {
             client,
             sent: BTreeMap::new(),
             leading: true,
+            controller_name: controller_name.to_string(),
         }
     }
 
@@ -202,7 +254,12 @@ impl StatusWriter {
         self.leading = leading;
     }
 
-    pub async fn write(&mut self, store: &Store, diagnostics: &[Diagnostic]) {
+    pub async fn write(
+        &mut self,
+        store: &Store,
+        resources: &Resources,
+        diagnostics: &[Diagnostic],
+    ) {
         if !self.leading {
             return;
         }
@@ -218,7 +275,7 @@ impl StatusWriter {
         let mut live = BTreeSet::new();
         let mut patches = Vec::new();
         for (index, kind) in store.kinds().iter().enumerate() {
-            if !kind.status {
+            if kind.status == StatusShape::None {
                 continue;
             }
             for ((namespace, name), object) in store.objects(index) {
@@ -229,27 +286,32 @@ impl StatusWriter {
                     (namespace.clone(), name.clone()),
                 );
                 live.insert(id.clone());
-                let wanted =
-                    conditions(&decide(found), object.generation, &object.conditions, &now);
-                let essential = essence(&wanted);
-                if essential == essence(&object.conditions)
-                    || self.sent.get(&id) == Some(&essential)
-                {
+                let Some((patch, essential)) = wanted(
+                    kind,
+                    namespace,
+                    object,
+                    found,
+                    resources,
+                    &self.controller_name,
+                    &now,
+                ) else {
+                    continue;
+                };
+                if self.sent.get(&id) == Some(&essential) {
                     continue;
                 }
-                patches.push((kind.resource.clone(), id, wanted, essential));
+                patches.push((kind.resource.clone(), id, patch, essential));
             }
         }
         self.sent.retain(|id, _| live.contains(id));
         let client = self.client.clone();
         let results: Vec<_> = stream::iter(patches)
-            .map(move |(resource, id, wanted, essential)| {
+            .map(move |(resource, id, patch, essential)| {
                 let client = client.clone();
                 async move {
                     let (namespace, name) = (id.1 .0.clone(), id.1 .1.clone());
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(client, &namespace, &resource);
-                    let patch = json!({"status": {"conditions": wanted}});
                     let result = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await;

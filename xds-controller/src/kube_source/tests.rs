@@ -401,6 +401,7 @@ fn args() -> ControllerArgs {
         leader_election_id: "aigw-controller".into(),
         leader_lease_seconds: 15,
         pod_name: None,
+        controller_name: super::policy_status::DEFAULT_CONTROLLER_NAME.into(),
     }
 }
 

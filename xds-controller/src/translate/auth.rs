@@ -67,7 +67,7 @@
 //! the `headersToExtAuth` headers a provider does not need.
 
 use super::envoy;
-use crate::error::Diagnostic;
+use crate::error::{AttachmentReason, AttachmentTarget, Diagnostic};
 use crate::resources::{AIGatewayRouteSpec, GatewaySpec, Named, Resources, TargetRef};
 pub use ext_auth::ExtAuthSpec;
 use serde::Deserialize;
@@ -328,20 +328,32 @@ pub fn for_gateway<'a>(
         diagnostics.extend(local.into_iter().map(here));
         if whole {
             if out.gateway.is_some() {
-                diagnostics.push(here(Diagnostic::warning(format!(
-                    "Gateway {} already has a SecurityPolicy; this one is ignored for it",
-                    gateway.key()
-                ))));
+                diagnostics.push(here(
+                    Diagnostic::warning(format!(
+                        "Gateway {} already has a SecurityPolicy; this one is ignored for it",
+                        gateway.key()
+                    ))
+                    .attachment(
+                        AttachmentReason::Conflicted,
+                        AttachmentTarget::Gateway(gateway.key()),
+                    ),
+                ));
             } else {
                 out.gateway = Some(translated.clone());
             }
         }
         for route in hit {
             if let Some((other, _)) = out.routes.get(&route.key()) {
-                diagnostics.push(here(Diagnostic::warning(format!(
-                    "AIGatewayRoute {} already has SecurityPolicy {other}; this one is ignored for it",
-                    route.key()
-                ))));
+                diagnostics.push(here(
+                    Diagnostic::warning(format!(
+                        "AIGatewayRoute {} already has SecurityPolicy {other}; this one is ignored for it",
+                        route.key()
+                    ))
+                    .attachment(
+                        AttachmentReason::Conflicted,
+                        AttachmentTarget::Route(route.key()),
+                    ),
+                ));
                 continue;
             }
             out.route_matches

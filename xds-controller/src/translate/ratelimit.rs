@@ -21,7 +21,7 @@
 //! `ratelimit::decision`). Envoy's hits_addend is unsigned, so the request id
 //! lets the service find what it reserved and subtract it.
 
-use crate::error::Diagnostic;
+use crate::error::{AttachmentReason, AttachmentTarget, Diagnostic};
 use crate::ratelimit::decision::{Limit, SourceCidr, RESERVE_KEY, SETTLE_KEY};
 use crate::resources::{
     AIGatewayRouteSpec, BackendTrafficPolicySpec, CostFrom, CostSpecifier, GatewaySpec,
@@ -337,12 +337,17 @@ fn resolve<'p, 'r>(
     limiting.sort_by_key(|p| (p.namespace.clone(), p.name.clone()));
     let conflict = |loser: &Named<BackendTrafficPolicySpec>,
                     winner: &Named<BackendTrafficPolicySpec>,
-                    target: String| {
+                    on: AttachmentTarget| {
+        let target = match &on {
+            AttachmentTarget::Gateway(key) => format!("Gateway {key}"),
+            AttachmentTarget::Route(key) => format!("route {key}"),
+        };
         Diagnostic::error(format!(
             "Conflicted: BackendTrafficPolicy {} also sets rateLimit on {target} and wins (one policy per target, the first by namespace/name); this policy's rateLimit is not applied to it",
             winner.key()
         ))
         .field("spec.targetRefs")
+        .attachment(AttachmentReason::Conflicted, on)
         .at(format!("BackendTrafficPolicy {}", loser.key()), &loser.source)
     };
     let on_gateway: Vec<_> = limiting
@@ -354,7 +359,7 @@ fn resolve<'p, 'r>(
         diagnostics.push(conflict(
             loser,
             on_gateway[0],
-            format!("Gateway {}", gateway.key()),
+            AttachmentTarget::Gateway(gateway.key()),
         ));
     }
     let mut assigned: Vec<(
@@ -376,7 +381,7 @@ fn resolve<'p, 'r>(
             diagnostics.push(conflict(
                 loser,
                 on_route[0],
-                format!("route {}", route.key()),
+                AttachmentTarget::Route(route.key()),
             ));
         }
         match (on_route.first(), on_gateway.first()) {
@@ -387,6 +392,10 @@ fn resolve<'p, 'r>(
                         route.key(),
                         own.key()
                     ))
+                    .attachment(
+                        AttachmentReason::Overridden,
+                        AttachmentTarget::Route(route.key()),
+                    )
                     .at(format!("BackendTrafficPolicy {}", gw.key()), &gw.source),
                 );
                 give(own, *route);
