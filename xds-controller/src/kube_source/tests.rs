@@ -406,12 +406,25 @@ fn args() -> ControllerArgs {
 }
 
 fn start(fake: &Fake) -> tokio::sync::watch::Receiver<Seen> {
+    let (lead, leading) = tokio::sync::watch::channel(true);
+    let rx = start_leading(fake, leading);
+    // The sender lives as long as the test's runtime: always the leader.
+    tokio::spawn(async move {
+        lead.closed().await;
+    });
+    rx
+}
+
+/// Starts the sync loop with leadership as `leading` says.
+fn start_leading(
+    fake: &Fake,
+    leading: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::watch::Receiver<Seen> {
     let (tx, rx) = tokio::sync::watch::channel(Seen::default());
     let client = fake.client();
     tokio::spawn(async move {
         let args = args();
         let config = args.source_config();
-        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
         sync(
             client,
             config,
@@ -716,4 +729,45 @@ fn local_jwks_config_maps_are_referenced() {
         .map(|(k, ns, n)| format!("{k} {ns}/{n}"))
         .collect();
     assert_eq!(names, ["ConfigMap team/jwks", "ConfigMap team/more"]);
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_status() {
+    let fake = fake_cluster();
+    seed(&fake);
+    let (lead, leading) = tokio::sync::watch::channel(false);
+    let mut seen = start_leading(&fake, leading);
+
+    // A follower translates and publishes, but writes no status.
+    wait_for(&mut seen, "the first configuration", |s| s.version >= 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.requests().is_empty(),
+        "a follower wrote status: {:#?}",
+        fake.requests()
+    );
+
+    // Elected: the status of the configuration it already has is written
+    // at once, without waiting for a change.
+    lead.send(true).unwrap();
+    let patch = wait_for_patch(&fake, "after the election", |r| r.path == POLICY_STATUS).await;
+    assert_eq!(condition(&patch, "ResolvedRefs")["status"], "False");
+
+    // Deposed: changes are still served, their status is not written.
+    lead.send(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = fake.requests().len();
+    fake.put(SECRETS, secret("openai-secret", "sk-test-123"));
+    wait_for(&mut seen, "the Secret's key", |s| !s.credentials.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.requests().len(), before, "{:#?}", fake.requests());
+
+    // Elected again: it forgot what it sent, so it compares with what the
+    // objects say and writes the resolved reference.
+    lead.send(true).unwrap();
+    let patch = wait_for_patch(&fake, "after the second election", |r| {
+        r.path == POLICY_STATUS && condition(r, "ResolvedRefs")["status"] == "True"
+    })
+    .await;
+    assert_eq!(condition(&patch, "Accepted")["status"], "True");
 }
