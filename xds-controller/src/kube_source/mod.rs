@@ -14,6 +14,8 @@ pub mod controller;
 pub mod crd;
 #[cfg(test)]
 mod deploy_tests;
+#[cfg(test)]
+mod envoy_gateway_tests;
 pub mod leader;
 pub mod policy_status;
 pub mod status;
