@@ -69,6 +69,8 @@ pub struct TargetRef {
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
     pub listeners: Vec<GatewayListener>,
+    #[serde(default)]
+    pub gateway_class_name: String,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]

@@ -97,6 +97,11 @@ pub struct ControllerArgs {
     /// runs too, set another one so the two do not overwrite each other.
     #[arg(long, default_value = super::policy_status::DEFAULT_CONTROLLER_NAME)]
     pub controller_name: String,
+    /// Serve only the Gateways whose GatewayClass has `--controller-name`
+    /// as its controllerName (e.g. next to an Envoy Gateway that serves the
+    /// others); by default every Gateway is served, whatever its class.
+    #[arg(long)]
+    pub own_gateway_classes_only: bool,
     /// This replica's name in the Lease (a random suffix is added); the
     /// Deployment passes the pod name. Default: the host name.
     #[arg(long, env = "POD_NAME")]
@@ -111,6 +116,7 @@ impl ControllerArgs {
             backend_tls_policy_version: self.backend_tls_policy_version.clone(),
             debounce: Duration::from_millis(self.debounce_ms),
             controller_name: self.controller_name.clone(),
+            own_gateway_classes_only: self.own_gateway_classes_only,
             ..SourceConfig::default()
         }
     }

@@ -53,6 +53,9 @@ pub struct SourceConfig {
     pub max_delay: Duration,
     /// `controllerName` in the policies' `status.ancestors`.
     pub controller_name: String,
+    /// Serve only the Gateways whose GatewayClass has `controller_name`
+    /// (false: every Gateway, whatever its class).
+    pub own_gateway_classes_only: bool,
 }
 
 impl Default for SourceConfig {
@@ -64,6 +67,7 @@ impl Default for SourceConfig {
             debounce: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
             controller_name: policy_status::DEFAULT_CONTROLLER_NAME.into(),
+            own_gateway_classes_only: false,
         }
     }
 }
@@ -463,9 +467,41 @@ pub struct Published {
     pub snapshot: Arc<Snapshot>,
 }
 
-/// Loads, translates and encodes the store's objects.
-pub fn build(store: &Store, options: &Options) -> Published {
-    let (resources, mut diagnostics) = store.resources();
+/// Keeps the Gateways whose GatewayClass names `controller` as its
+/// controllerName (where another controller, e.g. Envoy Gateway, serves
+/// the others); a note names each Gateway left to someone else.
+pub fn own_gateways(resources: &mut Resources, controller: &str) -> Vec<Diagnostic> {
+    let ours: BTreeSet<&str> = resources
+        .gateway_classes
+        .iter()
+        .filter(|c| c.spec["controllerName"] == controller)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut notes = Vec::new();
+    let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut resources.gateways)
+        .into_iter()
+        .partition(|g| ours.contains(g.spec.gateway_class_name.as_str()));
+    for gateway in left {
+        notes.push(
+            Diagnostic::note(format!(
+                "Gateway {} is of GatewayClass {:?}, whose controller is not {controller}; not served",
+                gateway.key(),
+                gateway.spec.gateway_class_name
+            ))
+            .at(format!("Gateway {}", gateway.key()), &gateway.source),
+        );
+    }
+    resources.gateways = kept;
+    notes
+}
+
+/// Loads, translates and encodes the store's objects; with `controller`,
+/// only the Gateways of its GatewayClasses.
+pub fn build(store: &Store, options: &Options, controller: Option<&str>) -> Published {
+    let (mut resources, mut diagnostics) = store.resources();
+    if let Some(controller) = controller {
+        diagnostics.extend(own_gateways(&mut resources, controller));
+    }
     let mut translation = translate(&resources, options);
     let (snapshot, encode_errors) = crate::run::snapshot(&translation, options.config_version);
     diagnostics.append(&mut translation.diagnostics);
@@ -562,7 +598,8 @@ pub async fn sync(
             () = &mut deadline, if dirty_since.is_some() && store.ready() => {
                 dirty_since = None;
                 deadline.as_mut().reset(far());
-                let published = build(&store, &options(version + 1));
+                let own = config.own_gateway_classes_only.then_some(config.controller_name.as_str());
+                let published = build(&store, &options(version + 1), own);
                 let printed: Vec<String> = published
                     .translation
                     .diagnostics

@@ -402,6 +402,7 @@ fn args() -> ControllerArgs {
         leader_lease_seconds: 15,
         pod_name: None,
         controller_name: super::policy_status::DEFAULT_CONTROLLER_NAME.into(),
+        own_gateway_classes_only: false,
     }
 }
 
@@ -770,4 +771,33 @@ async fn only_the_leader_writes_status() {
     })
     .await;
     assert_eq!(condition(&patch, "Accepted")["status"], "True");
+}
+
+#[test]
+fn serves_only_its_own_gateway_classes_when_asked() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: ours}\nspec: {controllerName: example.com/aigw}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\nspec: {controllerName: gateway.envoyproxy.io/gatewayclass-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: a, namespace: default}\nspec: {gatewayClassName: ours, listeners: [{name: http, port: 80, protocol: HTTP}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: b, namespace: default}\nspec: {gatewayClassName: eg, listeners: [{name: http, port: 81, protocol: HTTP}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: c, namespace: default}\nspec: {gatewayClassName: missing, listeners: [{name: http, port: 82, protocol: HTTP}]}\n";
+    let table: [(&str, &[&str]); 3] = [
+        ("example.com/aigw", &["default/a"]),
+        (
+            "gateway.envoyproxy.io/gatewayclass-controller",
+            &["default/b"],
+        ),
+        ("nobody", &[]),
+    ];
+    for (controller, expected) in table {
+        let mut resources = crate::resources::Resources::default();
+        let mut diagnostics = Vec::new();
+        crate::load::load_str("f.yaml", text, &mut resources, &mut diagnostics);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        let notes = own_gateways(&mut resources, controller);
+        let kept: Vec<String> = resources.gateways.iter().map(|g| g.key()).collect();
+        assert_eq!(kept, expected, "{controller}");
+        assert_eq!(notes.len(), 3 - expected.len());
+        assert!(
+            notes
+                .iter()
+                .all(|n| n.severity == Severity::Note
+                    && n.message.contains("whose controller is not"))
+        );
+    }
 }
