@@ -249,6 +249,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         }),
     };
 
+    let election_stop = election.abort_handle();
+
     let source = args.source_config();
     let options = |version| args.options(version);
     let publish = |p: &Published| {
@@ -268,7 +270,9 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         () = terminate() => Ok(()),
     };
-    // Hand the lease over at once rather than after its duration.
+    // Hand the lease over at once rather than after its duration, after
+    // stopping the campaign (which could otherwise take it back).
+    election_stop.abort();
     if let Some(elector) = elector {
         elector.release().await;
     }
