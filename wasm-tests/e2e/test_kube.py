@@ -50,6 +50,8 @@ class FakeApiServer:
         self.patches = []
         self.writes = []
         self.leases = {}
+        # Bearer tokens whose Lease requests get 503 (a partitioned replica).
+        self.lease_refused = set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,6 +85,8 @@ class FakeApiServer:
                 parts = path[len(LEASES):].split("/")  # ns, "leases"[, name]
                 if len(parts) < 2 or parts[1] != "leases":
                     return None
+                if self.headers.get("authorization") in fake.lease_refused:
+                    return 503, status_error(503, "ServiceUnavailable", "partitioned")
                 namespace = parts[0]
                 name = parts[2] if len(parts) > 2 else (body or {}).get("metadata", {}).get("name")
                 key = (namespace, name)

@@ -144,3 +144,40 @@ def test_only_the_lease_holder_writes_status_and_a_follower_takes_over(providers
                 process.wait()
             log.close()
         api.close()
+
+
+def test_a_leader_that_cannot_renew_stops_before_the_other_takes_over():
+    """Split brain guard: the leader's Lease requests fail (the other
+    replica still reaches the API server). The leader stops acting as
+    leader at its renew deadline (2/3 of the lease), before the follower
+    can take the lease over (after a full lease duration)."""
+    api = FakeApiServer(PATHS)
+    work = tempfile.mkdtemp(prefix="aigw-leader-")
+    replicas = {name: start(api, work, name) for name in ("a", "b")}
+    try:
+        def output():
+            return "\n".join(f"--- {n}\n{r[2]()}" for n, r in replicas.items())
+
+        first = wait_until(lambda: holder(api), "a replica to hold the lease", output)
+        leader = first.split("_")[0].removeprefix("ctl-")
+        follower = "b" if leader == "a" else "a"
+        wait_until(lambda: f"{first} holds lease" in replicas[leader][2](), "the leader's log line", output)
+        time.sleep(RETRY * 2)  # the follower has seen the lease
+        api.lease_refused.add(f"Bearer token-{leader}")
+        cut = time.time()
+
+        lost = wait_until(lambda: f"{first} lost lease" in replicas[leader][2]() and time.time(),
+                          "the leader to step down", output, timeout=LEASE_SECONDS * 3)
+        taken = wait_until(lambda: (lambda h: time.time() if h and h != first else None)(holder(api)),
+                           "the follower to take over", output, timeout=LEASE_SECONDS * 4)
+        assert holder(api).startswith(f"ctl-{follower}_")
+        print(f"stepped down {lost - cut:.2f} s, taken over {taken - cut:.2f} s after the cut")
+        assert lost < taken, (lost - cut, taken - cut)
+        assert lost - cut <= LEASE_SECONDS * 2 / 3 + LEASE_SECONDS / 3 + 0.5
+    finally:
+        for process, log, _ in replicas.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+        api.close()
