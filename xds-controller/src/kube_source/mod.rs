@@ -575,7 +575,9 @@ pub async fn sync(
                 }
                 let lead = *leading.borrow_and_update();
                 status.set_leading(lead);
-                if let (true, Some(p)) = (lead, &latest) {
+                // With changes pending, the next translation writes status
+                // (the latest one may be older than the objects).
+                if let (true, None, Some(p)) = (lead, dirty_since, &latest) {
                     status.write(&store, &p.resources, &p.translation.diagnostics).await;
                 }
             }
