@@ -34,6 +34,10 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
 /// Statuses retried (on the next priority) when no policy says otherwise.
 pub const DEFAULT_RETRIABLE_STATUS_CODES: [u16; 5] = [429, 500, 502, 503, 504];
 pub const DEFAULT_RETRY_ON: &str = "connect-failure,refused-stream,reset,retriable-status-codes";
+/// `healthCheck.passive` durations when the policy leaves them out (Envoy
+/// Gateway's CRD defaults).
+pub const DEFAULT_OUTLIER_INTERVAL_MS: u64 = 3_000;
+pub const DEFAULT_BASE_EJECTION_TIME_MS: u64 = 30_000;
 /// Concurrent retries per cluster when no circuitBreaker says otherwise.
 pub const DEFAULT_MAX_PARALLEL_RETRIES: u32 = 1024;
 
@@ -446,23 +450,27 @@ pub fn for_rule(
             od.insert("split_external_local_origin_errors".into(), json!(split));
         }
         let field = "spec.healthCheck.passive";
-        if let Some(ms) = h
+        // Envoy Gateway always sets both durations, from its CRD defaults
+        // when the user did not. Read from files no API server applies
+        // those, and Envoy's own interval default (10 s) is not Envoy
+        // Gateway's (3 s).
+        let interval = h
             .interval
             .as_deref()
             .and_then(|t| ctx.duration(p, &format!("{field}.interval"), t))
             .filter(|ms| *ms > 0)
-        {
-            od.insert("interval".into(), json!(envoy_duration_ms(ms)));
-        }
-        if let Some(ms) = h
+            .unwrap_or(DEFAULT_OUTLIER_INTERVAL_MS);
+        od.insert("interval".into(), json!(envoy_duration_ms(interval)));
+        let base = h
             .base_ejection_time
             .as_deref()
             .and_then(|t| ctx.duration(p, &format!("{field}.baseEjectionTime"), t))
             .filter(|ms| *ms > 0)
-        {
-            od.insert("base_ejection_time".into(), json!(envoy_duration_ms(ms)));
-        }
-        if let Some(n) = h.max_ejection_percent {
+            .unwrap_or(DEFAULT_BASE_EJECTION_TIME_MS);
+        od.insert("base_ejection_time".into(), json!(envoy_duration_ms(base)));
+        // 0 means "not set" to Envoy Gateway (Envoy's default, 10 %), not
+        // "never eject" (Envoy ejects one host whatever the percentage).
+        if let Some(n) = h.max_ejection_percent.filter(|n| *n > 0) {
             od.insert("max_ejection_percent".into(), json!(n.min(100)));
         }
         out.cluster
@@ -682,6 +690,28 @@ circuitBreaker:
         out.apply_route(&mut entry);
         assert_eq!(entry["route"]["cluster"], "c");
         assert_eq!(entry["route"]["retry_policy"]["num_retries"], 4);
+    }
+
+    #[test]
+    fn passive_health_check_gets_envoy_gateways_defaults() {
+        let p = policy(
+            "targetRefs: [{kind: HTTPRoute, name: route}]\nhealthCheck: {passive: {consecutive5XxErrors: 2, maxEjectionPercent: 0}}",
+        );
+        let (out, d) = run(&resources(vec![p]), &RouteRule::default(), 2);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            out.cluster["outlier_detection"],
+            json!({"consecutive_5xx": 2, "interval": "3s", "base_ejection_time": "30s"})
+        );
+        let p = policy(
+            "targetRefs: [{kind: HTTPRoute, name: route}]\nhealthCheck: {passive: {interval: soon, baseEjectionTime: 2s}}",
+        );
+        let (out, d) = run(&resources(vec![p]), &RouteRule::default(), 2);
+        assert!(d[0].to_string().contains("passive.interval"), "{}", d[0]);
+        assert_eq!(
+            out.cluster["outlier_detection"],
+            json!({"interval": "3s", "base_ejection_time": "2s"})
+        );
     }
 
     #[test]
