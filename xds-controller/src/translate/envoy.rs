@@ -148,6 +148,8 @@ fn local_reply_body(anthropic: bool, message: &str, kind: &str, code: &str) -> S
             "rate_limit_exceeded" => "rate_limit_error",
             "invalid_api_key" => "authentication_error",
             "permission_denied" => "permission_error",
+            // Anthropic's own type for "too busy, retry later" (its 529).
+            "upstream_overloaded" => "overloaded_error",
             "upstream_timeout" | "upstream_unavailable" => "api_error",
             _ => "api_error",
         };
@@ -183,7 +185,7 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             status_filter,
         ]}})
     };
-    let cases: [(Value, &str, &str, &str); 12] = [
+    let cases: [(Value, &str, &str, &str); 13] = [
         // Refusals of the auth filters (translate/auth.rs). Their message
         // names no key and no client.
         (
@@ -254,8 +256,18 @@ pub fn local_reply_config(max_request_bytes: u64) -> Value {
             "upstream_error",
             "upstream_tls_error",
         ),
+        // A BackendTrafficPolicy circuitBreaker limit was reached (Envoy's
+        // pending or request overflow): the providers may be fine, the
+        // gateway refused to send them more. Before the generic case, which
+        // would blame the providers' reachability.
         (
-            json!({"response_flag_filter": {"flags": ["UF", "UH", "URX", "UO", "UC", "NC"]}}),
+            json!({"response_flag_filter": {"flags": ["UO"]}}),
+            "too many requests are in flight to this model's providers: the gateway's circuit breaker (BackendTrafficPolicy circuitBreaker) refused this one; retry later",
+            "upstream_error",
+            "upstream_overloaded",
+        ),
+        (
+            json!({"response_flag_filter": {"flags": ["UF", "UH", "URX", "UC", "NC"]}}),
             "no model provider is reachable for this request",
             "upstream_error",
             "upstream_unavailable",
@@ -361,4 +373,46 @@ pub fn access_log(path: &str) -> Value {
             }},
         },
     })
+}
+
+#[cfg(test)]
+mod local_reply_tests {
+    use super::*;
+
+    /// The body a mapper gives, parsed, for every mapper whose filter
+    /// mentions `flag`.
+    fn bodies_for_flag(flag: &str) -> Vec<Value> {
+        let config = local_reply_config(1024);
+        config["mappers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["filter"].to_string().contains(&format!("\"{flag}\"")))
+            .map(|m| {
+                let text = m["body_format_override"]["text_format_source"]["inline_string"]
+                    .as_str()
+                    .unwrap();
+                serde_json::from_str(text).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn circuit_breaker_overflow_has_its_own_message_in_both_shapes() {
+        let bodies = bodies_for_flag("UO");
+        // One mapper per client API shape, and no generic mapper claims UO.
+        assert_eq!(bodies.len(), 2, "{bodies:?}");
+        let anthropic = bodies.iter().find(|b| b["type"] == "error").unwrap();
+        assert_eq!(anthropic["error"]["type"], "overloaded_error");
+        let openai = bodies.iter().find(|b| b.get("type").is_none()).unwrap();
+        assert_eq!(openai["error"]["code"], "upstream_overloaded");
+        for body in [&anthropic["error"]["message"], &openai["error"]["message"]] {
+            assert!(body.as_str().unwrap().contains("circuit breaker"), "{body}");
+        }
+        // Unreachable providers keep the generic message.
+        let unreachable = bodies_for_flag("URX");
+        assert!(unreachable
+            .iter()
+            .any(|b| b["error"]["code"] == "upstream_unavailable"));
+    }
 }
