@@ -1,0 +1,257 @@
+"""Passive health checks (Envoy outlier detection) and circuit breakers of a
+BackendTrafficPolicy, through a real Envoy, fake providers and the official
+SDKs: a backend that keeps failing is taken out of rotation for its ejection
+time and comes back once it recovers; requests over the circuit breaker's
+limit get a 503 in the client's own API shape and the gateway serves the
+next request normally."""
+import json
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import anthropic
+import openai
+import pytest
+
+from conftest import write_yaml
+from fakes import anthropic_sse, openai_echo
+
+MODEL = "m"
+USER = [{"role": "user", "content": "hi"}]
+
+GATEWAY = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: aigw
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+
+def backend(name, port, schema="OpenAI"):
+    return f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIServiceBackend
+metadata: {{name: {name}}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
+"""
+
+
+def route(refs):
+    """refs: [(backend name, priority)]"""
+    listed = ", ".join(f"{{name: {n}, priority: {p}}}" for n, p in refs)
+    return f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: AIGatewayRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: {MODEL}}}]}}]
+    backendRefs: [{listed}]
+"""
+
+
+def traffic_policy(spec):
+    """A BackendTrafficPolicy on the route, the way Envoy AI Gateway users
+    write it: the AIGatewayRoute's generated HTTPRoute has its name."""
+    return f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: resilience}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: route}}]
+{spec}"""
+
+
+def failing(code):
+    body = json.dumps({"error": {"message": f"provider failed with {code}", "type": "server_error"}}).encode()
+    return lambda request: (code, {"content-type": "application/json"}, body)
+
+
+def oai(gw):
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20)
+
+
+def claude(gw):
+    return anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="unused", max_retries=0, timeout=20)
+
+
+def admin_json(gw, path):
+    with urllib.request.urlopen(gw.admin + path) as r:
+        return json.loads(r.read())
+
+
+def cluster_of(gw, port):
+    """The Envoy cluster that has the endpoint 127.0.0.1:port, found at run
+    time (cluster naming is the controller's business): its stats name and
+    the endpoint's health as /clusters reports it."""
+    for cluster in admin_json(gw, "/clusters?format=json").get("cluster_statuses", []):
+        for host in cluster.get("host_statuses", []):
+            address = host.get("address", {}).get("socket_address", {})
+            if address.get("port_value") == port and address.get("address") == "127.0.0.1":
+                return cluster.get("observability_name") or cluster["name"], host.get("health_status", {})
+    raise AssertionError(f"no cluster has the endpoint 127.0.0.1:{port}")
+
+
+def stat(gw, cluster, name):
+    """One counter or gauge of a cluster (0 while Envoy has not made it)."""
+    wanted = f"cluster.{cluster}.{name}"
+    with urllib.request.urlopen(gw.admin + "/stats") as r:
+        for line in r.read().decode().splitlines():
+            key, _, value = line.partition(": ")
+            if key == wanted and value.strip().isdigit():
+                return int(value)
+    return 0
+
+
+def answered_by(gw):
+    return oai(gw).chat.completions.create(model=MODEL, messages=USER).choices[0].message.content
+
+
+# --- Passive health check: outlier detection
+
+
+def test_failing_backend_is_ejected_for_its_ejection_time_then_serves_again(tmp_path, providers, gateway):
+    primary = providers(failing(500), name="primary")
+    secondary = providers(name="secondary")
+    text = GATEWAY + backend("primary", primary.port) + backend("secondary", secondary.port) + route(
+        [("primary", 0), ("secondary", 1)]) + traffic_policy("""  healthCheck:
+    passive:
+      consecutive5XxErrors: 2
+      interval: 1s
+      baseEjectionTime: 3s
+      maxEjectionPercent: 100
+""")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", text)])
+    cluster, health = cluster_of(gw, primary.port)
+    assert not health.get("failed_outlier_check"), health
+
+    # Every request fails on the primary and is retried on the fallback
+    # (the default AI retry policy): the client only ever sees 200s.
+    for _ in range(6):
+        assert answered_by(gw) == f"secondary answered {MODEL}"
+        if stat(gw, cluster, "outlier_detection.ejections_enforced_total"):
+            break
+    ejected_at = time.time()
+    assert stat(gw, cluster, "outlier_detection.ejections_enforced_consecutive_5xx") == 1
+    assert len(primary.requests) == 2, "ejected after exactly consecutive5XxErrors failures"
+    assert cluster_of(gw, primary.port)[1].get("failed_outlier_check") is True
+    assert stat(gw, cluster, "outlier_detection.ejections_active") == 1
+
+    # Ejected: the primary is not called at all, even though it comes back
+    # right away (its answers would be 200 now).
+    primary.respond = openai_echo("primary")
+    for _ in range(5):
+        assert answered_by(gw) == f"secondary answered {MODEL}"
+    assert len(primary.requests) == 2
+    assert time.time() - ejected_at < 2.5, "the checks above must run inside the 3 s ejection"
+
+    # After baseEjectionTime (plus up to one interval) it gets traffic again.
+    deadline = ejected_at + 8
+    while (text := answered_by(gw)) != f"primary answered {MODEL}":
+        assert text == f"secondary answered {MODEL}"
+        assert time.time() < deadline, "the primary never came back"
+        time.sleep(0.2)
+    assert time.time() - ejected_at > 2.5, "back before its ejection time was over"
+    assert stat(gw, cluster, "outlier_detection.ejections_active") == 0
+    assert not cluster_of(gw, primary.port)[1].get("failed_outlier_check")
+    assert answered_by(gw) == f"primary answered {MODEL}"
+    assert stat(gw, cluster, "outlier_detection.ejections_enforced_total") == 1
+
+
+# --- Circuit breaker
+
+
+def held_anthropic(release):
+    """An Anthropic Messages backend that answers each request once
+    `release` is set."""
+
+    def respond(request):
+        release.wait(15)
+        body = request.json()
+        events = [
+            {"type": "message_start", "message": {
+                "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"], "content": [],
+                "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "held answer"}},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}},
+            {"type": "message_stop"},
+        ]
+        if body.get("stream"):
+            return 200, {"content-type": "text/event-stream"}, anthropic_sse(events)
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+                   "content": [{"type": "text", "text": "held answer"}], "stop_reason": "end_turn",
+                   "usage": {"input_tokens": 5, "output_tokens": 2}}
+        return 200, {"content-type": "application/json"}, json.dumps(message).encode()
+
+    return respond
+
+
+def test_requests_over_the_circuit_breaker_get_a_503_in_the_clients_shape(tmp_path, providers, gateway):
+    release = threading.Event()
+    slow = providers(held_anthropic(release), name="slow")
+    text = GATEWAY + backend("slow", slow.port, schema="Anthropic") + route([("slow", 0)]) + traffic_policy(
+        """  circuitBreaker:
+    maxParallelRequests: 1
+    maxPendingRequests: 1
+""")
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", text)])
+    cluster, _ = cluster_of(gw, slow.port)
+    pool = ThreadPoolExecutor(1)
+    try:
+        first = pool.submit(lambda: claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER))
+        deadline = time.time() + 10
+        while not slow.requests:
+            assert time.time() < deadline and not first.done(), "the first request never reached the provider"
+            time.sleep(0.05)
+        assert stat(gw, cluster, "circuit_breakers.default.rq_open") == 1
+
+        # One request is in flight, the limit: the next ones are refused at
+        # once, in the API shape each client speaks, and never reach the provider.
+        began = time.time()
+        with pytest.raises(openai.APIStatusError) as e:
+            oai(gw).chat.completions.create(model=MODEL, messages=USER)
+        assert e.value.status_code == 503
+        assert e.value.body["code"] == "upstream_overloaded", e.value.body
+        assert "circuit breaker" in e.value.body["message"]
+        with pytest.raises(openai.APIStatusError) as e:
+            list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+        assert e.value.status_code == 503 and e.value.body["code"] == "upstream_overloaded"
+        with pytest.raises(anthropic.APIStatusError) as e:
+            claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER)
+        assert e.value.status_code == 503
+        assert e.value.body["type"] == "error"
+        assert e.value.body["error"]["type"] == "overloaded_error", e.value.body
+        assert "circuit breaker" in e.value.body["error"]["message"]
+        assert time.time() - began < 3, "refused at once, not queued behind the held request"
+        assert len(slow.requests) == 1
+        # Envoy counts a maxParallelRequests (max_requests) refusal here.
+        assert stat(gw, cluster, "upstream_rq_active_overflow") == 3
+        flags = [entry["response_flags"] for entry in gw.access_log(3)[-3:]]
+        assert all("UO" in f for f in flags), flags
+
+        release.set()
+        assert first.result(timeout=10).content[0].text == "held answer"
+    finally:
+        release.set()
+        pool.shutdown()
+
+    # The breaker closes with the request: both clients are served normally.
+    assert oai(gw).chat.completions.create(model=MODEL, messages=USER).choices[0].message.content == "held answer"
+    assert claude(gw).messages.create(model=MODEL, max_tokens=16, messages=USER).content[0].text == "held answer"
+    assert stat(gw, cluster, "circuit_breakers.default.rq_open") == 0
+    assert stat(gw, cluster, "upstream_rq_active_overflow") == 3
+    assert len(slow.requests) == 3
