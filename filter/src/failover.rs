@@ -32,6 +32,39 @@ pub fn service_of(target: &str) -> &str {
         .map_or(target, |(service, _)| service)
 }
 
+/// Status an attempt that could not be made is answered with: retried by
+/// the default AI retry policy (and any that lists 503), so Envoy moves on
+/// to the rule's next backend.
+pub const FAILED_ATTEMPT_STATUS: &str = "503";
+
+/// Whether an attempt that cannot be made (its backend's credential is
+/// missing) should still go upstream so that Envoy can fail over from its
+/// answer: only when the rule has another backend to fail over to.
+/// Envoy retries only what comes back from upstream; an upstream filter's
+/// local reply goes straight to the client (`UpstreamFilterManager::
+/// sendLocalReply` hands it to the downstream filter chain), and resetting
+/// the stream from an upstream filter resets the client's stream too.
+pub fn fail_over_through_upstream(backends_in_rule: usize) -> bool {
+    backends_in_rule > 1
+}
+
+/// The request such an attempt sends instead of the client's: it tells the
+/// provider nothing (no body, no credential, none of the client's headers,
+/// not even the API path). `content-length: 0` keeps Envoy's HTTP/1 codec
+/// from chunking the empty body.
+pub fn empty_attempt_headers<'a>(
+    authority: &'a str,
+    scheme: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    vec![
+        (":method", "GET"),
+        (":path", "/"),
+        (":authority", authority),
+        (":scheme", scheme),
+        ("content-length", "0"),
+    ]
+}
+
 /// Header pairs as bytes: for each, u32 LE name length, name, u32 LE value
 /// length, value.
 pub fn encode_headers<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Vec<u8> {
@@ -264,6 +297,21 @@ mod tests {
         for bad in ["", "-1", "NaN", "inf", "soon"] {
             assert_eq!(retry_after_seconds(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn failed_attempts_fail_over_only_when_another_backend_exists() {
+        assert!(!fail_over_through_upstream(0));
+        assert!(!fail_over_through_upstream(1));
+        assert!(fail_over_through_upstream(2));
+        let headers = empty_attempt_headers("api.example.com", "https");
+        assert!(headers.contains(&(":method", "GET")));
+        assert!(headers.contains(&(":path", "/")));
+        assert!(headers.contains(&(":authority", "api.example.com")));
+        assert!(headers.contains(&("content-length", "0")));
+        // Nothing else: no credential, no client header.
+        assert_eq!(headers.len(), 5);
+        assert_eq!(FAILED_ATTEMPT_STATUS.parse::<u16>(), Ok(503));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub(super) struct UpstreamFilter {
     response_sse: bool,
     /// The decoding error went out: later bytes are dropped.
     decode_reported: bool,
+    /// This attempt could not be made (see [`UpstreamFilter::fail_attempt`]):
+    /// whatever the provider answers becomes this error.
+    failed_attempt: Option<GatewayError>,
 }
 
 impl UpstreamFilter {
@@ -60,6 +63,7 @@ impl UpstreamFilter {
             decode_error: None,
             response_sse: false,
             decode_reported: false,
+            failed_attempt: None,
         }
     }
 
@@ -71,6 +75,47 @@ impl UpstreamFilter {
     fn fail(&mut self, error: GatewayError) -> Action {
         send_error(self, self.shape(), &error);
         Action::Pause
+    }
+
+    /// Ends an attempt that cannot be made (no credential for its backend)
+    /// so that Envoy's retry policy can move on to the rule's next backend:
+    /// an upstream filter's local reply is never retried, so the attempt
+    /// goes upstream as a request that tells the provider nothing, and its
+    /// answer is replaced by `error` with a retriable status
+    /// ([`Self::replace_failed_answer`]). With no other backend in the rule
+    /// the client gets `error` at once and nothing reaches the provider.
+    /// Called with the whole request body buffered.
+    fn fail_attempt(&mut self, error: GatewayError, provider_host: Option<&str>) -> Action {
+        if !crate::failover::fail_over_through_upstream(self.config.backends.len()) {
+            return self.fail(error);
+        }
+        let authority = provider_host.unwrap_or(&self.authority).to_string();
+        let scheme = request_header(self, ":scheme").unwrap_or_else(|| "http".into());
+        self.set_http_request_headers(crate::failover::empty_attempt_headers(&authority, &scheme));
+        if self.body_size > 0 {
+            self.set_http_request_body(0, self.body_size, &[]);
+        }
+        log(
+            LogLevel::Warn,
+            &format!("aigw: {error}; failing over to the next backend"),
+        );
+        self.failed_attempt = Some(error);
+        Action::Continue
+    }
+
+    /// The provider's answer to a failed attempt's empty request becomes
+    /// the attempt's error: a retriable 503 in the client's shape (headers
+    /// now, body at its end). A bodiless answer keeps no body: there is
+    /// nothing to replace, and Envoy retries on the status alone.
+    fn replace_failed_answer(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            // Envoy keeps the body while paused; only the end matters.
+            return Action::Pause;
+        }
+        if let Some(error) = self.failed_attempt.take() {
+            self.set_http_response_body(0, body_size, &error.body(self.shape()));
+        }
+        Action::Continue
     }
 
     fn backend_config(&self) -> Option<&crate::config::BackendConfig> {
@@ -135,7 +180,7 @@ impl UpstreamFilter {
                 return self.fetch_credentials(request, &source);
             }
             let Some(credential) = found else {
-                return self.fail(
+                return self.fail_attempt(
                     GatewayError::upstream(
                         503,
                         format!(
@@ -144,6 +189,7 @@ impl UpstreamFilter {
                         ),
                     )
                     .with_code("upstream_credentials_unavailable"),
+                    request.host.as_deref(),
                 );
             };
             match credential_header(auth, &credential) {
@@ -265,10 +311,11 @@ impl UpstreamFilter {
                 self.pending = Some(request);
                 Action::Pause
             }
-            Err(_) => self.fail(GatewayError::client(
-                503,
-                "the gateway could not reach its credential service",
-            )),
+            Err(_) => self.fail_attempt(
+                GatewayError::upstream(503, "the gateway could not reach its credential service")
+                    .with_code("upstream_credentials_unavailable"),
+                request.host.as_deref(),
+            ),
         }
     }
 }
@@ -313,11 +360,13 @@ impl Context for UpstreamFilter {
                 return;
             }
             log(LogLevel::Error, &format!("aigw: {e}"));
-            send_error(
-                self,
-                self.shape(),
-                &GatewayError::client(503, "upstream credentials are not available"),
-            );
+            // Not the client's fault: the upstream kind and code, like a
+            // credential missing from the answer.
+            let error = GatewayError::upstream(503, "upstream credentials are not available")
+                .with_code("upstream_credentials_unavailable");
+            if self.fail_attempt(error, request.host.as_deref()) == Action::Continue {
+                self.resume_http_request();
+            }
             return;
         }
         if self.finish(request, true) == Action::Continue {
@@ -430,6 +479,17 @@ impl UpstreamFilter {
 
 impl HttpContext for UpstreamFilter {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.failed_attempt.is_some() {
+            // None of the provider's headers apply to the gateway's error.
+            self.set_http_response_headers(vec![
+                (":status", crate::failover::FAILED_ATTEMPT_STATUS),
+                ("content-type", "application/json"),
+            ]);
+            if end_of_stream {
+                self.failed_attempt = None;
+            }
+            return Action::Continue;
+        }
         let status = response_header(self, ":status").unwrap_or_default();
         let content_type = response_header(self, "content-type").unwrap_or_default();
         self.response_sse = content_type.starts_with("text/event-stream");
@@ -477,6 +537,9 @@ impl HttpContext for UpstreamFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.failed_attempt.is_some() {
+            return self.replace_failed_answer(body_size, end_of_stream);
+        }
         if self.decoder.is_some() || self.decode_error.is_some() {
             let Some(decoded) = self.decode_body(body_size, end_of_stream) else {
                 return Action::Continue;

@@ -245,9 +245,17 @@ fn assert_503_without_secrets(vm: &Vm, ctx: u32) {
     assert!(!s.continued.contains(&StreamType::HttpRequest));
 }
 
+/// The upstream configuration of a rule whose only backend is
+/// `default/openai`: a failed attempt has nowhere to fail over to.
+fn single_backend_config() -> aigw_filter::config::PluginConfig {
+    let mut config = upstream_config();
+    config.backends.retain(|name, _| name == "default/openai");
+    config
+}
+
 #[test]
 fn credential_service_error_is_a_503_without_the_token() -> Result<(), VmError> {
-    let mut vm = vm_with(&upstream_config())?;
+    let mut vm = vm_with(&single_backend_config())?;
     let (ctx, _) = openai_request(&mut vm)?;
     let token = vm.pending_http_calls()[0].token;
     let echo = format!(r#"{{"error":"bad token Bearer {TOKEN}"}}"#);
@@ -266,11 +274,104 @@ fn credential_service_error_is_a_503_without_the_token() -> Result<(), VmError> 
 
 #[test]
 fn unreachable_credential_service_is_a_503() -> Result<(), VmError> {
-    let mut vm = vm_with(&upstream_config())?;
+    let mut vm = vm_with(&single_backend_config())?;
     vm.host_mut().http_call_failure = Some(aigw_wasm_abi_tests::Status::BadArgument);
     let (ctx, action) = openai_request(&mut vm)?;
     assert_eq!(action, Action::Pause);
     assert_503_without_secrets(&vm, ctx);
+    Ok(())
+}
+
+/// With another backend in the rule, an attempt without its credential
+/// must end in something Envoy retries: it goes upstream as an empty
+/// `GET /` (Envoy never retries an upstream filter's local reply), and
+/// whatever the provider answers becomes a 503 in the client's shape.
+#[test]
+fn credential_failure_with_another_backend_goes_upstream_empty_and_comes_back_a_503(
+) -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let (ctx, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Pause);
+    let token = vm.pending_http_calls()[0].token;
+    let echo = format!(r#"{{"error":"bad token Bearer {TOKEN}"}}"#);
+    vm.respond_http_call(token, &[(":status", "401")], echo.as_bytes())?;
+    let s = vm.stream(ctx);
+    assert!(
+        s.local_response().is_none(),
+        "a local reply is never retried"
+    );
+    assert!(s.continued.contains(&StreamType::HttpRequest));
+    let h = s.request_headers();
+    assert_eq!(h.get(":method").as_deref(), Some("GET"));
+    assert_eq!(h.get(":path").as_deref(), Some("/"));
+    assert_eq!(h.get(":authority").as_deref(), Some("api.openai.example"));
+    assert_eq!(h.get("content-length").as_deref(), Some("0"));
+    for name in [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-ai-eg-model",
+        "x-aigw-endpoint",
+    ] {
+        assert!(
+            !h.contains(name),
+            "{name} must not reach the provider: {h:?}"
+        );
+    }
+    assert!(s.request_buffer.is_empty() && s.request_body_sent.is_empty());
+
+    // The provider's 401 (to a request without a credential) is replaced.
+    let action = vm.response_headers(
+        ctx,
+        &[
+            (":status", "401"),
+            ("content-type", "text/html"),
+            ("www-authenticate", "Bearer"),
+            ("content-length", "9"),
+        ],
+        false,
+    )?;
+    assert_eq!(action, Action::Continue);
+    let h = vm.stream(ctx).response_headers();
+    assert_eq!(h.get(":status").as_deref(), Some("503"));
+    assert_eq!(h.get("content-type").as_deref(), Some("application/json"));
+    assert!(
+        !h.contains("www-authenticate") && !h.contains("content-length"),
+        "{h:?}"
+    );
+    assert_eq!(vm.response_body(ctx, b"<html>", false)?, Action::Pause);
+    assert_eq!(vm.response_body(ctx, b"</html>", true)?, Action::Continue);
+    let body: serde_json::Value =
+        serde_json::from_slice(&vm.stream(ctx).response_body_sent).unwrap();
+    assert_eq!(body["error"]["type"], "upstream_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("credentials"),
+        "{body}"
+    );
+    for line in &vm.host().logs {
+        assert!(
+            !line.message.contains(TOKEN),
+            "the token leaked to a log: {line:?}"
+        );
+    }
+
+    // A bodiless answer keeps no body but still gets the status.
+    vm.host_mut().http_call_failure = Some(aigw_wasm_abi_tests::Status::BadArgument);
+    let (ctx, _) = openai_request(&mut vm)?;
+    assert!(vm.stream(ctx).local_response().is_none());
+    assert_eq!(
+        vm.stream(ctx).request_headers().get(":method").as_deref(),
+        Some("GET")
+    );
+    vm.response_headers(ctx, &[(":status", "404")], true)?;
+    assert_eq!(
+        vm.stream(ctx).response_headers().get(":status").as_deref(),
+        Some("503")
+    );
+    vm.assert_no_violations();
     Ok(())
 }
 
