@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from conftest import write_yaml
+from fake_entra import FakeEntra
 from fakes import anthropic_sse, openai_echo
 
 MODEL = "m"
@@ -255,3 +256,110 @@ def test_requests_over_the_circuit_breaker_get_a_503_in_the_clients_shape(tmp_pa
     assert stat(gw, cluster, "circuit_breakers.default.rq_open") == 0
     assert stat(gw, cluster, "upstream_rq_active_overflow") == 3
     assert len(slow.requests) == 3
+
+
+# --- A backend whose credential is missing fails over like a failing one
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT_ID = "00001111-aaaa-2222-bbbb-3333cccc4444"
+
+
+def azure_backends(names, port_of):
+    """Azure OpenAI backends whose Entra ID token the controller mints at
+    the fake Entra (AIGW_AZURE_AUTHORITY); while Entra refuses, the filter
+    has no credential for them."""
+    text = ""
+    for name in names:
+        text += backend(name, port_of[name], schema="AzureOpenAI, version: 2025-01-01-preview")
+    targets = ", ".join(f"{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {n}}}" for n in names)
+    return text + f"""---
+apiVersion: aigateway.envoyproxy.io/v1alpha1
+kind: BackendSecurityPolicy
+metadata: {{name: entra}}
+spec:
+  targetRefs: [{targets}]
+  type: AzureCredentials
+  azureCredentials:
+    clientID: {CLIENT_ID}
+    tenantID: {TENANT}
+    clientSecretRef: {{name: entra-app}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: entra-app}}
+stringData: {{client-secret: entra-secret}}
+"""
+
+
+@pytest.fixture
+def entra():
+    fake = FakeEntra(TENANT, CLIENT_ID, client_secret="entra-secret")
+    fake.failing = (503, {"error": "temporarily_unavailable", "error_description": "AADSTS90033: transient"})
+    yield fake
+    fake.close()
+
+
+def start_with_entra(gateway, tmp_path, text, entra):
+    return gateway([write_yaml(tmp_path, "gw.yaml", text)], extra_args=["--credential-ttl", "1"],
+                   env={"AIGW_AZURE_AUTHORITY": entra.url})
+
+
+def assert_told_nothing(fake):
+    """What reached a backend without its credential: no prompt, no
+    credential, not even the API path."""
+    for sent in fake.requests:
+        assert (sent.method, sent.path, sent.body) == ("GET", "/", b""), (sent.method, sent.path)
+        for header in ("authorization", "api-key", "x-ai-eg-model", "content-type"):
+            assert header not in sent.headers, sent.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_backend_without_its_credential_fails_over_to_the_next(tmp_path, providers, gateway, entra, stream):
+    azure = providers(openai_echo("azure"), name="azure")
+    secondary = providers(name="secondary")
+    text = GATEWAY + azure_backends(["azure"], {"azure": azure.port}) + backend(
+        "secondary", secondary.port) + route([("azure", 0), ("secondary", 1)])
+    gw = start_with_entra(gateway, tmp_path, text, entra)
+
+    def ask():
+        if stream:
+            chunks = list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return answered_by(gw)
+
+    for _ in range(2):
+        assert ask() == f"secondary answered {MODEL}"
+    assert len(secondary.requests) == 2
+    assert secondary.requests[-1].json()["messages"] == USER
+    assert len(azure.requests) == 2
+    assert_told_nothing(azure)
+    assert "credential of backend default/azure is not available" in gw.output()
+
+    # Once Entra answers again, the token is minted and the primary serves.
+    entra.failing = None
+    deadline = time.time() + 15
+    while (answer := ask()) != f"azure answered {MODEL}":
+        assert answer == f"secondary answered {MODEL}"
+        assert time.time() < deadline, "the primary never got its credential"
+        time.sleep(0.3)
+    assert azure.requests[-1].headers["authorization"].startswith("Bearer ")
+
+
+def test_every_backend_without_its_credential_is_a_503_in_the_clients_shape(tmp_path, providers, gateway, entra):
+    a = providers(name="a")
+    b = providers(name="b")
+    text = GATEWAY + azure_backends(["a", "b"], {"a": a.port, "b": b.port}) + route([("a", 0), ("b", 1)])
+    gw = start_with_entra(gateway, tmp_path, text, entra)
+    with pytest.raises(openai.APIStatusError) as e:
+        answered_by(gw)
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "upstream_credentials_unavailable", e.value.body
+    assert "credential" in e.value.body["message"]
+    with pytest.raises(openai.APIStatusError) as e:
+        list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "upstream_credentials_unavailable", e.value.body
+    # One attempt per backend and request: the default policy's one retry.
+    assert (len(a.requests), len(b.requests)) == (2, 2)
+    assert_told_nothing(a)
+    assert_told_nothing(b)
