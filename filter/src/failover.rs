@@ -8,10 +8,16 @@
 //! attempt restores them before rewriting for its own backend.
 //!
 //! A provider's 429 with `retry-after` puts its backend on a cool-down
-//! ([`retry_after_seconds`], [`Cooldown`]) kept in the VM's shared data,
-//! seen by every worker until the time is up: while every backend of the
-//! rule is cooling down, the upstream role answers 429 itself without
-//! calling any provider.
+//! ([`retry_after_seconds`], [`Cooldown`]) kept in the VM's shared data, so
+//! every worker sees it: while every backend of the rule is cooling, the
+//! upstream role answers 429 with the time left without calling any (a
+//! local reply, which Envoy does not retry); otherwise the request goes on.
+//!
+//! An attempt that cannot be made at all (its backend's credential is
+//! missing) must still end in something Envoy retries: an upstream
+//! filter's local reply never is, so with another backend in the rule the
+//! attempt goes upstream empty ([`empty_attempt_headers`]) and its answer
+//! becomes a retriable [`FAILED_ATTEMPT_STATUS`].
 
 /// Filter-state name of the original request headers.
 pub const ORIGINAL_HEADERS_PROPERTY: &str = "aigw_original_request_headers";
