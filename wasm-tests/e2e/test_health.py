@@ -123,11 +123,25 @@ def answered_by(gw):
 # --- Passive health check: outlier detection
 
 
-def test_failing_backend_is_ejected_for_its_ejection_time_then_serves_again(tmp_path, providers, gateway):
+# Known gap: within one priority group an ejected endpoint keeps getting
+# first attempts. Seen with Envoy 1.40 and the controller's STRICT_DNS rule
+# clusters (ROUND_ROBIN and LEAST_REQUEST, one worker or two, one locality
+# group per backend or one for all, healthy_panic_threshold 0): /clusters
+# flags the host failed_outlier_check, membership_healthy counts it out and
+# lb_healthy_panic stays 0, yet the host gets its round-robin share. The
+# same cluster with type STATIC skips it. Across priorities (above) the
+# ejection is honoured.
+@pytest.mark.parametrize("secondary_priority", [
+    1,
+    pytest.param(0, marks=pytest.mark.xfail(
+        strict=True, reason="STRICT_DNS cluster: an ejected endpoint still gets its share of its priority")),
+], ids=["fallback", "equal-priority"])
+def test_failing_backend_is_ejected_for_its_ejection_time_then_serves_again(
+        tmp_path, providers, gateway, secondary_priority):
     primary = providers(failing(500), name="primary")
     secondary = providers(name="secondary")
     text = GATEWAY + backend("primary", primary.port) + backend("secondary", secondary.port) + route(
-        [("primary", 0), ("secondary", 1)]) + traffic_policy("""  healthCheck:
+        [("primary", 0), ("secondary", secondary_priority)]) + traffic_policy("""  healthCheck:
     passive:
       consecutive5XxErrors: 2
       interval: 1s
@@ -138,9 +152,11 @@ def test_failing_backend_is_ejected_for_its_ejection_time_then_serves_again(tmp_
     cluster, health = cluster_of(gw, primary.port)
     assert not health.get("failed_outlier_check"), health
 
-    # Every request fails on the primary and is retried on the fallback
-    # (the default AI retry policy): the client only ever sees 200s.
-    for _ in range(6):
+    # A request that lands on the primary fails there and is retried on the
+    # other backend (the default AI retry policy): the client only ever
+    # sees 200s. (With equal priorities, about every other request lands on
+    # the primary first.)
+    for _ in range(16):
         assert answered_by(gw) == f"secondary answered {MODEL}"
         if stat(gw, cluster, "outlier_detection.ejections_enforced_total"):
             break
