@@ -475,6 +475,16 @@ pub fn for_rule(
         }
         out.cluster
             .insert("outlier_detection".into(), Value::Object(od));
+        // Envoy merges health changes that come within 1 s of a cluster's
+        // previous update and hands them to the workers up to 1 s later
+        // (`update_merge_window`), so an ejection right after start-up (the
+        // STRICT_DNS resolutions) or after another ejection left the host
+        // in rotation that long. A rule has a handful of endpoints: nothing
+        // to save by merging.
+        out.cluster.insert(
+            "common_lb_config".into(),
+            json!({"update_merge_window": "0s"}),
+        );
     }
 
     let breaker = policies
@@ -594,6 +604,7 @@ mod tests {
             1024
         );
         assert!(!out.cluster.contains_key("outlier_detection"));
+        assert!(!out.cluster.contains_key("common_lb_config"));
         // A single priority still gets one retry (on another host or the same).
         let (out, _) = run(&resources(vec![]), &RouteRule::default(), 1);
         assert_eq!(out.route_action["retry_policy"]["num_retries"], 1);
@@ -702,6 +713,10 @@ circuitBreaker:
         assert_eq!(
             out.cluster["outlier_detection"],
             json!({"consecutive_5xx": 2, "interval": "3s", "base_ejection_time": "30s"})
+        );
+        assert_eq!(
+            out.cluster["common_lb_config"],
+            json!({"update_merge_window": "0s"})
         );
         let p = policy(
             "targetRefs: [{kind: HTTPRoute, name: route}]\nhealthCheck: {passive: {interval: soon, baseEjectionTime: 2s}}",
