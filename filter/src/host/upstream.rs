@@ -108,13 +108,16 @@ impl UpstreamFilter {
     /// now, body at its end). A bodiless answer keeps no body: there is
     /// nothing to replace, and Envoy retries on the status alone.
     fn replace_failed_answer(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !end_of_stream {
-            // Envoy keeps the body while paused; only the end matters.
-            return Action::Pause;
-        }
-        if let Some(error) = self.failed_attempt.take() {
-            self.set_http_response_body(0, body_size, &error.body(self.shape()));
-        }
+        // The provider's bytes are dropped as they come (not held: an
+        // answer of any size must not fill Envoy's buffer).
+        let replacement = match self.failed_attempt.take() {
+            Some(error) if end_of_stream => error.body(self.shape()),
+            error => {
+                self.failed_attempt = error;
+                Vec::new()
+            }
+        };
+        self.set_http_response_body(0, body_size, &replacement);
         Action::Continue
     }
 

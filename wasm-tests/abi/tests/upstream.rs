@@ -339,7 +339,11 @@ fn credential_failure_with_another_backend_goes_upstream_empty_and_comes_back_a_
         !h.contains("www-authenticate") && !h.contains("content-length"),
         "{h:?}"
     );
-    assert_eq!(vm.response_body(ctx, b"<html>", false)?, Action::Pause);
+    assert_eq!(vm.response_body(ctx, b"<html>", false)?, Action::Continue);
+    assert!(
+        vm.stream(ctx).response_body_sent.is_empty(),
+        "dropped, not held"
+    );
     assert_eq!(vm.response_body(ctx, b"</html>", true)?, Action::Continue);
     let body: serde_json::Value =
         serde_json::from_slice(&vm.stream(ctx).response_body_sent).unwrap();
