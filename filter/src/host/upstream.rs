@@ -86,7 +86,8 @@ impl UpstreamFilter {
     /// the client gets `error` at once and nothing reaches the provider.
     /// Called with the whole request body buffered.
     fn fail_attempt(&mut self, error: GatewayError, provider_host: Option<&str>) -> Action {
-        if !crate::failover::fail_over_through_upstream(self.config.backends.len()) {
+        let peers = self.rule_backends();
+        if !crate::failover::fail_over_through_upstream(peers.split(',').count()) {
             return self.fail(error);
         }
         let authority = provider_host.unwrap_or(&self.authority).to_string();
@@ -250,11 +251,7 @@ impl UpstreamFilter {
         // The common case costs one lookup: the backend picked is not
         // cooling down. Only then are the rule's other backends looked at.
         let mut left = self.cooldown_left(self.backend.as_deref()?, now)?;
-        let peers = self
-            .get_property(PEERS_METADATA.to_vec())
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        for peer in peers.split(',').filter(|p| !p.is_empty()) {
+        for peer in self.rule_backends().split(',').filter(|p| !p.is_empty()) {
             left = left.min(self.cooldown_left(peer, now)?);
         }
         let error = GatewayError::upstream(
@@ -273,6 +270,15 @@ impl UpstreamFilter {
             Some(&error.body(self.shape())),
         );
         Some(Action::Pause)
+    }
+
+    /// The AIServiceBackends of the rule whose cluster this attempt goes
+    /// to, comma-separated (from the endpoint's metadata: the upstream
+    /// role's configuration is the listener's, shared by every rule).
+    fn rule_backends(&self) -> String {
+        self.get_property(PEERS_METADATA.to_vec())
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 
     fn cooldown_left(&self, backend: &str, now: u64) -> Option<u64> {

@@ -17,6 +17,14 @@ pub const BACKEND_METADATA: [&str; 5] = [
     "aigw",
     "backend",
 ];
+/// Endpoint metadata listing the rule's AIServiceBackends.
+pub const PEERS_METADATA: [&str; 5] = [
+    "xds",
+    "upstream_host_metadata",
+    "filter_metadata",
+    "aigw",
+    "peers",
+];
 pub const CREDENTIAL_CLUSTER: &str = "aigw-credentials";
 pub const TOKEN_ENV: &str = "AIGW_CREDENTIAL_TOKEN";
 pub const TOKEN: &str = "controller-token-123";
@@ -100,6 +108,17 @@ pub fn vm_with(config: &PluginConfig) -> Result<Vm, VmError> {
     let mut vm = Vm::filter()?;
     vm.set_env(TOKEN_ENV, TOKEN);
     assert!(vm.start_with(config)?, "proxy_on_configure returned false");
+    // Every stream's endpoint belongs to a rule with all the configured
+    // backends (the controller writes them in the endpoint metadata).
+    let peers: Vec<&str> = config
+        .backends
+        .keys()
+        .map(|k| aigw_filter::failover::service_of(k))
+        .collect();
+    vm.host_mut().properties.insert(
+        aigw_wasm_abi_tests::host::property_key(&PEERS_METADATA),
+        peers.join(",").into_bytes(),
+    );
     Ok(vm)
 }
 
