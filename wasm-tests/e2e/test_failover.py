@@ -403,6 +403,12 @@ def test_429_fails_over_to_the_next_priority(tmp_path, providers, gateway):
         assert r.choices[0].message.content == f"secondary answered {MODEL}"
     assert len(secondary.requests) == 3
     assert_usage(gw, 11, 7)
+    # Out of rotation while it cools down: the primary got the first request
+    # only; later attempts reached it as an empty GET / (no prompt, no
+    # credential) that Envoy retries on the secondary.
+    assert [(q.method, q.path) for q in primary.requests] == [("POST", "/v1/chat/completions")] + [("GET", "/")] * 2
+    for q in primary.requests[1:]:
+        assert q.body == b"" and "authorization" not in {k.lower() for k in q.headers}
 
 
 def test_429_everywhere_answers_locally_until_retry_after(tmp_path, providers, gateway):

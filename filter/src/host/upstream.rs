@@ -39,6 +39,9 @@ pub(super) struct UpstreamFilter {
     /// This attempt could not be made (see [`UpstreamFilter::fail_attempt`]):
     /// whatever the provider answers becomes this error.
     failed_attempt: Option<GatewayError>,
+    /// This attempt's backend is cooling down while another of the rule is
+    /// free: skipped once the body is in (see [`UpstreamFilter::cooling_down`]).
+    skipped: Option<GatewayError>,
 }
 
 impl UpstreamFilter {
@@ -64,6 +67,7 @@ impl UpstreamFilter {
             response_sse: false,
             decode_reported: false,
             failed_attempt: None,
+            skipped: None,
         }
     }
 
@@ -241,24 +245,33 @@ impl UpstreamFilter {
         Action::Continue
     }
 
-    /// When the provider of every backend of this rule asked to slow
-    /// down (429 with retry-after), none is called until the first one's
-    /// time is up: the client gets a 429 with the time left. (Envoy does
-    /// not retry a local answer of an upstream filter, so while any backend
-    /// is available the request goes on and the retry policy fails over.)
+    /// A backend whose provider asked to slow down (429 with retry-after)
+    /// gets none of the rule's requests until its time is up: while another
+    /// backend of the rule is free, the attempt is skipped through upstream
+    /// ([`Self::fail_attempt`], once the body is in) and Envoy's retry
+    /// policy moves on; when every backend is cooling down, the client gets
+    /// a 429 with the shortest time left and no provider is called.
     fn cooling_down(&mut self) -> Option<Action> {
         let now = now_secs(self);
         // The common case costs one lookup: the backend picked is not
         // cooling down. Only then are the rule's other backends looked at.
         let mut left = self.cooldown_left(self.backend.as_deref()?, now)?;
+        let mut another_free = false;
         for peer in self.rule_backends().split(',').filter(|p| !p.is_empty()) {
-            left = left.min(self.cooldown_left(peer, now)?);
+            match self.cooldown_left(peer, now) {
+                Some(l) => left = left.min(l),
+                None => another_free = true,
+            }
         }
         let error = GatewayError::upstream(
             429,
             format!("the provider asked the gateway to slow down; retry after {left} s"),
         )
         .with_code("rate_limit_exceeded");
+        if another_free {
+            self.skipped = Some(error);
+            return Some(Action::Pause);
+        }
         let left = left.to_string();
         self.send_http_response(
             429,
@@ -615,11 +628,11 @@ impl HttpContext for UpstreamFilter {
                 "request did not pass the gateway's router",
             ));
         }
-        if let Some(action) = self.cooling_down() {
-            return action;
-        }
         if end_of_stream {
             return self.fail(GatewayError::bad_request("request body is required"));
+        }
+        if let Some(action) = self.cooling_down() {
+            return action;
         }
         if let Some(action) = self.headers_only() {
             return action;
@@ -635,6 +648,10 @@ impl HttpContext for UpstreamFilter {
             return Action::Pause;
         }
         self.body_size = body_size;
+        if let Some(error) = self.skipped.take() {
+            let host = self.backend_config().and_then(|b| b.host.clone());
+            return self.fail_attempt(error, host.as_deref());
+        }
         let (Some(endpoint), Some(backend)) = (self.endpoint, self.backend_config()) else {
             return Action::Continue;
         };
