@@ -176,8 +176,9 @@ def patched(listen, provider_port, credential_port, skip=(), catch_all=True):
                 "socket_address": {"address": "127.0.0.1", "port_value": credential_port}}
             clusters.append(added)
     # Substitution: EG's remote fetch of the module -> the local file.
-    for f in cluster.get("typed_extension_protocol_options", {}).get(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {}).get("http_filters", []):
+    hcm = listener["default_filter_chain"]["filters"][0]["typed_config"]
+    router = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router")
+    for f in router["typed_config"].get("upstream_http_filters", []):
         code = f["typed_config"].get("config", {}).get("vm_config", {}).get("code")
         if code and "remote" in code:
             code.pop("remote")

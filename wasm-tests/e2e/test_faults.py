@@ -252,15 +252,8 @@ def test_kube_controller_killed_envoy_keeps_serving_then_reconnects(providers):
                               "--base-id", str(os.getpid() + 11)],
                              stdout=envoy_log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
-        api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
-                                     {"gatewayClassName": "aigw",
-                                      "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
-        api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
-                                     {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
-        api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
-                                              {"schema": {"name": "OpenAI"},
-                                               "backendRef": {"name": "backend", "kind": "Backend",
-                                                              "group": "gateway.envoyproxy.io"}}))
+        from test_kube import put_gateway_and_backend
+        put_gateway_and_backend(api, provider.port)
         api.put(AI + "aigatewayroutes", route(obj, "one", "model-one"))
         wait_until(lambda: chat_status(url, "model-one") == 200, "the first model to be served")
 

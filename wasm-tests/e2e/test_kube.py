@@ -238,6 +238,37 @@ PATHS = [AI + "aigatewayroutes", AI + "aiservicebackends", AI + "backendsecurity
          "/api/v1/configmaps"]
 
 
+def put_gateway_and_backend(api, port):
+    """The Gateway `gw` and an OpenAI AIServiceBackend `backend` at `port`."""
+    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
+                                 {"gatewayClassName": "aigw",
+                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
+    api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
+                                 {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}))
+    api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
+                                          {"schema": {"name": "OpenAI"},
+                                           "backendRef": {"name": "backend", "kind": "Backend",
+                                                          "group": "gateway.envoyproxy.io"}}))
+
+
+def put_key_policy(api):
+    """An APIKey BackendSecurityPolicy `key` on `backend`, from Secret `provider-key`."""
+    api.put(AI + "backendsecuritypolicies", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "BackendSecurityPolicy", "key",
+        {"targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": "backend"}],
+         "type": "APIKey", "apiKey": {"secretRef": {"name": "provider-key"}}}))
+
+
+def put_kube_model_route(api):
+    """The AIGatewayRoute `route`: kube-model -> backend."""
+    api.put(AI + "aigatewayroutes", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
+        {"parentRefs": [{"name": "gw"}],
+         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
+                    "backendRefs": [{"name": "backend"}]}]}))
+
+
+
 def obj(api_version, kind, name, spec):
     return {"apiVersion": api_version, "kind": kind, "spec": spec,
             "metadata": {"name": name, "namespace": "default", "generation": 1}}
@@ -337,24 +368,9 @@ def chat(url):
 
 def test_controller_configures_envoy_from_kubernetes(cluster):
     api, provider, url, output = cluster
-    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
-                                 {"gatewayClassName": "aigw",
-                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
-    api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
-                                 {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
-    api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
-                                          {"schema": {"name": "OpenAI"},
-                                           "backendRef": {"name": "backend", "kind": "Backend",
-                                                          "group": "gateway.envoyproxy.io"}}))
-    api.put(AI + "backendsecuritypolicies", obj(
-        "aigateway.envoyproxy.io/v1alpha1", "BackendSecurityPolicy", "key",
-        {"targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": "backend"}],
-         "type": "APIKey", "apiKey": {"secretRef": {"name": "provider-key"}}}))
-    api.put(AI + "aigatewayroutes", obj(
-        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
-        {"parentRefs": [{"name": "gw"}],
-         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
-                    "backendRefs": [{"name": "backend"}]}]}))
+    put_gateway_and_backend(api, provider.port)
+    put_key_policy(api)
+    put_kube_model_route(api)
 
     # The policy's Secret is missing: status says so, naming the field.
     def policy_status():
@@ -399,20 +415,8 @@ def test_policy_status_ancestors(cluster):
     status.ancestors[] with the Gateway as ancestorRef, our controllerName
     and Accepted True / False (Conflicted, TargetNotFound)."""
     api, provider, url, output = cluster
-    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
-                                 {"gatewayClassName": "aigw",
-                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
-    api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
-                                 {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
-    api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
-                                          {"schema": {"name": "OpenAI"},
-                                           "backendRef": {"name": "backend", "kind": "Backend",
-                                                          "group": "gateway.envoyproxy.io"}}))
-    api.put(AI + "aigatewayroutes", obj(
-        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
-        {"parentRefs": [{"name": "gw"}],
-         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
-                    "backendRefs": [{"name": "backend"}]}]}))
+    put_gateway_and_backend(api, provider.port)
+    put_kube_model_route(api)
     limit = {"type": "Global", "global": {"rules": [{"limit": {"requests": 5, "unit": "Minute"}}]}}
     gateway_ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}
     for name, target in [("a-limit", gateway_ref), ("b-limit", gateway_ref),

@@ -13,7 +13,8 @@ import tempfile
 import time
 
 from conftest import AIGW, ROOT, WASM, free_port
-from test_kube import AI, EG, GW, PATHS, TOKEN, FakeApiServer, obj, wait_until
+from test_kube import (AI, PATHS, TOKEN, FakeApiServer, put_gateway_and_backend, put_key_policy,
+                       put_kube_model_route, wait_until)
 
 LEASE_SECONDS = 3
 RETRY = LEASE_SECONDS * 2 / 15  # how often a follower looks at the lease
@@ -75,24 +76,9 @@ def test_only_the_lease_holder_writes_status_and_a_follower_takes_over(providers
 
         # A configuration whose policy names a missing Secret: its status
         # says ResolvedRefs False.
-        api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw",
-                                     {"gatewayClassName": "aigw",
-                                      "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}))
-        api.put(EG + "backends", obj("gateway.envoyproxy.io/v1alpha1", "Backend", "backend",
-                                     {"endpoints": [{"ip": {"address": "127.0.0.1", "port": provider.port}}]}))
-        api.put(AI + "aiservicebackends", obj("aigateway.envoyproxy.io/v1alpha1", "AIServiceBackend", "backend",
-                                              {"schema": {"name": "OpenAI"},
-                                               "backendRef": {"name": "backend", "kind": "Backend",
-                                                              "group": "gateway.envoyproxy.io"}}))
-        api.put(AI + "backendsecuritypolicies", obj(
-            "aigateway.envoyproxy.io/v1alpha1", "BackendSecurityPolicy", "key",
-            {"targetRefs": [{"group": "aigateway.envoyproxy.io", "kind": "AIServiceBackend", "name": "backend"}],
-             "type": "APIKey", "apiKey": {"secretRef": {"name": "provider-key"}}}))
-        api.put(AI + "aigatewayroutes", obj(
-            "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "route",
-            {"parentRefs": [{"name": "gw"}],
-             "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "kube-model"}]}],
-                        "backendRefs": [{"name": "backend"}]}]}))
+        put_gateway_and_backend(api, provider.port)
+        put_key_policy(api)
+        put_kube_model_route(api)
         wait_until(lambda: [w for w in status_writes(api) if w["path"] == POLICY_STATUS],
                    "the policy's status", output)
         # Both replicas translate and publish from their own watches.

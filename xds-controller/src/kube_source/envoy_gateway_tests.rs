@@ -295,30 +295,25 @@ fn envoy_gateway_files_agree_with_each_other_and_with_envoy() {
         route["metadata"]["namespace"].as_str().unwrap(),
         route["metadata"]["name"].as_str().unwrap()
     );
-    let options_patch = patches
+    let upstream_patch = patches
         .iter()
-        .find(|p| p["type"] == crate::proto::CLUSTER && p["name"] == cluster_name)
+        .find(|p| p["operation"]["path"] == "/upstream_http_filters")
         .expect("the upstream filter patch");
-    assert_eq!(
-        options_patch["operation"]["path"],
-        "/typed_extension_protocol_options"
+    assert_eq!(upstream_patch["name"], listener["name"]);
+    assert!(
+        upstream_patch["operation"]["jsonPath"]
+            .as_str()
+            .unwrap()
+            .contains("@.name=='envoy.filters.http.router'"),
+        "{upstream_patch}"
     );
-    let value = &options_patch["operation"]["value"];
-    // As it lands in the cluster.
-    crate::proto::to_any(
-        crate::proto::CLUSTER,
-        &json!({"name": cluster_name, "typed_extension_protocol_options": value}),
-    )
-    .expect("valid HttpProtocolOptions");
-    let mut typo = value.clone();
-    typo["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filter"] = json!([]);
-    assert!(crate::proto::to_any(
-        crate::proto::CLUSTER,
-        &json!({"name": cluster_name, "typed_extension_protocol_options": typo}),
-    )
-    .is_err());
-    let options = &value["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
-    let upstream_wasm = &options["http_filters"][0]["typed_config"]["config"];
+    let filters = &upstream_patch["operation"]["value"];
+    // As it lands in the router's configuration.
+    let router_type = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    crate::proto::to_any(router_type, &json!({"upstream_http_filters": filters}))
+        .expect("valid upstream HTTP filters");
+    assert!(crate::proto::to_any(router_type, &json!({"upstream_http_filter": filters})).is_err());
+    let upstream_wasm = &filters[0]["typed_config"]["config"];
     let upstream = PluginConfig::parse(
         upstream_wasm["configuration"]["value"]
             .as_str()
@@ -328,10 +323,7 @@ fn envoy_gateway_files_agree_with_each_other_and_with_envoy() {
     .unwrap();
     assert_eq!(upstream.role, Role::Upstream);
     assert_eq!(upstream_wasm["allow_on_headers_stop_iteration"], true);
-    assert_eq!(
-        options["http_filters"][1]["name"],
-        "envoy.filters.http.upstream_codec"
-    );
+    assert_eq!(filters[1]["name"], "envoy.filters.http.upstream_codec");
     // One module, one digest.
     let remote = &upstream_wasm["vm_config"]["code"]["remote"];
     assert_eq!(remote["http_uri"]["uri"], wasm["code"]["http"]["url"]);
@@ -360,6 +352,10 @@ fn envoy_gateway_files_agree_with_each_other_and_with_envoy() {
         upstream.backends[backend], router.backends[backend],
         "both roles see the same backend"
     );
+    let peers = endpoints["operation"]["value"]["filter_metadata"]["aigw"]["peers"]
+        .as_str()
+        .unwrap();
+    assert!(peers.split(',').all(|p| upstream.backends.contains_key(p)));
 
     // Added clusters are whole, valid clusters; the upstream role's module
     // and credentials come from them.
