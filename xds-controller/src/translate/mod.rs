@@ -148,10 +148,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
         rules_by_route.push((route, rules));
     }
     let mut all_backends: BTreeMap<String, ResolvedBackend> = BTreeMap::new();
-    // Rules that would get identical clusters share the first one's: Envoy
-    // reads and hashes the filter module for every cluster's upstream
-    // filter (about 2 ms each), so 2000 routes to a few providers would
-    // otherwise take seconds to apply.
+    // Rules that would get identical clusters share the first one's: fewer
+    // clusters for Envoy to apply (about 0.4 ms each) and connection pools
+    // shared by every route to the same providers.
     let mut served_by_content: BTreeMap<String, String> = BTreeMap::new();
     for (_, rules) in &mut rules_by_route {
         for rule in rules.iter_mut() {
@@ -262,16 +261,6 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                     backends.insert(b.target(), b.config.clone());
                 }
             }
-            let upstream_config = PluginConfig {
-                role: Role::Upstream,
-                config_version: options.config_version,
-                created: options.created,
-                models: Vec::new(),
-                max_request_bytes: 0,
-                backends: backends.clone(),
-                credentials: Some(options.credential_source.clone()),
-                reserve_output_tokens: None,
-            };
             let router_config = PluginConfig {
                 role: Role::Router,
                 config_version: options.config_version,
@@ -281,6 +270,14 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 backends,
                 credentials: None,
                 reserve_output_tokens: options.rate_limit.reserve_output_tokens,
+            };
+            let upstream_config = PluginConfig {
+                role: Role::Upstream,
+                models: Vec::new(),
+                max_request_bytes: 0,
+                credentials: Some(options.credential_source.clone()),
+                reserve_output_tokens: None,
+                ..router_config.clone()
             };
             let domains = match &listener.hostname {
                 Some(h) => vec![h.clone(), format!("{h}:*")],
