@@ -321,12 +321,7 @@ impl HttpContext for RouterFilter {
                 self.observe_body(body_size, None);
                 return Action::Pause;
             }
-            let chunk = if body_size > 0 {
-                self.get_http_response_body(0, body_size)
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let chunk = self.response_chunk(body_size);
             self.observe_body(body_size, Some(&chunk));
             let ResponseState::Chat(chat) = &mut self.response else {
                 return Action::Continue;
@@ -373,12 +368,7 @@ impl HttpContext for RouterFilter {
             self.set_http_response_body(0, body_size, &shaped);
             return Action::Continue;
         }
-        let chunk = if body_size > 0 {
-            self.get_http_response_body(0, body_size)
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let chunk = self.response_chunk(body_size);
         self.observe_body(body_size, Some(&chunk));
         let (replacement, usage) = match &mut self.response {
             ResponseState::Untouched
@@ -485,6 +475,17 @@ impl RouterFilter {
             }
             _ => None,
         }
+    }
+}
+
+impl RouterFilter {
+    /// The response bytes of this callback (no host call for none).
+    fn response_chunk(&self, body_size: usize) -> Vec<u8> {
+        if body_size == 0 {
+            return Vec::new();
+        }
+        self.get_http_response_body(0, body_size)
+            .unwrap_or_default()
     }
 }
 
