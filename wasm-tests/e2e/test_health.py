@@ -17,50 +17,18 @@ import pytest
 from conftest import write_yaml
 from fake_entra import FakeEntra
 from fakes import anthropic_sse, openai_echo
+import yaml_builders as yb
 
 MODEL = "m"
 USER = [{"role": "user", "content": "hi"}]
 
-GATEWAY = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: aigw
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-"""
-
-
-def backend(name, port, schema="OpenAI"):
-    return f"""---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: {name}}}
-spec:
-  schema: {{name: {schema}}}
-  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
-"""
+def openai_backend(name, port):
+    return yb.backend(name, "OpenAI", yb.loopback(port))
 
 
 def route(refs):
-    """refs: [(backend name, priority)]"""
-    listed = ", ".join(f"{{name: {n}, priority: {p}}}" for n, p in refs)
-    return f"""---
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIGatewayRoute
-metadata: {{name: route}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: {MODEL}}}]}}]
-    backendRefs: [{listed}]
-"""
+    """The AIGatewayRoute `route` for MODEL; refs: [(backend name, priority)]"""
+    return yb.route("route", {MODEL: [{"name": n, "priority": p} for n, p in refs]})
 
 
 def traffic_policy(spec):
@@ -131,7 +99,7 @@ def test_failing_backend_is_ejected_for_its_ejection_time_then_serves_again(
         tmp_path, providers, gateway, secondary_priority):
     primary = providers(failing(500), name="primary")
     secondary = providers(name="secondary")
-    text = GATEWAY + backend("primary", primary.port) + backend("secondary", secondary.port) + route(
+    text = yb.gateway() + openai_backend("primary", primary.port) + openai_backend("secondary", secondary.port) + route(
         [("primary", 0), ("secondary", secondary_priority)]) + traffic_policy("""  healthCheck:
     passive:
       consecutive5XxErrors: 2
@@ -215,7 +183,7 @@ def held_anthropic(release):
 def test_requests_over_the_circuit_breaker_get_a_503_in_the_clients_shape(tmp_path, providers, gateway):
     release = threading.Event()
     slow = providers(held_anthropic(release), name="slow")
-    text = GATEWAY + backend("slow", slow.port, schema="Anthropic") + route([("slow", 0)]) + traffic_policy(
+    text = yb.gateway() + yb.backend("slow", "Anthropic", yb.loopback(slow.port)) + route([("slow", 0)]) + traffic_policy(
         """  circuitBreaker:
     maxParallelRequests: 1
     maxPendingRequests: 1
@@ -281,7 +249,7 @@ def azure_backends(names, port_of):
     has no credential for them."""
     text = ""
     for name in names:
-        text += backend(name, port_of[name], schema="AzureOpenAI, version: 2025-01-01-preview")
+        text += yb.backend(name, "AzureOpenAI", yb.loopback(port_of[name]), version="2025-01-01-preview")
     targets = ", ".join(f"{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {n}}}" for n in names)
     return text + f"""---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
@@ -328,7 +296,7 @@ def assert_told_nothing(fake):
 def test_backend_without_its_credential_fails_over_to_the_next(tmp_path, providers, gateway, entra, stream):
     azure = providers(openai_echo("azure"), name="azure")
     secondary = providers(name="secondary")
-    text = GATEWAY + azure_backends(["azure"], {"azure": azure.port}) + backend(
+    text = yb.gateway() + azure_backends(["azure"], {"azure": azure.port}) + openai_backend(
         "secondary", secondary.port) + route([("azure", 0), ("secondary", 1)])
     gw = start_with_entra(gateway, tmp_path, text, entra)
 
@@ -359,7 +327,7 @@ def test_backend_without_its_credential_fails_over_to_the_next(tmp_path, provide
 def test_every_backend_without_its_credential_is_a_503_in_the_clients_shape(tmp_path, providers, gateway, entra):
     a = providers(name="a")
     b = providers(name="b")
-    text = GATEWAY + azure_backends(["a", "b"], {"a": a.port, "b": b.port}) + route([("a", 0), ("b", 1)])
+    text = yb.gateway() + azure_backends(["a", "b"], {"a": a.port, "b": b.port}) + route([("a", 0), ("b", 1)])
     gw = start_with_entra(gateway, tmp_path, text, entra)
     with pytest.raises(openai.APIStatusError) as e:
         answered_by(gw)
