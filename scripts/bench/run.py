@@ -227,29 +227,33 @@ def envoy_bootstrap(port, admin_port, upstream_port):
     }
 
 
-# The Gateway and the fake upstream as an OpenAI backend (every run's
-# configuration starts with these; soak.py's too).
-BASE_CONFIG = """
+# The Gateway, and the fake upstream as an OpenAI backend `{name}`
+# (templates for str.format: literal braces are doubled).
+GATEWAY_CONFIG = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw}}
 spec:
   gatewayClassName: aigw
   listeners: [{{name: http, port: 80, protocol: HTTP}}]
----
+"""
+OPENAI_BACKEND = """---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
-metadata: {{name: fake}}
+metadata: {{name: {name}}}
 spec:
   endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
 ---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIServiceBackend
-metadata: {{name: fake}}
+metadata: {{name: {name}}}
 spec:
   schema: {{name: OpenAI}}
-  backendRef: {{name: fake, kind: Backend, group: gateway.envoyproxy.io}}
+  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
 """
+# Every run's configuration starts with these (soak.py's too), backend
+# `fake`; still a template for {port}.
+BASE_CONFIG = GATEWAY_CONFIG + OPENAI_BACKEND.replace("{name}", "fake")
 # The fake upstream again as Bedrock Converse, signed with the AWS
 # credentials of aigw's environment.
 BEDROCK_CONFIG = """---
@@ -514,28 +518,6 @@ def main():
 
 # ---- configuration push: N AIGatewayRoutes ---------------------------------
 
-PUSH_HEAD = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: aigw
-  listeners: [{{name: http, port: 80, protocol: HTTP}}]
-"""
-PUSH_BACKEND = """---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1alpha1
-kind: AIServiceBackend
-metadata: {{name: {name}}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: {name}, kind: Backend, group: gateway.envoyproxy.io}}
-"""
 PUSH_ROUTE = """---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: AIGatewayRoute
@@ -553,13 +535,13 @@ PUSH_SHAPES = {"one backend": False, "a backend each": True}
 
 
 def push_config(port, routes, distinct=False):
-    text = PUSH_HEAD.format()
+    text = GATEWAY_CONFIG.format()
     if not distinct:
-        text += PUSH_BACKEND.format(name="fake", port=port)
+        text += OPENAI_BACKEND.format(name="fake", port=port)
     for i in range(routes):
         backend = f"fake-{i}" if distinct else "fake"
         if distinct:
-            text += PUSH_BACKEND.format(name=backend, port=port)
+            text += OPENAI_BACKEND.format(name=backend, port=port)
         text += PUSH_ROUTE.format(i=i, backend=backend)
     return text
 
