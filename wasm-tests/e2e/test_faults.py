@@ -318,9 +318,16 @@ def test_aigw_run_killed_takes_its_envoy_with_it(tmp_path, providers, gateway):
         except FileNotFoundError:
             return True
     wait_until(envoy_gone, "Envoy to exit after aigw was killed", timeout=10)
-    # Nothing holds the gateway's port any more.
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+
+    # Nothing holds the gateway's port any more. Polled: the leader thread
+    # shows "Z" while Envoy's other threads may still be closing its sockets.
+    def port_refused():
+        try:
+            socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+            return False
+        except OSError:
+            return True
+    wait_until(port_refused, "the gateway's port to be released", timeout=10)
 
 
 def test_frozen_controller_credentials_fetched_before_keep_serving(tmp_path, providers, gateway):
