@@ -2,7 +2,7 @@
 //! Both crates use these types, so the two sides cannot drift apart.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where in Envoy this instance of the filter runs.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +45,19 @@ pub struct PluginConfig {
     /// output tokens reserved when the request names no max_tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve_output_tokens: Option<u64>,
+    /// The request facts (`wasm.<name>` filter state: usage, backend,
+    /// response model, ...) something in Envoy reads, so the router role
+    /// publishes these only: each is a host call per request. `None`
+    /// publishes all (for access logs the controller does not write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<BTreeSet<String>>,
+}
+
+impl PluginConfig {
+    /// Whether the router role publishes the property `name`.
+    pub fn publishes(&self, name: &str) -> bool {
+        self.published.as_ref().is_none_or(|p| p.contains(name))
+    }
 }
 
 /// One model matcher of a route rule, and who owns it (for `/v1/models`).

@@ -209,15 +209,6 @@ impl Observer {
         self.start_ns.map(|s| ns.saturating_sub(s) / 1_000_000)
     }
 
-    /// Notes a response body chunk. Returns true on the first one.
-    pub fn body(&mut self, now_ns: u64, size: usize) -> bool {
-        if size == 0 || self.first_byte_ns.is_some() {
-            return false;
-        }
-        self.first_byte_ns = Some(now_ns);
-        true
-    }
-
     /// Whether the response body is still worth searching for the model.
     pub fn wants_model(&self) -> bool {
         self.response_model.is_none() && self.scanned < MODEL_SCAN_LIMIT

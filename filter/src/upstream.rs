@@ -190,6 +190,64 @@ fn prepare_openai(
     })
 }
 
+/// The header map an attempt sends (written with one host call): the
+/// client's `original` map without the gateway's `internal` headers and the
+/// client's credentials, with `request`'s changes applied, then `added`
+/// (the backend's credential or signature). A header that is set keeps its
+/// place in the map and loses any repeats.
+pub fn attempt_headers(
+    original: &[(String, Vec<u8>)],
+    internal: &[&str],
+    request: &UpstreamRequest,
+    added: &[(&str, String)],
+) -> Vec<(String, Vec<u8>)> {
+    fn set(map: &mut Vec<(String, Vec<u8>)>, name: &str, value: &str) {
+        match map.iter().position(|(n, _)| n == name) {
+            Some(at) => {
+                map[at].1 = value.as_bytes().to_vec();
+                let mut i = 0;
+                map.retain(|(n, _)| {
+                    i += 1;
+                    i - 1 == at || n != name
+                });
+            }
+            None => map.push((name.to_string(), value.as_bytes().to_vec())),
+        }
+    }
+    let removed = |name: &str| {
+        internal.contains(&name)
+            || CLIENT_HEADERS_REMOVED.contains(&name)
+            || request.remove_headers.contains(&name)
+    };
+    let mut map: Vec<(String, Vec<u8>)> = original
+        .iter()
+        .filter(|(n, _)| !removed(n))
+        .cloned()
+        .collect();
+    // The gateway reads every answer: ask for it uncompressed (see
+    // encoding.rs; a compressed one is decoded anyway).
+    set(&mut map, "accept-encoding", "identity");
+    for (name, value) in &request.set_headers {
+        set(&mut map, name, value);
+    }
+    for (name, value) in &request.default_headers {
+        if !map.iter().any(|(n, _)| n == name) {
+            map.push((name.clone(), value.as_bytes().to_vec()));
+        }
+    }
+    set(&mut map, ":path", &request.path);
+    if let Some(host) = &request.host {
+        set(&mut map, ":authority", host);
+    }
+    if let Some(body) = &request.body {
+        set(&mut map, "content-length", &body.len().to_string());
+    }
+    for (name, value) in added {
+        set(&mut map, name, value);
+    }
+    map
+}
+
 /// The header that carries a static credential for `auth`, or `None` for
 /// schemes that sign the request instead.
 pub fn credential_header(
@@ -223,6 +281,78 @@ pub fn credential_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn attempt_headers_apply_every_change_in_place() {
+        let original = map(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway.local"),
+            ("authorization", "Bearer client-secret"),
+            ("x-api-key", "client-secret-2"),
+            ("x-aigw-endpoint", "chat"),
+            ("x-ai-eg-model", "m"),
+            ("anthropic-version", "client-choice"),
+            ("accept-encoding", "gzip"),
+            ("accept-encoding", "br"),
+            ("content-length", "27"),
+            ("x-trace", "1"),
+        ]);
+        let request = UpstreamRequest {
+            path: "/model/m/converse".into(),
+            host: Some("bedrock.example".into()),
+            body: Some(b"{}".to_vec()),
+            set_headers: vec![("content-type".into(), "application/json".into())],
+            remove_headers: vec!["x-trace"],
+            default_headers: vec![
+                ("anthropic-version".into(), "2023-06-01".into()),
+                ("x-new-default".into(), "d".into()),
+            ],
+        };
+        let added = [("authorization", "AWS4-HMAC-SHA256 sig".to_string())];
+        let out = attempt_headers(&original, &["x-aigw-endpoint"], &request, &added);
+        let expected = map(&[
+            (":method", "POST"),
+            (":path", "/model/m/converse"),
+            (":authority", "bedrock.example"),
+            ("x-ai-eg-model", "m"),
+            ("anthropic-version", "client-choice"),
+            ("accept-encoding", "identity"),
+            ("content-length", "2"),
+            ("content-type", "application/json"),
+            ("x-new-default", "d"),
+            ("authorization", "AWS4-HMAC-SHA256 sig"),
+        ]);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn attempt_headers_keep_an_unchanged_request_as_it_came() {
+        let original = map(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway.local"),
+            ("content-length", "27"),
+        ]);
+        let request = UpstreamRequest {
+            path: "/v1/chat/completions".into(),
+            host: None,
+            body: None,
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            default_headers: Vec::new(),
+        };
+        let mut expected = original.clone();
+        expected.push(("accept-encoding".into(), b"identity".to_vec()));
+        assert_eq!(attempt_headers(&original, &[], &request, &[]), expected);
+    }
 
     fn backend(prefix: Option<&str>, model: Option<&str>) -> BackendConfig {
         BackendConfig {

@@ -156,6 +156,7 @@ pub fn add_tracing(listener: &mut Value, endpoint: &Endpoint) {
             }
         }
     }
+    crate::translate::envoy::publish_for(listener, &tracing);
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::request::{handoff, parse_handoff, parse_request, Endpoint, RequestFac
 use crate::response::{ChunkOutput, JsonBody, OpenAiStream};
 use crate::sse::SseSplitter;
 use crate::upstream::{
-    credential_header, prepare, prepare_headers_only, UpstreamRequest, CLIENT_HEADERS_REMOVED,
+    attempt_headers, credential_header, prepare, prepare_headers_only, UpstreamRequest,
 };
 use crate::usage::Usage;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -133,11 +133,6 @@ fn header_in(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-}
-
-fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_response_header_bytes(name)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Sends an error in the client's API shape. The caller returns Pause.

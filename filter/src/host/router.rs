@@ -105,7 +105,7 @@ impl RouterFilter {
             let r =
                 crate::reservation::estimate(body.len(), facts.requested_output, default_output);
             for (name, value) in crate::reservation::properties(r) {
-                self.set_property(vec![name], Some(value.to_string().as_bytes()));
+                self.publish(name, value.to_string().as_bytes());
             }
             self.reserved = true;
         }
@@ -132,7 +132,14 @@ impl RouterFilter {
             ("llm_cache_creation_input_token", u.cache_creation_input),
             ("llm_reasoning_token", u.reasoning),
         ] {
-            self.set_property(vec![name], Some(value.to_string().as_bytes()));
+            self.publish(name, value.to_string().as_bytes());
+        }
+    }
+
+    /// Sets the filter state `wasm.<name>` if anything reads it.
+    fn publish(&self, name: &str, value: &[u8]) {
+        if self.config.publishes(name) {
+            self.set_property(vec![name], Some(value));
         }
     }
 }
@@ -222,10 +229,12 @@ impl HttpContext for RouterFilter {
             .as_ref()
             .and_then(|b| self.config.backends.get(b).map(|c| c.schema))
             .unwrap_or_default();
-        let status = response_header(self, ":status").unwrap_or_default();
+        // One read of the whole map: each host call costs about a microsecond.
+        let headers = self.get_http_response_headers_bytes();
+        let status = header_in(&headers, ":status").unwrap_or_default();
         self.status = status.parse().ok();
-        let content_type = response_header(self, "content-type").unwrap_or_default();
-        if let Some(kind) = self.invoke_kind(schema, &status) {
+        let content_type = header_in(&headers, "content-type").unwrap_or_default();
+        if let Some(kind) = self.invoke_kind(schema, &status, &headers) {
             if end_of_stream {
                 self.publish_usage(None);
                 return Action::Continue;
@@ -250,7 +259,7 @@ impl HttpContext for RouterFilter {
                 .as_ref()
                 .map(|f| f.model.clone())
                 .unwrap_or_default();
-            let id = response_header(self, "x-amzn-requestid")
+            let id = header_in(&headers, "x-amzn-requestid")
                 .filter(|r| r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
                 .map_or_else(|| "chatcmpl-aigw".to_string(), |r| format!("chatcmpl-{r}"));
             let chat = ChatResponse::new(
@@ -451,7 +460,12 @@ impl RouterFilter {
     /// The whole-body Bedrock InvokeModel translation this answer needs:
     /// embeddings on `AWSBedrock` (answers and errors), count-tokens on
     /// `AWSAnthropic` (answers; its errors take the Bedrock error path).
-    fn invoke_kind(&self, schema: SchemaName, status: &str) -> Option<crate::bedrock_invoke::Kind> {
+    fn invoke_kind(
+        &self,
+        schema: SchemaName,
+        status: &str,
+        headers: &[(String, Vec<u8>)],
+    ) -> Option<crate::bedrock_invoke::Kind> {
         use crate::bedrock_invoke::{family, model_for, Kind, INPUT_TOKENS_HEADER};
         match (self.endpoint?, schema) {
             (Endpoint::Embeddings, SchemaName::AWSBedrock) => {
@@ -462,7 +476,7 @@ impl RouterFilter {
                     .as_ref()
                     .and_then(|b| self.config.backends.get(b))?;
                 let header_tokens =
-                    response_header(self, INPUT_TOKENS_HEADER).and_then(|v| v.trim().parse().ok());
+                    header_in(headers, INPUT_TOKENS_HEADER).and_then(|v| v.trim().parse().ok());
                 Some(Kind::Embeddings {
                     family: family(model_for(backend, &client_model)),
                     model: client_model,
@@ -497,10 +511,10 @@ impl RouterFilter {
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         if let Some(name) = &backend {
             let service = crate::failover::service_of(name);
-            self.set_property(vec!["backend"], Some(service.as_bytes()));
+            self.publish("backend", service.as_bytes());
             if let Some(b) = self.config.backends.get(name) {
                 let provider = crate::metrics::provider_name(b.schema);
-                self.set_property(vec!["provider"], Some(provider.as_bytes()));
+                self.publish("provider", provider.as_bytes());
             }
         }
         self.observer.backend = backend;
@@ -509,11 +523,14 @@ impl RouterFilter {
     /// `chunk`: the body chunk when the caller read it already (one host
     /// call fewer).
     fn observe_body(&mut self, body_size: usize, chunk: Option<&[u8]>) {
+        // Time to first token is a streaming figure: the clock is read
+        // (a host call) once per stream, for its first bytes.
         let stream = self.facts.as_ref().is_some_and(|f| f.stream);
-        if self.observer.body(now_ns(self), body_size) && stream {
-            let first = self.observer.first_byte_ns.unwrap_or(0);
+        if stream && body_size > 0 && self.observer.first_byte_ns.is_none() {
+            let first = now_ns(self);
+            self.observer.first_byte_ns = Some(first);
             if let Some(ms) = self.observer.ms_since_start(first) {
-                self.set_property(vec!["ttft_ms"], Some(ms.to_string().as_bytes()));
+                self.publish("ttft_ms", ms.to_string().as_bytes());
             }
         }
         // AWS event-stream frames carry the provider's JSON base64-encoded:
@@ -542,7 +559,7 @@ impl RouterFilter {
         }
         self.observer.scan(bytes);
         if let Some(model) = self.observer.response_model.clone() {
-            self.set_property(vec!["response_model"], Some(model.as_bytes()));
+            self.publish("response_model", model.as_bytes());
         }
     }
 

@@ -9,8 +9,10 @@ pub(super) struct UpstreamFilter {
     context_id: u32,
     backend: Option<String>,
     endpoint: Option<Endpoint>,
-    /// The request's `:path` and `:authority` as this attempt received them.
-    path: String,
+    /// The client's request headers as the router passed them on: every
+    /// attempt's headers are written from these (see `attempt_headers`).
+    headers: Vec<(String, Vec<u8>)>,
+    /// The request's `:authority` as this attempt received it.
     authority: String,
     query: String,
     /// The model the router picked the route by.
@@ -51,7 +53,7 @@ impl UpstreamFilter {
             context_id,
             backend: None,
             endpoint: None,
-            path: String::new(),
+            headers: Vec::new(),
             authority: String::new(),
             query: String::new(),
             model: String::new(),
@@ -95,7 +97,7 @@ impl UpstreamFilter {
             return self.fail(error);
         }
         let authority = provider_host.unwrap_or(&self.authority).to_string();
-        let scheme = request_header(self, ":scheme").unwrap_or_else(|| "http".into());
+        let scheme = header_in(&self.headers, ":scheme").unwrap_or_else(|| "http".into());
         self.set_http_request_headers(crate::failover::empty_attempt_headers(&authority, &scheme));
         if self.body_size > 0 {
             self.set_http_request_body(0, self.body_size, &[]);
@@ -211,37 +213,18 @@ impl UpstreamFilter {
                 }
             }
         }
-        for name in &request.remove_headers {
-            self.set_http_request_header(name, None);
-        }
-        // The gateway reads every answer: ask for it uncompressed (see
-        // encoding.rs; a compressed one is decoded anyway).
-        self.set_http_request_header("accept-encoding", Some("identity"));
-        for (name, value) in &request.set_headers {
-            self.set_http_request_header(name, Some(value));
-        }
-        for (name, value) in &request.default_headers {
-            if self.get_http_request_header_bytes(name).is_none() {
-                self.set_http_request_header(name, Some(value));
-            }
-        }
-        // Unchanged pseudo-headers are left alone: a host call each.
-        if request.path != self.path {
-            self.set_http_request_header(":path", Some(&request.path));
-        }
-        if let Some(host) = request.host.as_ref().filter(|h| **h != self.authority) {
-            self.set_http_request_header(":authority", Some(host));
-        }
         if let Some(body) = &request.body {
             self.set_http_request_body(0, self.body_size, body);
-            self.set_http_request_header("content-length", Some(&body.len().to_string()));
         }
-        if let Some((name, value)) = credential_value {
-            self.set_http_request_header(name, Some(&value));
-        }
-        for (name, value) in &signed {
-            self.set_http_request_header(name, Some(value));
-        }
+        let mut added: Vec<(&str, String)> = credential_value.into_iter().collect();
+        added.extend(signed.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        let headers = attempt_headers(&self.headers, &[ENDPOINT_HEADER], &request, &added);
+        self.set_http_request_headers_bytes(
+            headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
+        );
         Action::Continue
     }
 
@@ -252,13 +235,13 @@ impl UpstreamFilter {
     /// policy moves on; when every backend is cooling down, the client gets
     /// a 429 with the shortest time left and no provider is called.
     fn cooling_down(&mut self) -> Option<Action> {
-        let now = now_secs(self);
+        let mut now = None;
         // The common case costs one lookup: the backend picked is not
         // cooling down. Only then are the rule's other backends looked at.
-        let mut left = self.cooldown_left(self.backend.as_deref()?, now)?;
+        let mut left = self.cooldown_left(self.backend.as_deref()?, &mut now)?;
         let mut another_free = false;
         for peer in self.rule_backends().split(',').filter(|p| !p.is_empty()) {
-            match self.cooldown_left(peer, now) {
+            match self.cooldown_left(peer, &mut now) {
                 Some(l) => left = left.min(l),
                 None => another_free = true,
             }
@@ -294,9 +277,12 @@ impl UpstreamFilter {
             .unwrap_or_default()
     }
 
-    fn cooldown_left(&self, backend: &str, now: u64) -> Option<u64> {
+    fn cooldown_left(&self, backend: &str, now: &mut Option<u64>) -> Option<u64> {
         let (bytes, _) = self.get_shared_data(&crate::failover::Cooldown::key(backend));
-        crate::failover::Cooldown::parse(&bytes?)?.remaining(now)
+        let cooldown = crate::failover::Cooldown::parse(&bytes?)?;
+        // The clock (a host call) is read once, and only for a cool-down.
+        let now = *now.get_or_insert_with(|| now_secs(self));
+        cooldown.remaining(now)
     }
 
     /// Turns a held 200 answer into a retriable 502; if no retry is left,
@@ -512,10 +498,12 @@ impl HttpContext for UpstreamFilter {
             }
             return Action::Continue;
         }
-        let status = response_header(self, ":status").unwrap_or_default();
-        let content_type = response_header(self, "content-type").unwrap_or_default();
+        // One read of the whole map: each host call costs about a microsecond.
+        let headers = self.get_http_response_headers_bytes();
+        let status = header_in(&headers, ":status").unwrap_or_default();
+        let content_type = header_in(&headers, "content-type").unwrap_or_default();
         self.response_sse = content_type.starts_with("text/event-stream");
-        if let Some(encoding) = response_header(self, "content-encoding") {
+        if let Some(encoding) = header_in(&headers, "content-encoding") {
             match crate::encoding::decoder_for(&encoding) {
                 Ok(None) => {}
                 Ok(Some(decoder)) => {
@@ -544,8 +532,8 @@ impl HttpContext for UpstreamFilter {
             self.holding_json = true;
             return Action::Pause;
         }
-        if status == "429" && response_header(self, crate::failover::COOLDOWN_HEADER).is_none() {
-            let wait = response_header(self, "retry-after")
+        if status == "429" && header_in(&headers, crate::failover::COOLDOWN_HEADER).is_none() {
+            let wait = header_in(&headers, "retry-after")
                 .and_then(|v| crate::failover::retry_after_seconds(&v));
             if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
                 let until = crate::failover::Cooldown {
@@ -576,31 +564,24 @@ impl HttpContext for UpstreamFilter {
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        // Envoy hands every attempt the same header map: restore the
-        // original request before rewriting it for this attempt's backend.
-        let headers = match self.get_property(vec![crate::failover::ORIGINAL_HEADERS_PROPERTY]) {
-            Some(saved) => {
-                let headers = crate::failover::decode_headers(&saved).unwrap_or_default();
-                let pairs = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect();
-                self.set_http_request_headers_bytes(pairs);
-                headers
-            }
-            None => {
-                let headers = self.get_http_request_headers_bytes();
-                self.set_property(
-                    vec![crate::failover::ORIGINAL_HEADERS_PROPERTY],
-                    Some(&crate::failover::encode_headers(&headers)),
-                );
-                headers
-            }
-        };
-        self.path = header_in(&headers, ":path").unwrap_or_default();
+        // Envoy hands every attempt the same header map, which the attempt
+        // before rewrote: a retry starts again from the original request
+        // (saved by the first attempt, the one that sees the router's
+        // handoff header). Each attempt's map is written once, in `finish`.
+        let mut headers = self.get_http_request_headers_bytes();
+        if header_in(&headers, ENDPOINT_HEADER).is_some() {
+            self.set_property(
+                vec![crate::failover::ORIGINAL_HEADERS_PROPERTY],
+                Some(&crate::failover::encode_headers(&headers)),
+            );
+        } else if let Some(saved) =
+            self.get_property(vec![crate::failover::ORIGINAL_HEADERS_PROPERTY])
+        {
+            headers = crate::failover::decode_headers(&saved).unwrap_or_default();
+        }
+        let path = header_in(&headers, ":path").unwrap_or_default();
         self.authority = header_in(&headers, ":authority").unwrap_or_default();
-        self.query = self
-            .path
+        self.query = path
             .split_once('?')
             .map(|(_, q)| q.to_string())
             .unwrap_or_default();
@@ -608,11 +589,7 @@ impl HttpContext for UpstreamFilter {
         self.endpoint = handoff.map(|(endpoint, _)| endpoint);
         self.needs_stream_usage = handoff.is_some_and(|(_, needs)| needs);
         self.model = header_in(&headers, MODEL_HEADER).unwrap_or_default();
-        for name in std::iter::once(&ENDPOINT_HEADER).chain(CLIENT_HEADERS_REMOVED) {
-            if header_in(&headers, name).is_some() {
-                self.set_http_request_header(name, None);
-            }
-        }
+        self.headers = headers;
         self.backend = self
             .get_property(BACKEND_METADATA.to_vec())
             .and_then(|b| String::from_utf8(b).ok());
@@ -653,7 +630,8 @@ impl HttpContext for UpstreamFilter {
             return self.fail_attempt(error, host.as_deref());
         }
         let (Some(endpoint), Some(backend)) = (self.endpoint, self.backend_config()) else {
-            return Action::Continue;
+            // (Refused in the headers phase already.)
+            return self.fail(GatewayError::internal("request without a backend"));
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let bedrock =
@@ -661,7 +639,7 @@ impl HttpContext for UpstreamFilter {
         match prepare(endpoint, &self.query, backend, &body) {
             Ok(mut request) => {
                 // Bedrock takes Anthropic's beta flags in the body.
-                if let Some(beta) = request_header(self, "anthropic-beta").filter(|_| bedrock) {
+                if let Some(beta) = header_in(&self.headers, "anthropic-beta").filter(|_| bedrock) {
                     crate::bedrock::add_beta(&mut request, &beta);
                 }
                 self.finish(request, false)

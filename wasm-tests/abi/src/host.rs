@@ -206,6 +206,9 @@ pub struct Host {
     pub metrics: Vec<(String, i32, i64)>,
     pub tick_period_ms: Option<u32>,
     pub done_calls: u32,
+    /// Host functions the module called (proxy-wasm and WASI): in Envoy each
+    /// costs about a microsecond, the filter's main per-request cost.
+    pub host_calls: u64,
     pub exit_code: Option<i32>,
     /// Things the module did that a real proxy would reject or that break
     /// HTTP (header values with CR/LF/NUL, a second local response, ...).
@@ -246,6 +249,7 @@ impl Default for Host {
             metrics: Vec::new(),
             tick_period_ms: None,
             done_calls: 0,
+            host_calls: 0,
             exit_code: None,
             violations: Vec::new(),
             streams: BTreeMap::new(),

@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use wasmi::{Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
+use wasmi::{
+    CallHook, Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults,
+};
 
 /// Fuel for one callback: far more than any sane callback needs, so running
 /// out means the module loops.
@@ -123,6 +125,12 @@ impl Vm {
 
     fn instantiate(engine: &Engine, module: &Module) -> Result<Vm, VmError> {
         let mut store = Store::new(engine, Host::default());
+        store.call_hook(|host, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                host.host_calls += 1;
+            }
+            Ok(())
+        });
         let mut linker = Linker::new(engine);
         let stubbed_imports =
             link(&mut linker, module).map_err(|e| VmError::new(format!("linking: {e}")))?;

@@ -3,6 +3,7 @@
 
 use aigw_filter::config::PluginConfig;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 pub const HCM_TYPE: &str =
@@ -16,6 +17,9 @@ const CEL_FILTER_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
 const TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+/// The listener filter that runs the router role.
+pub const ROUTER_FILTER: &str = "aigw.router";
 
 /// Endpoint metadata namespace the filter reads the backend name from.
 pub const METADATA_NAMESPACE: &str = "aigw";
@@ -53,6 +57,49 @@ pub fn wasm_filter(name: &str, code: &WasmCode, config: &PluginConfig) -> Value 
             },
         },
     })
+}
+
+/// The filter properties (`wasm.<name>` filter state) that Envoy
+/// configuration `text` reads: access-log and trace formats, rate-limit
+/// costs, CEL. The router role publishes only these (a host call each).
+pub fn properties_read(text: &str) -> BTreeSet<String> {
+    let mut read = BTreeSet::new();
+    for marker in ["FILTER_STATE(wasm.", "filter_state['wasm."] {
+        for (at, _) in text.match_indices(marker) {
+            let name: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                read.insert(name);
+            }
+        }
+    }
+    read
+}
+
+/// Adds what `reads` reads to the properties the router role of
+/// `listener` publishes (for configuration added after translation).
+pub fn publish_for(listener: &mut Value, reads: &Value) {
+    let added = properties_read(&reads.to_string());
+    let Some(filters) = listener
+        .pointer_mut("/filter_chains/0/filters/0/typed_config/http_filters")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for filter in filters.iter_mut().filter(|f| f["name"] == ROUTER_FILTER) {
+        let Some(value) = filter.pointer_mut("/typed_config/config/configuration/value") else {
+            continue;
+        };
+        let Ok(mut config) = PluginConfig::parse(value.as_str().unwrap_or("").as_bytes()) else {
+            continue;
+        };
+        if let Some(published) = &mut config.published {
+            published.extend(added.iter().cloned());
+            *value = json!(serde_json::to_string(&config).unwrap_or_default());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -414,5 +461,21 @@ mod local_reply_tests {
         assert!(unreachable
             .iter()
             .any(|b| b["error"]["code"] == "upstream_unavailable"));
+    }
+}
+
+#[cfg(test)]
+mod properties_read_tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_cel_name_the_properties_they_read() {
+        let text = r#"{"a": "%FILTER_STATE(wasm.llm_input_token:PLAIN)%",
+            "b": "%FILTER_STATE(wasm.backend)% %FILTER_STATE(other.x)%",
+            "c": "'wasm.client_api' in filter_state && filter_state['wasm.client_api'] == b'x'",
+            "d": "FILTER_STATE(wasm.)"}"#;
+        let read: Vec<String> = properties_read(text).into_iter().collect();
+        assert_eq!(read, ["backend", "client_api", "llm_input_token"]);
+        assert!(properties_read("{}").is_empty());
     }
 }

@@ -261,6 +261,11 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                     backends.insert(b.target(), b.config.clone());
                 }
             }
+            // What the routes (rate-limit costs) and the access log read.
+            let mut reads = json!(route_entries).to_string();
+            if let Some(path) = &options.access_log {
+                reads.push_str(&envoy::access_log(path).to_string());
+            }
             let router_config = PluginConfig {
                 role: Role::Router,
                 config_version: options.config_version,
@@ -270,6 +275,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 backends,
                 credentials: None,
                 reserve_output_tokens: options.rate_limit.reserve_output_tokens,
+                published: Some(envoy::properties_read(&reads)),
             };
             let upstream_config = PluginConfig {
                 role: Role::Upstream,
@@ -277,6 +283,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 max_request_bytes: 0,
                 credentials: Some(options.credential_source.clone()),
                 reserve_output_tokens: None,
+                published: None,
                 ..router_config.clone()
             };
             let domains = match &listener.hostname {
@@ -550,7 +557,7 @@ fn listener_json(
                 "stat_prefix": name.replace('/', "_"),
                 "rds": {"route_config_name": name, "config_source": {"ads": {}, "resource_api_version": "V3"}},
                 "http_filters": [
-                    envoy::wasm_filter("aigw.router", &options.wasm, router),
+                    envoy::wasm_filter(envoy::ROUTER_FILTER, &options.wasm, router),
                     envoy::router_filter_with_upstream(
                         envoy::wasm_filter("aigw.upstream", &options.wasm, upstream),
                     ),

@@ -234,3 +234,74 @@ fn addresses_make_static_clusters_and_hostnames_dns_ones() {
         crate::proto::to_any(crate::proto::CLUSTER, cluster).expect("a valid Envoy cluster");
     }
 }
+
+/// The properties the router role publishes, as the served listener says.
+fn published(t: &Translation) -> Vec<String> {
+    let (router, upstream) = listener_configs(t);
+    assert_eq!(upstream.published, None, "the upstream role publishes none");
+    router.published.expect("a list").into_iter().collect()
+}
+
+#[test]
+fn the_router_role_publishes_only_what_envoy_reads() {
+    // Nothing reads the request's facts: none is published.
+    assert!(published(&run(TWO_RULES)).is_empty());
+
+    // The access log reads them all.
+    let mut resources = Default::default();
+    let mut diagnostics = Vec::new();
+    crate::load::load_str("test.yaml", TWO_RULES, &mut resources, &mut diagnostics);
+    let options = Options {
+        access_log: Some("/dev/stdout".into()),
+        ..Options::for_tests()
+    };
+    let logged = published(&translate(&resources, &options));
+    for name in ["llm_input_token", "llm_reasoning_token", "backend", "provider", "ttft_ms"] {
+        assert!(logged.iter().any(|p| p == name), "{name}: {logged:?}");
+    }
+
+    // A rate limit charging output tokens reads those only.
+    let limited = format!(
+        "{TWO_RULES}---\n{}",
+        r#"apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: p}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+      - clientSelectors: [{headers: [{name: x-user-id, type: Distinct}]}]
+        limit: {requests: 100, unit: Hour}
+        cost:
+          request: {from: Number, number: 0}
+          response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: out}}
+"#
+    )
+    .replace(
+        "  parentRefs: [{name: gw}]\n",
+        "  parentRefs: [{name: gw}]\n  llmRequestCosts: [{metadataKey: out, type: OutputToken}]\n",
+    );
+    let mut resources = Default::default();
+    let mut diagnostics = Vec::new();
+    crate::load::load_str("test.yaml", &limited, &mut resources, &mut diagnostics);
+    let mut t = translate(&resources, &Options::for_tests());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert_eq!(published(&t), ["llm_output_token"]);
+
+    // Tracing adds what its span tags read.
+    let endpoint = crate::otel::parse_endpoint("127.0.0.1:4318").unwrap();
+    crate::otel::add_tracing(&mut t.listeners[0], &endpoint);
+    assert_eq!(
+        published(&t),
+        [
+            "backend",
+            "llm_input_token",
+            "llm_output_token",
+            "provider",
+            "response_model"
+        ]
+    );
+    crate::proto::to_any(crate::proto::LISTENER, &t.listeners[0]).expect("a valid listener");
+}

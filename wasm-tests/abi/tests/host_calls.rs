@@ -1,0 +1,107 @@
+//! The filter's per-request cost budget. In Envoy each host call costs
+//! about a microsecond (more than the filter's own code), so the number of
+//! calls a plain OpenAI request makes is what the benchmark's latency and
+//! throughput follow. A change that adds calls to the common path fails
+//! here instead of showing up weeks later as a slower benchmark.
+
+mod common;
+
+use aigw_wasm_abi_tests::{Flow, Vm, VmError};
+use common::*;
+
+const REQUEST: &[u8] =
+    br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}"#;
+const RESPONSE: &[u8] = br#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+const RESPONSE_HEADERS: [(&str, &str); 3] = [
+    (":status", "200"),
+    ("content-type", "application/json"),
+    ("content-length", "240"),
+];
+const STREAM: &[u8] = concat!(
+    "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+    "data: [DONE]\n\n",
+)
+.as_bytes();
+
+fn calls_during(vm: &mut Vm, f: impl FnOnce(&mut Vm) -> Result<(), VmError>) -> u64 {
+    let before = vm.host().host_calls;
+    f(vm).expect("request");
+    vm.assert_no_violations();
+    vm.host().host_calls - before
+}
+
+/// The router role as `aigw` serves it when no access log, trace or rate
+/// limit reads the request's facts.
+fn router_vm() -> Result<Vm, VmError> {
+    let mut config = router_config();
+    config.backends = upstream_config().backends;
+    config.published = Some(Default::default());
+    vm_with(&config)
+}
+
+/// One whole request through the router role: `request` in, a 200 `response`
+/// of `content_type` from backend `default/local`, then the access log.
+fn router_round_trip(vm: &mut Vm, request: &[u8], content_type: &str, response: &[u8]) -> u64 {
+    calls_during(vm, |vm| {
+        let ctx = vm.create_stream()?;
+        let headers = chat_headers(request.len());
+        assert_eq!(
+            vm.send_request(ctx, &refs(&headers), request, 1 << 20)?,
+            Flow::Continued
+        );
+        vm.set_stream_property(ctx, &BACKEND_METADATA, b"default/local");
+        let headers = [(":status", "200"), ("content-type", content_type)];
+        assert_eq!(
+            vm.send_response(ctx, &headers, response, 1 << 20)?,
+            Flow::Continued
+        );
+        vm.finish_stream(ctx)
+    })
+}
+
+fn upstream_round_trip(vm: &mut Vm) -> u64 {
+    calls_during(vm, |vm| {
+        let ctx = vm.create_stream()?;
+        vm.set_stream_property(ctx, &BACKEND_METADATA, b"default/local");
+        let mut headers = chat_headers(REQUEST.len());
+        headers.push(("x-ai-eg-model", "gpt-4o-mini".into()));
+        headers.push(("x-aigw-endpoint", "chat".into()));
+        assert_eq!(
+            vm.send_request(ctx, &refs(&headers), REQUEST, 1 << 20)?,
+            Flow::Continued
+        );
+        assert_eq!(
+            vm.send_response(ctx, &RESPONSE_HEADERS, RESPONSE, 1 << 20)?,
+            Flow::Continued
+        );
+        vm.finish_stream(ctx)
+    })
+}
+
+#[test]
+fn a_plain_openai_request_stays_within_its_host_call_budget() -> Result<(), VmError> {
+    let mut router = router_vm()?;
+    let mut upstream = vm_with(&upstream_config())?;
+    // The first request per VM defines metrics; the budget is the steady state.
+    router_round_trip(&mut router, REQUEST, "application/json", RESPONSE);
+    upstream_round_trip(&mut upstream);
+    let router_calls = router_round_trip(&mut router, REQUEST, "application/json", RESPONSE);
+    let upstream_calls = upstream_round_trip(&mut upstream);
+    eprintln!("host calls per request: router {router_calls}, upstream {upstream_calls}");
+    assert!(router_calls <= 99, "router role: {router_calls} host calls");
+    assert!(upstream_calls <= 99, "upstream role: {upstream_calls} host calls");
+    Ok(())
+}
+
+#[test]
+fn a_streamed_openai_request_stays_within_its_host_call_budget() -> Result<(), VmError> {
+    let request = br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello."}]}"#;
+    let mut router = router_vm()?;
+    router_round_trip(&mut router, request, "text/event-stream", STREAM);
+    let calls = router_round_trip(&mut router, request, "text/event-stream", STREAM);
+    eprintln!("host calls per streamed request: router {calls}");
+    assert!(calls <= 99, "router role: {calls} host calls");
+    Ok(())
+}
