@@ -115,8 +115,8 @@ impl AnthropicUsage {
 
 /// The usage of a whole (non-streaming) Messages response body.
 pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    AnthropicUsage::from_value(v.get("usage")?).map(AnthropicUsage::normalized)
+    let usage = crate::usage::usage_object(body)?;
+    AnthropicUsage::from_value(&usage).map(AnthropicUsage::normalized)
 }
 
 /// Follows the usage of a Messages stream, one event at a time.

@@ -47,15 +47,43 @@ impl Usage {
 
     /// Reads the usage of a whole OpenAI response body.
     pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
-        let v: Value = serde_json::from_slice(body).ok()?;
-        Usage::from_openai(v.get("usage")?)
+        Usage::from_openai(&usage_object(body)?)
     }
+}
+
+/// The `usage` member of a JSON object, the rest skipped unbuilt: an
+/// answer's choices can be large, and this runs on every response.
+pub fn usage_object(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Value>,
+    }
+    // (A derived struct would also take a one-element array.)
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn usage_object_skips_the_rest_of_the_body() {
+        let body = br#"{"choices":[{"message":{"content":"x","tool_calls":[{"a":[1,2,{"b":null}]}]}}],"usage":{"prompt_tokens":3},"z":"\u00e9"}"#;
+        assert_eq!(usage_object(body), Some(json!({"prompt_tokens": 3})));
+        for body in [
+            &br#"{"usage":null}"#[..],
+            br#"{"id":"x"}"#,
+            br#"[{"usage":{}}]"#,
+            br#"{"usage":{"prompt_tokens":3}"#,
+            b"",
+        ] {
+            assert_eq!(usage_object(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn openai_detailed_usage() {

@@ -30,6 +30,8 @@ pub(super) struct RouterFilter {
     facts: Option<RequestFacts>,
     response: ResponseState,
     usage_published: bool,
+    /// The usage published (kept: the log phase must not parse it again).
+    usage: Option<Usage>,
     /// A token reservation was published (reserve-then-settle rate limits):
     /// the request must end with a usage, zero if none, to settle it.
     reserved: bool,
@@ -49,6 +51,7 @@ impl RouterFilter {
             facts: None,
             response: ResponseState::Untouched,
             usage_published: false,
+            usage: None,
             reserved: false,
             observer: crate::metrics::Observer::default(),
             status: None,
@@ -118,6 +121,7 @@ impl RouterFilter {
             return;
         }
         self.usage_published = true;
+        self.usage = usage;
         let u = match usage {
             Some(u) => u,
             // A failed or refused request releases its reservation.
@@ -440,6 +444,7 @@ impl HttpContext for RouterFilter {
 
     fn on_log(&mut self) {
         let usage = match &self.response {
+            _ if self.usage_published => self.usage,
             ResponseState::Stream(stream) => stream.usage(),
             ResponseState::Json(body) => body.usage(),
             ResponseState::AnthropicJson(body) => {
