@@ -245,16 +245,44 @@ pub struct Outcome {
     pub end_ns: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    Counter(String, u64),
-    Histogram(String, u64),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+}
+
+/// One metric update: the metric is `base`, the request's labels, then
+/// `token` for the token metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    pub base: &'static str,
+    pub token: Option<&'static str>,
+    pub value: u64,
+}
+
+impl Record {
+    /// The Envoy metric name under `labels`.
+    pub fn name(&self, labels: &str) -> String {
+        match self.token {
+            Some(token) => format!("{}{labels};token={token}", self.base),
+            None => format!("{}{labels}", self.base),
+        }
+    }
+}
+
+/// The metric updates for one finished request, all under one label set
+/// (names are built only when a VM first defines them).
+#[derive(Debug, Default)]
+pub struct Records {
+    pub labels: String,
+    pub list: Vec<Record>,
 }
 
 /// The metric updates for one finished request.
-pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) -> Vec<Record> {
+pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) -> Records {
     let Some(endpoint) = outcome.endpoint else {
-        return Vec::new();
+        return Records::default();
     };
     let backend_config = observer
         .backend
@@ -289,17 +317,19 @@ pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) ->
             outcome.status.to_string()
         });
     }
-    let name = |base: &str| format!("{base}{labels}");
-    let mut out = vec![Record::Counter(name(REQUESTS_TOTAL), 1)];
+    let record = |kind, base, token, value| Record {
+        kind,
+        base,
+        token,
+        value,
+    };
+    let mut out = vec![record(Kind::Counter, REQUESTS_TOTAL, None, 1)];
     if let Some(ms) = observer.ms_since_start(outcome.end_ns) {
-        out.push(Record::Histogram(name(REQUEST_DURATION), ms));
+        out.push(record(Kind::Histogram, REQUEST_DURATION, None, ms));
     }
     if let Some(u) = outcome.usage {
         for (token, value) in [("input", u.input), ("output", u.output)] {
-            out.push(Record::Histogram(
-                format!("{TOKEN_USAGE}{labels};token={token}"),
-                value,
-            ));
+            out.push(record(Kind::Histogram, TOKEN_USAGE, Some(token), value));
         }
         for (token, value) in [
             ("input", u.input),
@@ -309,69 +339,83 @@ pub fn records(config: &PluginConfig, observer: &Observer, outcome: &Outcome) ->
             ("cache_creation_input", u.cache_creation_input),
             ("reasoning", u.reasoning),
         ] {
-            out.push(Record::Counter(
-                format!("{TOKENS_TOTAL}{labels};token={token}"),
-                value,
-            ));
+            out.push(record(Kind::Counter, TOKENS_TOTAL, Some(token), value));
         }
     }
     if outcome.stream && outcome.status == 200 {
         if let Some(first) = observer.first_byte_ns {
             if let Some(ms) = observer.ms_since_start(first) {
-                out.push(Record::Histogram(name(TIME_TO_FIRST_TOKEN), ms));
+                out.push(record(Kind::Histogram, TIME_TO_FIRST_TOKEN, None, ms));
             }
             let output = outcome.usage.map_or(0, |u| u.output);
             if output > 1 {
                 let ms = outcome.end_ns.saturating_sub(first) / 1_000_000 / (output - 1);
-                out.push(Record::Histogram(name(TIME_PER_OUTPUT_TOKEN), ms));
+                out.push(record(Kind::Histogram, TIME_PER_OUTPUT_TOKEN, None, ms));
             }
         }
     }
-    out
+    Records { labels, list: out }
 }
 
 /// Defines metrics lazily, one id per name per VM, and applies records.
 #[cfg(target_arch = "wasm32")]
 pub mod sink {
-    use super::{Record, MAX_METRICS};
+    use super::{Kind, Record, Records, MAX_METRICS};
     use proxy_wasm::types::MetricType;
     use std::cell::RefCell;
     use std::collections::HashMap;
 
+    /// The ids of a label set's metrics, by base name and token.
+    type Ids = Vec<((&'static str, Option<&'static str>), u32)>;
+
     thread_local! {
-        static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+        // One lookup per request by its label set; a metric's full name is
+        // built only when it is first defined.
+        static IDS: RefCell<(HashMap<String, Ids>, usize)> = RefCell::new(Default::default());
     }
 
-    fn id(name: &str, kind: MetricType) -> Option<u32> {
+    fn id(labels: &str, r: &Record) -> Option<u32> {
         IDS.with(|ids| {
-            let mut ids = ids.borrow_mut();
-            if let Some(id) = ids.get(name) {
+            let (by_labels, defined) = &mut *ids.borrow_mut();
+            let key = (r.base, r.token);
+            if let Some((_, id)) = by_labels
+                .get(labels)
+                .and_then(|ids| ids.iter().find(|(k, _)| *k == key))
+            {
                 return Some(*id);
             }
-            if ids.len() >= MAX_METRICS {
+            if *defined >= MAX_METRICS {
                 return None;
             }
-            let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
-            ids.insert(name.to_string(), id);
+            let kind = match r.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Histogram => MetricType::Histogram,
+            };
+            let id = proxy_wasm::hostcalls::define_metric(kind, &r.name(labels)).ok()?;
+            *defined += 1;
+            by_labels
+                .entry(labels.to_string())
+                .or_default()
+                .push((key, id));
             Some(id)
         })
     }
 
-    pub fn apply(records: &[Record]) {
-        for r in records {
-            match r {
-                Record::Counter(name, value) => {
-                    // Defined even at 0, so the series exists; adding 0 is a
-                    // host call that changes nothing.
-                    if let (Some(id), true) = (id(name, MetricType::Counter), *value > 0) {
-                        let by = i64::try_from(*value).unwrap_or(i64::MAX);
-                        let _ = proxy_wasm::hostcalls::increment_metric(id, by);
-                    }
+    pub fn apply(records: &Records) {
+        for r in &records.list {
+            // Defined even at 0, so the series exists; adding 0 is a host
+            // call that changes nothing.
+            let Some(id) = id(&records.labels, r) else {
+                continue;
+            };
+            match r.kind {
+                Kind::Counter if r.value > 0 => {
+                    let by = i64::try_from(r.value).unwrap_or(i64::MAX);
+                    let _ = proxy_wasm::hostcalls::increment_metric(id, by);
                 }
-                Record::Histogram(name, value) => {
-                    if let Some(id) = id(name, MetricType::Histogram) {
-                        let _ = proxy_wasm::hostcalls::record_metric(id, *value);
-                    }
+                Kind::Counter => {}
+                Kind::Histogram => {
+                    let _ = proxy_wasm::hostcalls::record_metric(id, r.value);
                 }
             }
         }
@@ -381,6 +425,14 @@ pub mod sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each record as (kind, full metric name, value).
+    fn named(r: &Records) -> Vec<(Kind, String, u64)> {
+        r.list
+            .iter()
+            .map(|x| (x.kind, x.name(&r.labels), x.value))
+            .collect()
+    }
     use crate::config::ModelRoute;
 
     fn config() -> PluginConfig {
@@ -506,32 +558,24 @@ mod tests {
             }),
             end_ns: 1_600_000_000,
         };
-        let r = records(&c, &observer, &outcome);
+        let r = named(&records(&c, &observer, &outcome));
         let labels = ";op=chat;provider=aws.bedrock;req_model=anthropic.claude-3-haiku-20240307-v1:0;resp_model=claude-3-haiku-20240307;backend=default/bedrock";
         assert_eq!(
             r[0],
-            Record::Counter(format!("{REQUESTS_TOTAL}{labels}"), 1)
+            (Kind::Counter, format!("{REQUESTS_TOTAL}{labels}"), 1)
         );
         assert_eq!(
             r[1],
-            Record::Histogram(format!("{REQUEST_DURATION}{labels}"), 600)
+            (Kind::Histogram, format!("{REQUEST_DURATION}{labels}"), 600)
         );
-        assert!(r.contains(&Record::Histogram(
-            format!("{TOKEN_USAGE}{labels};token=output"),
-            5
-        )));
-        assert!(r.contains(&Record::Counter(
-            format!("{TOKENS_TOTAL}{labels};token=total"),
-            15
-        )));
-        assert!(r.contains(&Record::Histogram(
-            format!("{TIME_TO_FIRST_TOKEN}{labels}"),
-            200
-        )));
-        assert!(r.contains(&Record::Histogram(
-            format!("{TIME_PER_OUTPUT_TOKEN}{labels}"),
-            100
-        )));
+        for expected in [
+            (Kind::Histogram, format!("{TOKEN_USAGE}{labels};token=output"), 5),
+            (Kind::Counter, format!("{TOKENS_TOTAL}{labels};token=total"), 15),
+            (Kind::Histogram, format!("{TIME_TO_FIRST_TOKEN}{labels}"), 200),
+            (Kind::Histogram, format!("{TIME_PER_OUTPUT_TOKEN}{labels}"), 100),
+        ] {
+            assert!(r.contains(&expected), "{expected:?} in {r:?}");
+        }
     }
 
     #[test]
@@ -547,16 +591,17 @@ mod tests {
             status: 404,
             ..Default::default()
         };
-        let r = records(&c, &observer, &outcome);
+        let r = named(&records(&c, &observer, &outcome));
         assert_eq!(
             r[0],
-            Record::Counter(
+            (
+                Kind::Counter,
                 format!("{REQUESTS_TOTAL};op=chat;req_model=other;error=404"),
                 1
             )
         );
         assert_eq!(r.len(), 2);
-        assert!(records(&c, &observer, &Outcome::default()).is_empty());
+        assert!(records(&c, &observer, &Outcome::default()).list.is_empty());
     }
 
     #[test]

@@ -90,8 +90,8 @@ fn a_plain_openai_request_stays_within_its_host_call_budget() -> Result<(), VmEr
     let router_calls = router_round_trip(&mut router, REQUEST, "application/json", RESPONSE);
     let upstream_calls = upstream_round_trip(&mut upstream);
     eprintln!("host calls per request: router {router_calls}, upstream {upstream_calls}");
-    assert!(router_calls <= 99, "router role: {router_calls} host calls");
-    assert!(upstream_calls <= 99, "upstream role: {upstream_calls} host calls");
+    assert!(router_calls <= 17, "router role: {router_calls} host calls");
+    assert!(upstream_calls <= 7, "upstream role: {upstream_calls} host calls");
     Ok(())
 }
 
@@ -102,6 +102,6 @@ fn a_streamed_openai_request_stays_within_its_host_call_budget() -> Result<(), V
     router_round_trip(&mut router, request, "text/event-stream", STREAM);
     let calls = router_round_trip(&mut router, request, "text/event-stream", STREAM);
     eprintln!("host calls per streamed request: router {calls}");
-    assert!(calls <= 99, "router role: {calls} host calls");
+    assert!(calls <= 20, "router role: {calls} host calls");
     Ok(())
 }
