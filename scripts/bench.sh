@@ -98,12 +98,20 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   # A debug aigw too: the push of 2000 routes is timed with both.
   env -u CARGO_TARGET_DIR cargo build -q -p aigw
 fi
+# The floor scenario's no-op filter (rustup's wasm32-wasip1 target; without
+# it the scenario is reported as not run).
+FLOOR=$CARGO_TARGET_DIR/floor/wasm32-wasip1/release/aigw_bench_floor_filter.wasm
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q --manifest-path scripts/bench/floor-filter/Cargo.toml \
+    --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/floor" 2>/dev/null || FLOOR=""
+fi
+[ -f "${FLOOR:-/nonexistent}" ] || FLOOR=""
 
 # --- run ---------------------------------------------------------------------
 .venv-bench/bin/python scripts/bench/run.py \
   --aigw "$CARGO_TARGET_DIR/release/aigw" \
   --upstream "$CARGO_TARGET_DIR/release/aigw-fake-upstream" \
-  --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" \
+  --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" --floor-wasm "$FLOOR" \
   --litellm "$LITELLM" --portkey "$PORTKEY" --skip "$skip" \
   --rounds "${BENCH_ROUNDS:-2}" --latency-seconds "${BENCH_LATENCY_SECONDS:-5}" \
   --load-seconds "${BENCH_LOAD_SECONDS:-10}" \

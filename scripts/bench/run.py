@@ -227,6 +227,30 @@ def envoy_bootstrap(port, admin_port, upstream_port):
     }
 
 
+def floor_bootstrap(port, admin_port, upstream_port, wasm):
+    """Plain Envoy plus the floor filter where aigw's filter runs: in the
+    listener (holding the request and reading its body) and in the router's
+    upstream filters (a context per attempt)."""
+    boot = envoy_bootstrap(port, admin_port, upstream_port)
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+    def wasm_filter(name, role):
+        return {"name": name, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {"name": name, "root_id": "floor", "allow_on_headers_stop_iteration": True,
+                       "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
+                                     "code": {"local": {"filename": wasm}}},
+                       "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                         "value": role}}}}
+    router = hcm["http_filters"][0]
+    router["typed_config"]["upstream_http_filters"] = [
+        wasm_filter("floor.upstream", "upstream"),
+        {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+    hcm["http_filters"].insert(0, wasm_filter("floor.router", "router"))
+    return boot
+
+
 # The Gateway, and the fake upstream as an OpenAI backend `{name}`
 # (templates for str.format: literal braces are doubled).
 GATEWAY_CONFIG = """
@@ -302,6 +326,9 @@ general_settings:
 """
 
 
+FLOOR_LABEL = "Envoy + no-op proxy-wasm filters (the floor: hold the request, read its body)"
+
+
 class Scenario:
     def __init__(self, key, label, url, proc=None):
         self.key, self.label, self.url, self.proc = key, label, url, proc
@@ -342,6 +369,7 @@ def main():
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--wasm", required=True)
     ap.add_argument("--wrk", default="wrk")
+    ap.add_argument("--floor-wasm", default="", help="scripts/bench/floor-filter, built")
     ap.add_argument("--litellm", default="")
     ap.add_argument("--portkey", default="", help="path to Portkey's built start-server.js")
     ap.add_argument("--skip", default="", help="why LiteLLM/Portkey are missing, key=reason;...")
@@ -387,6 +415,22 @@ def main():
                                       "--log-level", "warning", "--base-id", str(os.getpid() + 1)], work)
             scenarios.append(Scenario("envoy", "plain Envoy (no filter)",
                                       f"http://127.0.0.1:{port}/v1/chat/completions", p))
+
+            # The floor: what any proxy-wasm filter that routes by model costs.
+            if args.floor_wasm:
+                port, admin = free_port(), free_port()
+                boot = os.path.join(work, "envoy-floor.json")
+                with open(boot, "w") as f:
+                    json.dump(floor_bootstrap(port, admin, up_port, args.floor_wasm), f)
+                p = start("envoy-floor", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
+                                          "--log-level", "warning", "--base-id", str(os.getpid() + 2)],
+                          work)
+                scenarios.append(Scenario("floor", FLOOR_LABEL,
+                                          f"http://127.0.0.1:{port}/v1/chat/completions", p))
+            else:
+                s = Scenario("floor", FLOOR_LABEL, "")
+                s.error = "the floor filter was not built (needs the wasm32-wasip1 target)"
+                scenarios.append(s)
 
             # Envoy with our filter, through aigw run.
             port, admin = free_port(), free_port()
@@ -718,7 +762,7 @@ def write_markdown(res, path):
              f"wrk. Concurrency 1: `wrk -t1 -c1 -d{res['latency_seconds']}s`; saturation: "
              f"`wrk -t2 -c64 -d{res['load_seconds']}s`; streaming: {res['chunks']} SSE chunks plus "
              f"a usage chunk, concurrency 1, time to last byte. Envoy runs {res['concurrency']} "
-             f"worker threads in both Envoy scenarios. The fake upstream, wrk and the gateway share "
+             f"worker threads in every Envoy scenario. The fake upstream, wrk and the gateway share "
              f"the same {res['nproc']} cores.\n")
     L.append("| scenario | p50 c=1 (us) | p99 c=1 (us) | added p50 over direct (us) | added p99 over "
              "direct (us) | req/s at c=64 | % of plain Envoy | stream TTLB p50 (us) | per-chunk "
@@ -763,6 +807,12 @@ def write_markdown(res, path):
         target("< 20 us per streamed chunk (vs direct)", f"{pc:+.2f} us", pc < 20)
         pce = (a["stream"]["p50_us"] - e["stream"]["p50_us"]) / res["chunks"]
         target("(for information) per chunk vs plain Envoy", f"{pce:+.2f} us", None)
+    f = rows.get("floor")
+    if f and e and not f["error"] and not e["error"] and f["c64"]["rps"]:
+        target("(for information) the floor: any proxy-wasm filter that reads the body adds, p50 c=1",
+               f"{f['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
+        target("(for information) the floor's throughput", f"{100 * f['c64']['rps'] / e['c64']['rps']:.1f} %"
+               " of plain Envoy", None)
     b = rows.get("bedrock")
     if b and e and a and not b["error"] and not e["error"] and b["c1"]["p50_us"] and b["c64"]["rps"]:
         d50 = b["c1"]["p50_us"] - e["c1"]["p50_us"]
