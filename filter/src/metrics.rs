@@ -569,10 +569,26 @@ mod tests {
             (Kind::Histogram, format!("{REQUEST_DURATION}{labels}"), 600)
         );
         for expected in [
-            (Kind::Histogram, format!("{TOKEN_USAGE}{labels};token=output"), 5),
-            (Kind::Counter, format!("{TOKENS_TOTAL}{labels};token=total"), 15),
-            (Kind::Histogram, format!("{TIME_TO_FIRST_TOKEN}{labels}"), 200),
-            (Kind::Histogram, format!("{TIME_PER_OUTPUT_TOKEN}{labels}"), 100),
+            (
+                Kind::Histogram,
+                format!("{TOKEN_USAGE}{labels};token=output"),
+                5,
+            ),
+            (
+                Kind::Counter,
+                format!("{TOKENS_TOTAL}{labels};token=total"),
+                15,
+            ),
+            (
+                Kind::Histogram,
+                format!("{TIME_TO_FIRST_TOKEN}{labels}"),
+                200,
+            ),
+            (
+                Kind::Histogram,
+                format!("{TIME_PER_OUTPUT_TOKEN}{labels}"),
+                100,
+            ),
         ] {
             assert!(r.contains(&expected), "{expected:?} in {r:?}");
         }

@@ -81,7 +81,12 @@ mod tests {
             br#"{"usage":{"prompt_tokens":3}"#,
             b"",
         ] {
-            assert_eq!(usage_object(body), None, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                usage_object(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -6,9 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use wasmi::{
-    CallHook, Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults,
-};
+use wasmi::{CallHook, Config, Engine, Instance, Linker, Module, Store, WasmParams, WasmResults};
 
 /// Fuel for one callback: far more than any sane callback needs, so running
 /// out means the module loops.

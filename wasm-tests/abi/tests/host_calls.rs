@@ -91,7 +91,10 @@ fn a_plain_openai_request_stays_within_its_host_call_budget() -> Result<(), VmEr
     let upstream_calls = upstream_round_trip(&mut upstream);
     eprintln!("host calls per request: router {router_calls}, upstream {upstream_calls}");
     assert!(router_calls <= 17, "router role: {router_calls} host calls");
-    assert!(upstream_calls <= 7, "upstream role: {upstream_calls} host calls");
+    assert!(
+        upstream_calls <= 7,
+        "upstream role: {upstream_calls} host calls"
+    );
     Ok(())
 }
 

@@ -256,7 +256,13 @@ fn the_router_role_publishes_only_what_envoy_reads() {
         ..Options::for_tests()
     };
     let logged = published(&translate(&resources, &options));
-    for name in ["llm_input_token", "llm_reasoning_token", "backend", "provider", "ttft_ms"] {
+    for name in [
+        "llm_input_token",
+        "llm_reasoning_token",
+        "backend",
+        "provider",
+        "ttft_ms",
+    ] {
         assert!(logged.iter().any(|p| p == name), "{name}: {logged:?}");
     }
 
