@@ -219,11 +219,18 @@ def test_two_data_planes_charge_exactly_and_bound_overshoot(tmp_path, redis_port
     fake, statuses, counters, elapsed = run_scenario(tmp_path, redis_port, gateway)
     report("charge after response", fake, statuses, counters, elapsed)
     check_exact(fake, statuses, counters)
+    threads_per_user = THREADS // len(USERS)
     for u in USERS:
-        # Overshoot: budget - 1 + (requests in flight) x (max tokens per request).
+        # Overshoot: budget - 1 + (requests in flight) x (max tokens per request),
+        # "in flight" meaning admitted and not yet charged. The charge reaches
+        # Redis after the answer (asynchronously, at stream end), so each client
+        # thread can have one request in the gateway while the charge of its
+        # previous one is still on the way: 2 per thread. (The fake's own count of
+        # concurrent requests is only a lower bound; the bound held with it in
+        # most runs but not under heavy machine load.)
         per_request = {"input": MAX_INPUT, "output": MAX_OUTPUT, "total": MAX_INPUT + MAX_OUTPUT}
-        in_flight = fake.max_in_flight[u]
-        assert in_flight <= THREADS // len(USERS)
+        assert fake.max_in_flight[u] <= threads_per_user
+        in_flight = 2 * threads_per_user
         for k in KINDS:
             assert counters[u][k] <= BUDGET[k] - 1 + in_flight * per_request[k], (u, k, counters[u])
 
