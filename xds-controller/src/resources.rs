@@ -63,6 +63,9 @@ pub struct TargetRef {
     pub name: String,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// A parentRef's listener name (Gateway API `sectionName`).
+    #[serde(default)]
+    pub section_name: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]

@@ -92,7 +92,8 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub leader_lease_seconds: u64,
     /// `controllerName` of the `status.ancestors` entries aigw writes on
-    /// BackendTrafficPolicy and SecurityPolicy. The default is Envoy
+    /// BackendTrafficPolicy and SecurityPolicy, and of the GatewayClasses
+    /// whose status (and their Gateways' status) aigw writes. The default is Envoy
     /// Gateway's (aigw serves the same GatewayClass); where Envoy Gateway
     /// runs too, set another one so the two do not overwrite each other.
     #[arg(long, default_value = super::policy_status::DEFAULT_CONTROLLER_NAME)]

@@ -16,6 +16,7 @@ pub mod crd;
 mod deploy_tests;
 #[cfg(test)]
 mod envoy_gateway_tests;
+pub mod gateway_status;
 pub mod leader;
 pub mod policy_status;
 pub mod status;
@@ -51,7 +52,8 @@ pub struct SourceConfig {
     pub debounce: Duration,
     /// Longest a burst of changes can postpone a translation.
     pub max_delay: Duration,
-    /// `controllerName` in the policies' `status.ancestors`.
+    /// `controllerName` in the policies' `status.ancestors`, and of the
+    /// GatewayClasses whose (and whose Gateways') status is written.
     pub controller_name: String,
     /// Serve only the Gateways whose GatewayClass has `controller_name`
     /// (false: every Gateway, whatever its class).
@@ -82,6 +84,10 @@ pub enum StatusShape {
     /// `status.ancestors[]` (Gateway API PolicyStatus): Envoy Gateway's
     /// BackendTrafficPolicy and SecurityPolicy.
     Ancestors,
+    /// `status.conditions` (Accepted) of a GatewayClass that is ours.
+    GatewayClass,
+    /// `status.conditions` and `status.listeners[]` of a Gateway of ours.
+    Gateway,
 }
 
 /// One kind the controller watches.
@@ -189,7 +195,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "GatewayClass",
             "gatewayclasses",
             false,
-            StatusShape::None,
+            StatusShape::GatewayClass,
         ),
         kind(
             GATEWAY_API_GROUP,
@@ -197,7 +203,7 @@ pub fn kinds(config: &SourceConfig) -> Vec<Kind> {
             "Gateway",
             "gateways",
             true,
-            StatusShape::None,
+            StatusShape::Gateway,
         ),
         kind(
             GATEWAY_API_GROUP,
@@ -231,6 +237,8 @@ pub struct Object {
     pub conditions: Vec<Value>,
     /// `status.ancestors` as last seen (policies).
     pub ancestors: Vec<Value>,
+    /// `status.listeners` as last seen (Gateways).
+    pub listeners: Vec<Value>,
 }
 
 /// `(namespace or "", name)`
@@ -270,6 +278,7 @@ fn object_of(kind: &Kind, object: DynamicObject) -> (ObjectKey, Object) {
     };
     let conditions = status_list("conditions");
     let ancestors = status_list("ancestors");
+    let listeners = status_list("listeners");
     if let Some(map) = value.as_object_mut() {
         map.remove("status");
         // List items of built-in kinds come without apiVersion and kind.
@@ -292,6 +301,7 @@ fn object_of(kind: &Kind, object: DynamicObject) -> (ObjectKey, Object) {
             generation,
             conditions,
             ancestors,
+            listeners,
         },
     )
 }
@@ -578,7 +588,7 @@ pub async fn sync(
                 // With changes pending, the next translation writes status
                 // (the latest one may be older than the objects).
                 if let (true, None, Some(p)) = (lead, dirty_since, &latest) {
-                    status.write(&store, &p.resources, &p.translation.diagnostics).await;
+                    status.write(&store, p).await;
                 }
             }
             next = events.next() => {
@@ -623,7 +633,7 @@ pub async fn sync(
                     eprintln!("aigw: the changed configuration has errors and serves nothing; keeping the previous one");
                 }
                 // After the push, so that status round trips never delay it.
-                status.write(&store, &published.resources, &published.translation.diagnostics).await;
+                status.write(&store, &published).await;
                 latest = Some(published);
             }
         }

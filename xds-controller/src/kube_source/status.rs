@@ -1,9 +1,13 @@
 //! Status write-back: `status.conditions` (Accepted, ResolvedRefs) of the
-//! aigateway.envoyproxy.io objects, and `status.ancestors` of Envoy
-//! Gateway's BackendTrafficPolicy and SecurityPolicy (policy_status.rs),
+//! aigateway.envoyproxy.io objects, `status.ancestors` of Envoy Gateway's
+//! BackendTrafficPolicy and SecurityPolicy (policy_status.rs), and the
+//! status of our GatewayClasses and their Gateways (gateway_status.rs),
 //! from the diagnostics that name them.
 
-use super::{policy_status, source_name, Kind, Object, ObjectKey, StatusShape, Store};
+use super::{
+    gateway_status, policy_status, source_name, Kind, Object, ObjectKey, Published, StatusShape,
+    Store,
+};
 use crate::error::{Diagnostic, Severity};
 use crate::resources::Resources;
 use futures::stream::{self, StreamExt};
@@ -165,7 +169,7 @@ pub fn conditions(
 }
 
 /// What identifies a condition's content (not its timestamp).
-fn essence(conditions: &[Value]) -> Vec<Value> {
+pub(crate) fn essence(conditions: &[Value]) -> Vec<Value> {
     conditions
         .iter()
         .map(|c| {
@@ -185,8 +189,17 @@ pub struct StatusWriter {
     sent: BTreeMap<(String, ObjectKey), Vec<Value>>,
     /// Only the elected leader writes.
     leading: bool,
-    /// `controllerName` of the policy ancestors we write.
+    /// `controllerName` of the policy ancestors we write, and of the
+    /// GatewayClasses whose status we write.
     controller_name: String,
+}
+
+/// What status is decided from, besides each object and its diagnostics.
+pub struct Inputs<'a> {
+    pub resources: &'a Resources,
+    /// Names of the Envoy listeners the translation produced.
+    pub listeners: BTreeSet<&'a str>,
+    pub controller: &'a str,
 }
 
 /// The status patch for one object and what identifies its content, or
@@ -196,10 +209,10 @@ pub fn wanted(
     namespace: &str,
     object: &Object,
     diagnostics: &[&Diagnostic],
-    resources: &Resources,
-    controller: &str,
+    inputs: &Inputs,
     now: &str,
 ) -> Option<(Value, Vec<Value>)> {
+    let (resources, controller) = (inputs.resources, inputs.controller);
     match kind.status {
         StatusShape::None => None,
         StatusShape::Conditions => {
@@ -232,6 +245,43 @@ pub fn wanted(
             (essential != policy_status::essence(&object.ancestors, controller))
                 .then(|| (json!({"status": {"ancestors": wanted}}), essential))
         }
+        StatusShape::GatewayClass => {
+            let decided = gateway_status::decide_class(&object.value, controller)?;
+            let wanted = conditions(&decided, object.generation, &object.conditions, now);
+            let essential = essence(&wanted);
+            (essential != essence(&object.conditions))
+                .then(|| (json!({"status": {"conditions": wanted}}), essential))
+        }
+        StatusShape::Gateway => {
+            if !gateway_status::is_ours(&object.value, resources, controller) {
+                return None;
+            }
+            let name = object.value["metadata"]["name"].as_str().unwrap_or("");
+            let gateway = resources
+                .gateways
+                .iter()
+                .find(|g| g.namespace == namespace && g.name == name);
+            let programmed = |listener: &str| inputs.listeners.contains(listener);
+            let decided =
+                gateway_status::decide_gateway(gateway, resources, diagnostics, &programmed);
+            let (generation, previous) = (object.generation, &object.conditions);
+            let wanted_conditions = conditions(&decided.conditions, generation, previous, now);
+            let wanted_listeners =
+                gateway_status::listeners(&decided.listeners, generation, &object.listeners, now);
+            let essential = vec![
+                json!(essence(&wanted_conditions)),
+                json!(gateway_status::essence(&wanted_listeners)),
+            ];
+            let current = vec![
+                json!(essence(&object.conditions)),
+                json!(gateway_status::essence(&object.listeners)),
+            ];
+            (essential != current).then(|| {
+                let status =
+                    json!({"conditions": wanted_conditions, "listeners": wanted_listeners});
+                (json!({ "status": status }), essential)
+            })
+        }
     }
 }
 
@@ -254,15 +304,21 @@ impl StatusWriter {
         self.leading = leading;
     }
 
-    pub async fn write(
-        &mut self,
-        store: &Store,
-        resources: &Resources,
-        diagnostics: &[Diagnostic],
-    ) {
+    pub async fn write(&mut self, store: &Store, published: &Published) {
         if !self.leading {
             return;
         }
+        let diagnostics = &published.translation.diagnostics;
+        let inputs = Inputs {
+            resources: &published.resources,
+            listeners: published
+                .translation
+                .listeners
+                .iter()
+                .filter_map(|l| l["name"].as_str())
+                .collect(),
+            controller: &self.controller_name,
+        };
         let mut by_file: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
         for d in diagnostics {
             if let Some(source) = &d.source {
@@ -279,39 +335,38 @@ impl StatusWriter {
                 continue;
             }
             for ((namespace, name), object) in store.objects(index) {
-                let file = source_name(&kind.resource.kind, Some(namespace), name);
+                let ns = kind.namespaced.then_some(namespace.as_str());
+                let file = source_name(&kind.resource.kind, ns, name);
                 let found = by_file.get(file.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 let id = (
                     kind.resource.kind.clone(),
                     (namespace.clone(), name.clone()),
                 );
                 live.insert(id.clone());
-                let Some((patch, essential)) = wanted(
-                    kind,
-                    namespace,
-                    object,
-                    found,
-                    resources,
-                    &self.controller_name,
-                    &now,
-                ) else {
+                let Some((patch, essential)) =
+                    wanted(kind, namespace, object, found, &inputs, &now)
+                else {
                     continue;
                 };
                 if self.sent.get(&id) == Some(&essential) {
                     continue;
                 }
-                patches.push((kind.resource.clone(), id, patch, essential));
+                patches.push((kind.clone(), id, patch, essential));
             }
         }
         self.sent.retain(|id, _| live.contains(id));
         let client = self.client.clone();
         let results: Vec<_> = stream::iter(patches)
-            .map(move |(resource, id, patch, essential)| {
+            .map(move |(kind, id, patch, essential)| {
                 let client = client.clone();
                 async move {
                     let (namespace, name) = (id.1 .0.clone(), id.1 .1.clone());
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(client, &namespace, &resource);
+                    let resource = &kind.resource;
+                    let api: Api<DynamicObject> = if kind.namespaced {
+                        Api::namespaced_with(client, &namespace, resource)
+                    } else {
+                        Api::all_with(client, resource)
+                    };
                     let result = api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await;
