@@ -172,10 +172,14 @@ class FakeApiServer:
                     path = urllib.parse.urlparse(self.path).path
                     fake.patches.append((self.command, path, self.headers.get("content-type"), body))
                     self._record(body)
-                    # /apis/G/V/namespaces/NS/PLURAL/NAME/status -> /apis/G/V/PLURAL, (NS, NAME)
                     parts = path.split("/")
-                    collection = "/".join(parts[:-5] + [parts[-3]])
-                    key = (parts[-4], parts[-2])
+                    if len(parts) > 5 and parts[-5] == "namespaces":
+                        # /apis/G/V/namespaces/NS/PLURAL/NAME/status -> /apis/G/V/PLURAL, (NS, NAME)
+                        collection = "/".join(parts[:-5] + [parts[-3]])
+                        key = (parts[-4], parts[-2])
+                    else:  # cluster-scoped: /apis/G/V/PLURAL/NAME/status -> /apis/G/V/PLURAL, ("", NAME)
+                        collection = "/".join(parts[:-2])
+                        key = ("", parts[-2])
                     stored = fake.collections.get(collection, {}).get("objects", {}).get(key)
                 if stored is None or parts[-1] != "status":
                     return self._send(404, status_error(404, "NotFound", "not found"))
@@ -473,3 +477,76 @@ def test_policy_status_ancestors(cluster):
                               "b-limit to be accepted", output)
     assert now_accepted[0]["conditions"][0]["reason"] == "Accepted"
     assert now_accepted[0]["conditions"][0]["lastTransitionTime"] >= conflicted["lastTransitionTime"]
+
+
+def test_gateway_and_gateway_class_status(cluster):
+    """Our GatewayClass gets Accepted; its Gateway gets Accepted and
+    Programmed and one status.listeners[] entry per listener (supportedKinds,
+    attachedRoutes counted per sectionName, Accepted/Programmed/ResolvedRefs;
+    a TCP listener is not supported). Another controller's GatewayClass and
+    its Gateway get nothing from aigw."""
+    api, provider, url, output = cluster
+    controller = "gateway.envoyproxy.io/gatewayclass-controller"
+    for name, controller_name in [("aigw", controller), ("other", "example.com/other")]:
+        api.put(GW + "gatewayclasses", {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                                        "metadata": {"name": name, "generation": 1},
+                                        "spec": {"controllerName": controller_name}})
+    put_gateway_and_backend(api, provider.port)
+    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "gw", {
+        "gatewayClassName": "aigw",
+        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"},
+                      {"name": "extra", "port": free_port(), "protocol": "HTTP"},
+                      {"name": "tcp", "port": 9000, "protocol": "TCP"}]}))
+    api.put(GW + "gateways", obj("gateway.networking.k8s.io/v1", "Gateway", "theirs", {
+        "gatewayClassName": "other", "listeners": [{"name": "http", "port": free_port(), "protocol": "HTTP"}]}))
+    put_kube_model_route(api)
+    api.put(AI + "aigatewayroutes", obj(
+        "aigateway.envoyproxy.io/v1alpha1", "AIGatewayRoute", "extra-only",
+        {"parentRefs": [{"name": "gw", "sectionName": "extra"}],
+         "rules": [{"matches": [{"headers": [{"name": "x-ai-eg-model", "value": "extra-model"}]}],
+                    "backendRefs": [{"name": "backend"}]}]}))
+    wait_until(lambda: chat(url)[0] == 200, "a served chat completion", output)
+
+    def patches_of(path):
+        return [p for p in api.patches if p[1] == path]
+
+    gateway_path = GW + "namespaces/default/gateways/gw/status"
+
+    def counted():
+        for method, _, content_type, body in reversed(patches_of(gateway_path)):
+            listeners = body["status"]["listeners"]
+            if [(l["name"], l["attachedRoutes"]) for l in listeners] == [("http", 1), ("extra", 2), ("tcp", 0)]:
+                assert (method, content_type) == ("PATCH", "application/merge-patch+json")
+                return body["status"]
+        return None
+    status = wait_until(counted, "the Gateway's status", lambda: output() + debug(api))
+    brief = [(c["type"], c["status"], c["reason"]) for c in status["conditions"]]
+    assert brief == [("Accepted", "True", "ListenersNotValid"), ("Programmed", "True", "Programmed")]
+    assert "listener protocol TCP is not supported yet; only HTTP" in status["conditions"][0]["message"]
+    assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] for c in status["conditions"])
+    kinds = [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+             {"group": "aigateway.envoyproxy.io", "kind": "AIGatewayRoute"}]
+    assert [l["supportedKinds"] for l in status["listeners"]] == [kinds, kinds, []]
+    by_listener = {l["name"]: [(c["type"], c["status"], c["reason"]) for c in l["conditions"]]
+                   for l in status["listeners"]}
+    served = [("Accepted", "True", "Accepted"), ("Programmed", "True", "Programmed"),
+              ("ResolvedRefs", "True", "ResolvedRefs")]
+    assert by_listener == {"http": served, "extra": served,
+                           "tcp": [("Accepted", "False", "UnsupportedProtocol"), ("Programmed", "False", "Invalid"),
+                                   ("ResolvedRefs", "True", "ResolvedRefs")]}
+    # Written only when it changes.
+    def timeless(value):
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if k != "lastTransitionTime"}
+        return [timeless(v) for v in value] if isinstance(value, list) else value
+    bodies = [timeless(p[3]["status"]) for p in patches_of(gateway_path)]
+    assert all(a != b for a, b in zip(bodies, bodies[1:])), bodies
+
+    class_patches = wait_until(lambda: patches_of(GW + "gatewayclasses/aigw/status"), "the GatewayClass's status",
+                               lambda: output() + debug(api))
+    method, _, content_type, body = class_patches[-1]
+    assert (method, content_type) == ("PATCH", "application/merge-patch+json")
+    assert [(c["type"], c["status"], c["reason"], c["observedGeneration"]) for c in body["status"]["conditions"]] == \
+        [("Accepted", "True", "Accepted", 1)]
+    assert not patches_of(GW + "gatewayclasses/other/status")
+    assert not patches_of(GW + "namespaces/default/gateways/theirs/status")
