@@ -97,22 +97,7 @@ fn attached_routes(
 ) -> usize {
     routes
         .iter()
-        .filter(|route| {
-            let refs = if route.spec.parent_refs.is_empty() {
-                &route.spec.target_refs
-            } else {
-                &route.spec.parent_refs
-            };
-            if refs.is_empty() {
-                return route.namespace == gateway.namespace;
-            }
-            refs.iter().any(|r| {
-                r.name == gateway.name
-                    && r.kind.as_deref().is_none_or(|k| k == "Gateway")
-                    && r.namespace.as_deref().unwrap_or(&route.namespace) == gateway.namespace
-                    && r.section_name.as_deref().is_none_or(|s| s == listener)
-            })
-        })
+        .filter(|route| crate::translate::serves_on_listener(route, gateway, listener))
         .count()
 }
 

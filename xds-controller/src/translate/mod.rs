@@ -119,6 +119,27 @@ fn attaches_to(
     })
 }
 
+/// Whether `route`, attached to `gateway`, is served on its listener
+/// `listener`: a parentRef's `sectionName` narrows it to that listener.
+pub fn serves_on_listener(
+    route: &Named<crate::resources::AIGatewayRouteSpec>,
+    gateway: &Named<crate::resources::GatewaySpec>,
+    listener: &str,
+) -> bool {
+    let refs = if route.spec.parent_refs.is_empty() {
+        &route.spec.target_refs
+    } else {
+        &route.spec.parent_refs
+    };
+    if refs.is_empty() {
+        return route.namespace == gateway.namespace;
+    }
+    refs.iter().any(|r| {
+        attaches_to(std::slice::from_ref(r), &route.namespace, gateway)
+            && r.section_name.as_deref().is_none_or(|s| s == listener)
+    })
+}
+
 /// One routable rule: its Envoy cluster and what the filter needs to know.
 struct TranslatedRule {
     cluster_name: String,
@@ -250,7 +271,10 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             let mut models = Vec::new();
             let mut route_entries = Vec::new();
             let mut backends = BTreeMap::new();
-            for (route, rule) in &attached {
+            let on_listener = attached
+                .iter()
+                .filter(|(route, _)| serves_on_listener(route, gateway, &listener.name));
+            for (route, rule) in on_listener {
                 models.extend(rule.models.iter().cloned());
                 route_entries.extend(
                     rule.routes

@@ -311,3 +311,32 @@ spec:
     );
     crate::proto::to_any(crate::proto::LISTENER, &t.listeners[0]).expect("a valid listener");
 }
+
+#[test]
+fn a_parent_ref_section_name_serves_the_route_on_that_listener_only() {
+    let text = TWO_RULES
+        .replace(
+            "listeners: [{name: http, port: 80, protocol: HTTP}]",
+            "listeners: [{name: http, port: 80, protocol: HTTP}, {name: extra, port: 81, protocol: HTTP}]",
+        )
+        .replace(
+            "parentRefs: [{name: gw}]",
+            "parentRefs: [{name: gw, sectionName: extra}]",
+        );
+    let t = run(&text);
+    let served: Vec<(String, usize)> = t
+        .routes
+        .iter()
+        .map(|r| {
+            let routes = r["virtual_hosts"][0]["routes"].as_array().unwrap();
+            (r["name"].as_str().unwrap().to_string(), routes.len())
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [
+            ("default/gw/http".to_string(), 0),
+            ("default/gw/extra".to_string(), 2)
+        ]
+    );
+}
