@@ -335,9 +335,7 @@ pub fn essence(listeners: &[Value]) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_source::source_name;
     use crate::kube_source::status::conditions;
-    use serde::Deserialize;
     use std::collections::BTreeMap;
 
     const OURS: &str = super::super::policy_status::DEFAULT_CONTROLLER_NAME;
@@ -360,31 +358,17 @@ mod tests {
     /// decides each Gateway of ours: its conditions, then per listener its
     /// attachedRoutes and conditions.
     fn statuses(docs: &[String]) -> BTreeMap<String, Vec<Row>> {
-        let mut resources = Resources::default();
-        let mut diagnostics = Vec::new();
-        let mut gateways = Vec::new();
-        for doc in docs {
-            let value = serde_json::to_value(
-                serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap(),
-            )
-            .unwrap();
-            let kind = value["kind"].as_str().unwrap().to_string();
-            let name = value["metadata"]["name"].as_str().unwrap().to_string();
-            let namespace = value["metadata"]["namespace"].as_str();
-            let file = source_name(&kind, namespace, &name);
-            crate::load::load_str(&file, doc, &mut resources, &mut diagnostics);
-            if kind == "Gateway" {
-                gateways.push((name, file, value));
-            }
-        }
-        let options = crate::run::options(&crate::run::RunConfig::default(), 0, 1);
-        let translation = crate::translate::translate(&resources, &options);
-        diagnostics.extend(translation.diagnostics);
+        let crate::kube_source::LoadedObjects {
+            resources,
+            diagnostics,
+            translation,
+            objects,
+        } = crate::kube_source::load_objects(docs, None);
+        let gateways = objects.into_iter().filter(|(kind, ..)| kind == "Gateway");
         let programmed = |name: &str| translation.listeners.iter().any(|l| l["name"] == name);
         gateways
-            .into_iter()
-            .filter(|(_, _, value)| is_ours(value, &resources, OURS))
-            .map(|(name, file, _)| {
+            .filter(|(.., value)| is_ours(value, &resources, OURS))
+            .map(|(_, name, file, _)| {
                 let mine: Vec<&Diagnostic> = diagnostics
                     .iter()
                     .filter(|d| d.source.as_ref().is_some_and(|s| s.file == file))

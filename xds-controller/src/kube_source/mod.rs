@@ -226,6 +226,51 @@ pub fn source_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
+/// Test fixture of the status deciders: YAML documents loaded as the
+/// Kubernetes source loads objects (one "file" each, named by
+/// [`source_name`]; `default_namespace` for documents without one), then
+/// translated.
+#[cfg(test)]
+pub(crate) struct LoadedObjects {
+    pub resources: crate::resources::Resources,
+    /// Loading's and translation's diagnostics.
+    pub diagnostics: Vec<crate::error::Diagnostic>,
+    pub translation: crate::translate::Translation,
+    /// Each document as (kind, name, file, JSON).
+    pub objects: Vec<(String, String, String, serde_json::Value)>,
+}
+
+#[cfg(test)]
+pub(crate) fn load_objects(docs: &[String], default_namespace: Option<&str>) -> LoadedObjects {
+    use serde::Deserialize;
+    let mut resources = crate::resources::Resources::default();
+    let mut diagnostics = Vec::new();
+    let mut objects = Vec::new();
+    for doc in docs {
+        let value = serde_json::to_value(
+            serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap(),
+        )
+        .unwrap();
+        let kind = value["kind"].as_str().unwrap().to_string();
+        let name = value["metadata"]["name"].as_str().unwrap().to_string();
+        let namespace = value["metadata"]["namespace"]
+            .as_str()
+            .or(default_namespace);
+        let file = source_name(&kind, namespace, &name);
+        crate::load::load_str(&file, doc, &mut resources, &mut diagnostics);
+        objects.push((kind, name, file, value));
+    }
+    let options = crate::run::options(&crate::run::RunConfig::default(), 0, 1);
+    let translation = crate::translate::translate(&resources, &options);
+    diagnostics.extend(translation.diagnostics.iter().cloned());
+    LoadedObjects {
+        resources,
+        diagnostics,
+        translation,
+        objects,
+    }
+}
+
 /// What the store keeps of one object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {

@@ -353,8 +353,6 @@ pub fn essence(ancestors: &[Value], controller: &str) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube_source::source_name;
-    use serde::Deserialize;
 
     const RULE: &str =
         "rateLimit: {type: Global, global: {rules: [{limit: {requests: 5, unit: Minute}}]}}";
@@ -370,27 +368,16 @@ mod tests {
     /// Loads every document as the Kubernetes source does (one "file" per
     /// object), translates, and decides each policy's ancestors.
     fn statuses(docs: &[String]) -> BTreeMap<String, Vec<(String, bool, &'static str, String)>> {
-        let mut resources = Resources::default();
-        let mut diagnostics = Vec::new();
-        let mut policies = Vec::new();
-        for doc in docs {
-            let value = serde_json::to_value(
-                serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap(),
-            )
-            .unwrap();
-            let kind = value["kind"].as_str().unwrap().to_string();
-            let name = value["metadata"]["name"].as_str().unwrap().to_string();
-            let file = source_name(&kind, Some("default"), &name);
-            crate::load::load_str(&file, doc, &mut resources, &mut diagnostics);
-            if kind.ends_with("Policy") {
-                policies.push((kind, name, file, value));
-            }
-        }
-        let options = crate::run::options(&crate::run::RunConfig::default(), 0, 1);
-        let translation = crate::translate::translate(&resources, &options);
-        diagnostics.extend(translation.diagnostics);
-        policies
+        let crate::kube_source::LoadedObjects {
+            resources,
+            diagnostics,
+            objects,
+            ..
+        } = crate::kube_source::load_objects(docs, Some("default"));
+        let policies = objects
             .into_iter()
+            .filter(|(kind, ..)| kind.ends_with("Policy"));
+        policies
             .map(|(kind, name, file, value)| {
                 let mine: Vec<&Diagnostic> = diagnostics
                     .iter()
