@@ -202,16 +202,21 @@ pub fn attempt_headers(
     added: &[(&str, String)],
 ) -> Vec<(String, Vec<u8>)> {
     fn set(map: &mut Vec<(String, Vec<u8>)>, name: &str, value: &str) {
-        match map.iter().position(|(n, _)| n == name) {
-            Some(at) => {
-                map[at].1 = value.as_bytes().to_vec();
-                let mut i = 0;
-                map.retain(|(n, _)| {
-                    i += 1;
-                    i - 1 == at || n != name
-                });
+        let mut first = true;
+        map.retain_mut(|(n, v)| {
+            if n != name {
+                return true;
             }
-            None => map.push((name.to_string(), value.as_bytes().to_vec())),
+            // The first keeps its place with the new value; repeats go.
+            if !first {
+                return false;
+            }
+            *v = value.as_bytes().to_vec();
+            first = false;
+            true
+        });
+        if first {
+            map.push((name.to_string(), value.as_bytes().to_vec()));
         }
     }
     let removed = |name: &str| {

@@ -286,7 +286,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 }
             }
             // What the routes (rate-limit costs) and the access log read.
-            let mut reads = json!(route_entries).to_string();
+            let mut reads = serde_json::to_string(&route_entries).unwrap_or_default();
             if let Some(path) = &options.access_log {
                 reads.push_str(&envoy::access_log(path).to_string());
             }
