@@ -19,10 +19,27 @@ ENVOY = os.environ.get("AIGW_ENVOY", os.path.join(ROOT, ".venv", "bin", "envoy")
 WASM = os.path.join(ROOT, "target", "aigw_filter.wasm")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port for a process the test starts (Envoy binds it later).
+    Taken below the kernel's ephemeral range (32768-60999): a port from there
+    can be taken by any outgoing connection before Envoy binds it (CI saw
+    'Address already in use'). Never the same port twice in one run."""
+    import random
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 class Gateway:

@@ -127,7 +127,8 @@ def test_http_ext_auth_allows_refuses_and_owns_the_identity(tmp_path, providers,
     bob = openai.OpenAI(base_url=gw.url + "/v1", api_key="team-bob", max_retries=0)
     assert bob.chat.completions.create(**CHAT).choices[0].message.content
     assert provider.requests[-1].headers["x-user-id"] == "bob"
-    assert gw.access_log(8)[-1]["user_id"] == "bob"
+    # Nine requests so far: five refused, three of alice's, bob's.
+    assert gw.access_log(9)[-1]["user_id"] == "bob"
 
 
 def test_http_ext_auth_service_over_tls(tmp_path, providers, gateway):
