@@ -227,10 +227,10 @@ def envoy_bootstrap(port, admin_port, upstream_port):
     }
 
 
-def floor_bootstrap(port, admin_port, upstream_port, wasm):
+def floor_bootstrap(port, admin_port, upstream_port, wasm, upstream_role=True):
     """Plain Envoy plus the floor filter where aigw's filter runs: in the
-    listener (holding the request and reading its body) and in the router's
-    upstream filters (a context per attempt)."""
+    listener (holding the request and reading its body) and, with
+    `upstream_role`, in the router's upstream filters (a context per attempt)."""
     boot = envoy_bootstrap(port, admin_port, upstream_port)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
@@ -243,10 +243,11 @@ def floor_bootstrap(port, admin_port, upstream_port, wasm):
                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                          "value": role}}}}
     router = hcm["http_filters"][0]
-    router["typed_config"]["upstream_http_filters"] = [
-        wasm_filter("floor.upstream", "upstream"),
-        {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
+    if upstream_role:
+        router["typed_config"]["upstream_http_filters"] = [
+            wasm_filter("floor.upstream", "upstream"),
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
     hcm["http_filters"].insert(0, wasm_filter("floor.router", "router"))
     return boot
 
@@ -327,6 +328,8 @@ general_settings:
 
 
 FLOOR_LABEL = "Envoy + no-op proxy-wasm filters (the floor: hold the request, read its body)"
+# The same without the upstream-role instance: what a context per attempt costs.
+FLOOR_ROUTER_LABEL = "Envoy + the no-op filter in the listener only (no upstream wasm filter)"
 
 
 class Scenario:
@@ -416,21 +419,23 @@ def main():
             scenarios.append(Scenario("envoy", "plain Envoy (no filter)",
                                       f"http://127.0.0.1:{port}/v1/chat/completions", p))
 
-            # The floor: what any proxy-wasm filter that routes by model costs.
-            if args.floor_wasm:
+            # The floor: what any proxy-wasm filter that routes by model costs,
+            # with and without a context per attempt upstream.
+            for key, label, upstream_role, base_id in (("floor", FLOOR_LABEL, True, 2),
+                                                       ("floor_router", FLOOR_ROUTER_LABEL, False, 3)):
+                if not args.floor_wasm:
+                    s = Scenario(key, label, "")
+                    s.error = "the floor filter was not built (needs the wasm32-wasip1 target)"
+                    scenarios.append(s)
+                    continue
                 port, admin = free_port(), free_port()
-                boot = os.path.join(work, "envoy-floor.json")
+                boot = os.path.join(work, f"envoy-{key}.json")
                 with open(boot, "w") as f:
-                    json.dump(floor_bootstrap(port, admin, up_port, args.floor_wasm), f)
-                p = start("envoy-floor", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
-                                          "--log-level", "warning", "--base-id", str(os.getpid() + 2)],
-                          work)
-                scenarios.append(Scenario("floor", FLOOR_LABEL,
-                                          f"http://127.0.0.1:{port}/v1/chat/completions", p))
-            else:
-                s = Scenario("floor", FLOOR_LABEL, "")
-                s.error = "the floor filter was not built (needs the wasm32-wasip1 target)"
-                scenarios.append(s)
+                    json.dump(floor_bootstrap(port, admin, up_port, args.floor_wasm, upstream_role), f)
+                p = start(f"envoy-{key}", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
+                                           "--log-level", "warning",
+                                           "--base-id", str(os.getpid() + base_id)], work)
+                scenarios.append(Scenario(key, label, f"http://127.0.0.1:{port}/v1/chat/completions", p))
 
             # Envoy with our filter, through aigw run.
             port, admin = free_port(), free_port()
@@ -812,6 +817,12 @@ def write_markdown(res, path):
         target("(for information) the floor: any proxy-wasm filter that reads the body adds, p50 c=1",
                f"{f['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
         target("(for information) the floor's throughput", f"{100 * f['c64']['rps'] / e['c64']['rps']:.1f} %"
+               " of plain Envoy", None)
+    fr = rows.get("floor_router")
+    if fr and f and e and not fr["error"] and not f["error"] and not e["error"] and fr["c64"]["rps"]:
+        target("(for information) the floor without its upstream wasm filter adds, p50 c=1",
+               f"{fr['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
+        target("(for information) its throughput", f"{100 * fr['c64']['rps'] / e['c64']['rps']:.1f} %"
                " of plain Envoy", None)
     b = rows.get("bedrock")
     if b and e and a and not b["error"] and not e["error"] and b["c1"]["p50_us"] and b["c64"]["rps"]:
