@@ -1,6 +1,7 @@
 """Starts the real thing for each test: `aigw run` (our controller) with a
 real Envoy and our built filter, in front of fake providers on loopback."""
 import os
+import random
 import re
 import socket
 import subprocess
@@ -27,7 +28,6 @@ def free_port():
     Taken below the kernel's ephemeral range (32768-60999): a port from there
     can be taken by any outgoing connection before Envoy binds it (CI saw
     'Address already in use'). Never the same port twice in one run."""
-    import random
     for _ in range(1000):
         port = random.randint(20000, 32000)
         if port in _HANDED_OUT:
