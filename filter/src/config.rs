@@ -36,6 +36,11 @@ pub struct PluginConfig {
     /// Backends by name (`namespace/name`), as named in endpoint metadata.
     #[serde(default)]
     pub backends: BTreeMap<String, BackendConfig>,
+    /// The backend (a key of `backends`) of each cluster all of whose
+    /// endpoints are that backend's: the cluster's name, a cheaper property
+    /// than the endpoint's metadata, then names the backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_backends: BTreeMap<String, String>,
     /// Where the filter fetches upstream credentials.
     #[serde(default)]
     pub credentials: Option<CredentialSource>,

@@ -44,6 +44,25 @@ const BACKEND_METADATA: [&str; 5] = [
     "aigw",
     "backend",
 ];
+/// The backend of the endpoint this request was sent to: by the cluster's
+/// name where that names one (one host call of about a microsecond), else
+/// from the endpoint's metadata (several: Envoy converts the metadata).
+fn picked_backend(ctx: &dyn HttpContext, config: &PluginConfig) -> Option<String> {
+    if !config.cluster_backends.is_empty() {
+        let cluster = ctx
+            .get_property(vec!["xds", "cluster_name"])
+            .unwrap_or_default();
+        if let Some(backend) = config
+            .cluster_backends
+            .get(String::from_utf8_lossy(&cluster).as_ref())
+        {
+            return Some(backend.clone());
+        }
+    }
+    ctx.get_property(BACKEND_METADATA.to_vec())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Endpoint metadata key listing the AIServiceBackends of the endpoint's
 /// rule (comma-separated): the scope of the all-cooling-down check.
 const PEERS_METADATA: [&str; 5] = [

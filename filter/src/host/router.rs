@@ -511,9 +511,7 @@ impl RouterFilter {
 /// Metrics and access-log properties (see `metrics.rs`).
 impl RouterFilter {
     fn observe_response_headers(&mut self) {
-        let backend = self
-            .get_property(BACKEND_METADATA.to_vec())
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let backend = picked_backend(self, &self.config);
         if let Some(name) = &backend {
             let service = crate::failover::service_of(name);
             self.publish("backend", service.as_bytes());

@@ -12,6 +12,9 @@ pub(super) struct UpstreamFilter {
     /// The client's request headers as the router passed them on: every
     /// attempt's headers are written from these (see `attempt_headers`).
     headers: Vec<(String, Vec<u8>)>,
+    /// Envoy's header map is still the client's as the router passed it on
+    /// (the first attempt), so that only the changes need writing.
+    map_is_original: bool,
     /// The request's `:authority` as this attempt received it.
     authority: String,
     query: String,
@@ -54,6 +57,7 @@ impl UpstreamFilter {
             backend: None,
             endpoint: None,
             headers: Vec::new(),
+            map_is_original: false,
             authority: String::new(),
             query: String::new(),
             model: String::new(),
@@ -219,12 +223,23 @@ impl UpstreamFilter {
         let mut added: Vec<(&str, String)> = credential_value.into_iter().collect();
         added.extend(signed.iter().map(|(n, v)| (n.as_str(), v.clone())));
         let headers = attempt_headers(&self.headers, &[ENDPOINT_HEADER], &request, &added);
-        self.set_http_request_headers_bytes(
-            headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect(),
-        );
+        let edits = self
+            .map_is_original
+            .then(|| crate::upstream::header_edits(&self.headers, &headers))
+            .flatten();
+        match edits {
+            Some(edits) => {
+                for (name, value) in &edits {
+                    self.set_http_request_header_bytes(name, value.as_deref());
+                }
+            }
+            None => self.set_http_request_headers_bytes(
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect(),
+            ),
+        }
         Action::Continue
     }
 
@@ -569,7 +584,8 @@ impl HttpContext for UpstreamFilter {
         // (saved by the first attempt, the one that sees the router's
         // handoff header). Each attempt's map is written once, in `finish`.
         let mut headers = self.get_http_request_headers_bytes();
-        if header_in(&headers, ENDPOINT_HEADER).is_some() {
+        self.map_is_original = header_in(&headers, ENDPOINT_HEADER).is_some();
+        if self.map_is_original {
             self.set_property(
                 vec![crate::failover::ORIGINAL_HEADERS_PROPERTY],
                 Some(&crate::failover::encode_headers(&headers)),
@@ -590,9 +606,7 @@ impl HttpContext for UpstreamFilter {
         self.needs_stream_usage = handoff.is_some_and(|(_, needs)| needs);
         self.model = header_in(&headers, MODEL_HEADER).unwrap_or_default();
         self.headers = headers;
-        self.backend = self
-            .get_property(BACKEND_METADATA.to_vec())
-            .and_then(|b| String::from_utf8(b).ok());
+        self.backend = picked_backend(self, &self.config);
         if self.backend_config().is_none() {
             let error = GatewayError::internal(format!(
                 "the endpoint picked has no backend configuration ({})",

@@ -271,6 +271,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             let mut models = Vec::new();
             let mut route_entries = Vec::new();
             let mut backends = BTreeMap::new();
+            let mut cluster_backends = BTreeMap::new();
             let on_listener = attached
                 .iter()
                 .filter(|(route, _)| serves_on_listener(route, gateway, &listener.name));
@@ -283,6 +284,12 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 );
                 for b in &rule.backends {
                     backends.insert(b.target(), b.config.clone());
+                }
+                let mut targets = rule.backends.iter().map(ResolvedBackend::target);
+                if let Some(first) = targets.next() {
+                    if targets.all(|t| t == first) {
+                        cluster_backends.insert(rule.cluster_name.clone(), first);
+                    }
                 }
             }
             // What the routes (rate-limit costs) and the access log read.
@@ -297,6 +304,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 models: models.clone(),
                 max_request_bytes: client.buffer_limit,
                 backends,
+                cluster_backends,
                 credentials: None,
                 reserve_output_tokens: options.rate_limit.reserve_output_tokens,
                 published: Some(envoy::properties_read(&reads)),

@@ -137,6 +137,17 @@ fn the_upstream_role_is_configured_once_per_listener() {
         assert!(options.get("http_filters").is_none(), "{options}");
     }
     let (router, upstream) = listener_configs(&t);
+    // The single-backend cluster names its backend; the other one's
+    // endpoints do, each in its metadata.
+    for config in [&router, &upstream] {
+        assert_eq!(
+            config.cluster_backends.iter().collect::<Vec<_>>(),
+            [(
+                &"aigw/default/r/rule/0".to_string(),
+                &"default/a#gpt-4o-mini".to_string()
+            )]
+        );
+    }
     let keys = ["default/a", "default/a#gpt-4o-mini", "default/b"];
     assert_eq!(upstream.backends.keys().collect::<Vec<_>>(), keys);
     assert_eq!(router.backends.keys().collect::<Vec<_>>(), keys);
