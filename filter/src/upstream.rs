@@ -433,7 +433,8 @@ mod tests {
             ("x-tag", "a"),
             ("x-tag", "b"),
         ]);
-        let cases: &[(&[(&str, &str)], Option<usize>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<usize>);
+        let cases: &[Case] = &[
             // Unchanged: nothing to write.
             (
                 &[
