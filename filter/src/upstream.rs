@@ -266,26 +266,26 @@ pub fn header_edits(
     current: &[(String, Vec<u8>)],
     desired: &[(String, Vec<u8>)],
 ) -> Option<Vec<(String, Option<Vec<u8>>)>> {
-    let values = |map: &[(String, Vec<u8>)], name: &str| -> Vec<Vec<u8>> {
+    // Maps are short (a dozen headers): scanning beats building indexes,
+    // and nothing is copied unless it is written.
+    fn values<'a>(map: &'a [(String, Vec<u8>)], name: &str) -> Vec<&'a [u8]> {
         map.iter()
             .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_slice())
             .collect()
-    };
-    let mut edits: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for (name, _) in current {
-        if !seen.contains(&name.as_str()) && !desired.iter().any(|(n, _)| n == name) {
+    }
+    let first_of_name =
+        |map: &[(String, Vec<u8>)], i: usize| map[..i].iter().all(|(n, _)| *n != map[i].0);
+    let mut edits = Vec::new();
+    for (i, (name, _)) in current.iter().enumerate() {
+        if first_of_name(current, i) && !desired.iter().any(|(n, _)| n == name) {
             edits.push((name.clone(), None));
         }
-        seen.push(name);
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for (name, value) in desired {
-        if seen.contains(&name.as_str()) {
+    for (i, (name, value)) in desired.iter().enumerate() {
+        if !first_of_name(desired, i) {
             continue;
         }
-        seen.push(name);
         let (wanted, held) = (values(desired, name), values(current, name));
         if wanted == held {
             continue;
