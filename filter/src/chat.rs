@@ -18,6 +18,7 @@
 
 use crate::error::GatewayError;
 use crate::usage::Usage;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// `max_tokens` sent when the client gives none (Anthropic requires one).
@@ -560,13 +561,43 @@ impl Chat {
 
 /// The OpenAI `usage` object for `u`.
 pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input,
-        "completion_tokens": u.output,
-        "total_tokens": u.total,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
-    })
+    serde_json::to_value(UsageBody::from(u)).unwrap_or(Value::Null)
+}
+
+/// OpenAI's `usage` object.
+#[derive(Serialize)]
+struct UsageBody {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl From<&Usage> for UsageBody {
+    fn from(u: &Usage) -> Self {
+        UsageBody {
+            prompt_tokens: u.input,
+            completion_tokens: u.output,
+            total_tokens: u.total,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cached_input,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: u.reasoning,
+            },
+        }
+    }
 }
 
 /// A tool call of a `chat.completion` message.
@@ -592,31 +623,58 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// Written through typed structs: building it as a `Value` first cost
+    /// several times more (a map allocation and hashing per object).
     pub fn body(&self) -> Vec<u8> {
-        let mut message = json!({"role": "assistant", "content": self.text});
-        if let Some(r) = &self.reasoning {
-            message["reasoning_content"] = Value::String(r.clone());
-        }
-        if !self.tool_calls.is_empty() {
-            message["tool_calls"] = Value::Array(self.tool_calls.clone());
-        }
-        let mut body = json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": self.finish_reason,
+        let body = CompletionBody {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            choices: [Choice {
+                index: 0,
+                message: Message {
+                    role: "assistant",
+                    content: self.text.as_deref(),
+                    reasoning_content: self.reasoning.as_deref(),
+                    tool_calls: &self.tool_calls,
+                },
+                logprobs: None,
+                finish_reason: self.finish_reason,
             }],
-        });
-        if let Some(u) = &self.usage {
-            body["usage"] = usage_json(u);
-        }
-        body.to_string().into_bytes()
+            usage: self.usage.as_ref().map(UsageBody::from),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+struct CompletionBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageBody>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: Message<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    tool_calls: &'a [Value],
 }
 
 /// The tool calls of a chunk stream translated from a provider that streams
@@ -760,6 +818,59 @@ pub fn error_body(status: u16, body: &[u8], provider: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_body_is_what_openai_writes_field_for_field() {
+        let usage = Usage {
+            input: 12,
+            output: 14,
+            total: 26,
+            cached_input: 3,
+            reasoning: 5,
+            ..Default::default()
+        };
+        let call = tool_call_json("t1", "f", &json!({"a": 1}));
+        let cases = [
+            Completion::default(),
+            Completion {
+                id: "chatcmpl-1".into(),
+                model: "m".into(),
+                created: 7,
+                text: Some("hi \"there\"".into()),
+                finish_reason: "stop",
+                usage: Some(usage),
+                ..Default::default()
+            },
+            Completion {
+                reasoning: Some("because".into()),
+                tool_calls: vec![call.clone(), call],
+                finish_reason: "tool_calls",
+                ..Default::default()
+            },
+        ];
+        for c in cases {
+            // The same object built as a Value, keys in OpenAI's order.
+            let mut message = json!({"role": "assistant", "content": c.text});
+            if let Some(r) = &c.reasoning {
+                message["reasoning_content"] = json!(r);
+            }
+            if !c.tool_calls.is_empty() {
+                message["tool_calls"] = json!(c.tool_calls);
+            }
+            let mut want = json!({
+                "id": c.id, "object": "chat.completion", "created": c.created, "model": c.model,
+                "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": c.finish_reason}],
+            });
+            if let Some(u) = &c.usage {
+                want["usage"] = json!({
+                    "prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.total,
+                    "prompt_tokens_details": {"cached_tokens": u.cached_input},
+                    "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+                });
+            }
+            assert_eq!(String::from_utf8(c.body()).unwrap(), want.to_string());
+        }
+    }
 
     fn parse(v: Value) -> Result<Chat, GatewayError> {
         Chat::parse(v.to_string().as_bytes())
