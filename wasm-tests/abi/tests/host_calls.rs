@@ -91,8 +91,12 @@ fn a_plain_openai_request_stays_within_its_host_call_budget() -> Result<(), VmEr
     let upstream_calls = upstream_round_trip(&mut upstream);
     eprintln!("host calls per request: router {router_calls}, upstream {upstream_calls}");
     assert!(router_calls <= 17, "router role: {router_calls} host calls");
+    // 8: two single-header writes (remove the handoff header, set
+    // accept-encoding) instead of one write of the whole map, which Envoy
+    // takes longer to apply (measured in Envoy: 4 us for the two, 10 us for
+    // the map).
     assert!(
-        upstream_calls <= 7,
+        upstream_calls <= 8,
         "upstream role: {upstream_calls} host calls"
     );
     Ok(())
