@@ -106,12 +106,21 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/floor" 2>/dev/null || FLOOR=""
 fi
 [ -f "${FLOOR:-/nonexistent}" ] || FLOOR=""
+# The filter that times its callbacks inside the VM (the benchmark's probe,
+# host/timing.rs; same toolchain caveat).
+TIMING=$CARGO_TARGET_DIR/timing/wasm32-wasip1/release/aigw_filter.wasm
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p aigw-filter --features callback-timing \
+    --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/timing" 2>/dev/null || TIMING=""
+fi
+[ -f "${TIMING:-/nonexistent}" ] || TIMING=""
 
 # --- run ---------------------------------------------------------------------
 .venv-bench/bin/python scripts/bench/run.py \
   --aigw "$CARGO_TARGET_DIR/release/aigw" \
   --upstream "$CARGO_TARGET_DIR/release/aigw-fake-upstream" \
   --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" --floor-wasm "$FLOOR" \
+  --timing-wasm "$TIMING" \
   --litellm "$LITELLM" --portkey "$PORTKEY" --skip "$skip" \
   --rounds "${BENCH_ROUNDS:-2}" --latency-seconds "${BENCH_LATENCY_SECONDS:-5}" \
   --load-seconds "${BENCH_LOAD_SECONDS:-10}" \

@@ -385,6 +385,8 @@ def main():
     ap.add_argument("--only", default="", help="comma list of bedrock,push: run just these")
     ap.add_argument("--push-routes", type=int, default=2000)
     ap.add_argument("--aigw-debug", default="", help="a debug aigw build, also timed for the push")
+    ap.add_argument("--timing-wasm", default="",
+                    help="the filter built with --features callback-timing: time inside the VM per callback")
     args = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -398,6 +400,7 @@ def main():
     if unknown:
         raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))} (bedrock, push)")
     want_scenarios = not only or "bedrock" in only
+    callbacks = None
     try:
         logs = {}
         if want_scenarios:
@@ -539,6 +542,13 @@ def main():
                 if s.proc is not None:
                     s.hwm_kib = sum(status_kib(p, "VmHWM") for p in tree(s.proc.pid))
             logs = {s.key: tail(s.proc.log_path, 5) for s in scenarios if s.proc is not None}
+            if args.timing_wasm:
+                # Alone with the fake upstream: the idle gateways measurably
+                # slowed it down.
+                for s in scenarios:
+                    if s.proc is not None and s.key != "direct":
+                        stop(s.proc)
+                callbacks = callback_timing(args, work, up_port)
     finally:
         cleanup()
 
@@ -553,6 +563,7 @@ def main():
     results["loadavg"] = {"start": load_start, "end": open("/proc/loadavg").read().split()[:3]}
     results["logs_tail"] = logs
     results["push"] = push
+    results["callbacks"] = callbacks
     name = "results-only" if only else "results"
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -563,6 +574,81 @@ def main():
         except Exception as e:  # matplotlib missing: the table still stands
             log("no chart:", e)
     log("wrote", os.path.join(args.out, name + ".md"))
+
+
+# ---- where the filter's time goes: callbacks timed inside the VM ------------
+
+TIMING_PREFIX = "aigw callback timing "
+
+
+def callback_timing(args, work, up_port):
+    """Per model: microseconds per request in each callback of each role,
+    from the filter built with `callback-timing`, at concurrency 1. A fresh
+    gateway per model, so that no report mixes the two."""
+    out = {}
+    for model in ("bench-model", "bench-bedrock"):
+        port, admin = free_port(), free_port()
+        aigw_work = os.path.join(work, f"aigw-timing-{model}")
+        os.makedirs(aigw_work)
+        p = start(f"aigw-timing-{model}",
+                  [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.timing_wasm,
+                   "--admin-port", str(admin), "--work-dir", aigw_work,
+                   "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
+                   "--traffic", "quiet", "-f", os.path.join(work, "aigw.yaml")], work, env=AWS_ENV)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        error = check(url, p, 30, model=model)
+        if error is None:
+            # Warm-up, as every scenario gets: V8 compiles the hot functions
+            # again, optimized, only after enough calls.
+            run_wrk(args, url, "c64", 2, model=model)
+            r = run_wrk(args, url, "c1", max(2 * args.latency_seconds, 10), model=model)
+            error = r.get("error")
+            if error is None:
+                log("callbacks", model, f"c1 p50 {r['p50_us']} us, {r['rps']:.0f} req/s")
+        time.sleep(0.5)
+        reports = []
+        with open(p.log_path, errors="replace") as f:
+            for line in f:
+                if TIMING_PREFIX in line:
+                    try:
+                        reports.append(json.loads(line.split(TIMING_PREFIX, 1)[1]))
+                    except ValueError:
+                        pass
+        stop(p)
+        if not reports:
+            out[model] = {"error": error or "no timing report in the log"}
+            continue
+        # The first report of each worker includes the warm-up; the rest
+        # are steady state.
+        steady = reports[2:] or reports
+        out[model] = merge_reports(steady)
+        log("callbacks", model, f"{out[model]['in_vm_us_per_request']:.1f} us per request in the VM")
+    return out
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except Exception:
+        pass
+
+
+def merge_reports(reports):
+    """The median over `reports` of every figure."""
+    def median(values):
+        return statistics.median(values) if values else 0.0
+    merged = {"reports": len(reports),
+              "clock_read_us": median([r["clock_read_us"] for r in reports]),
+              "in_vm_us_per_request": median([r["in_vm_us_per_request"] for r in reports]),
+              "roles": {}}
+    for role in ("router", "upstream"):
+        names = {c for r in reports for c in r["roles"].get(role, {})}
+        merged["roles"][role] = {
+            c: {k: median([r["roles"][role][c][k] for r in reports if c in r["roles"].get(role, {})])
+                for k in ("us", "calls")}
+            for c in sorted(names)}
+    return merged
 
 
 # ---- configuration push: N AIGatewayRoutes ---------------------------------
@@ -874,6 +960,34 @@ def write_markdown(res, path):
             L.append(f"| {tag} | {fmt(r['write_to_pushed_ms'])} | {fmt(r['write_to_ack_ms'])} | "
                      f"{fmt(r['seen_to_ack_ms'])} | {fmt(r['write_to_served_ms'])} | "
                      f"{fmt(t.get('median_ms'))} | {fmt(r['rss_after_mib'], '{:.0f}')} |")
+        L.append("")
+    callbacks = res.get("callbacks")
+    if callbacks:
+        L.append("## Where the filter's time goes (callbacks timed inside the VM)\n")
+        L.append("The filter built with `--features callback-timing` (never shipped) times each callback "
+                 "of both roles with the host clock (one clock read subtracted per callback) and logs "
+                 "microseconds per request every 2000 requests per worker; medians of the steady-state "
+                 "reports, concurrency 1, a fresh gateway per model. The rest of what the filter adds "
+                 "over plain Envoy is Envoy's own work around the callbacks: entering the VM (a dozen "
+                 "times per request), buffering the bodies the filter holds, routing again after "
+                 "`clear_route_cache`, and the upstream filter chain of each attempt.\n")
+        names = ["request_headers", "request_body", "response_headers", "response_body", "log"]
+        L.append("| model | role | " + " | ".join(names) + " | role total |")
+        L.append("|---|---|" + "---:|" * (len(names) + 1))
+        for model, c in callbacks.items():
+            if c.get("error"):
+                L.append(f"| {model} | {c['error'][:200]} |" + " |" * (len(names) + 1))
+                continue
+            for role, cbs in c["roles"].items():
+                cells = [f"{cbs[n]['us']:.1f}" + (f" ({cbs[n]['calls']:.0f} calls)" if cbs[n]['calls'] > 1.05 else "")
+                         if n in cbs else "" for n in names]
+                total = sum(cbs[n]["us"] for n in cbs)
+                L.append(f"| {model} | {role} | " + " | ".join(cells) + f" | {total:.1f} |")
+            L.append(f"| {model} | **both, us per request** | " + " | " * len(names)
+                     + f"**{c['in_vm_us_per_request']:.1f}** |")
+        clock = next((c["clock_read_us"] for c in callbacks.values() if "clock_read_us" in c), None)
+        if clock is not None:
+            L.append(f"\nOne host clock read cost {clock:.2f} us (subtracted).\n")
         L.append("")
     L.append("## Every run (round by round)\n")
     L.append("| scenario | test | round | p50 (us) | p99 (us) | req/s | requests | errors |")

@@ -4,6 +4,8 @@
 //! worker's VM.
 
 mod router;
+#[cfg(feature = "callback-timing")]
+mod timing;
 mod upstream;
 
 use crate::anthropic::StreamUsage;
@@ -132,6 +134,18 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone();
+        #[cfg(feature = "callback-timing")]
+        return Some(match config.role {
+            Role::Router => Box::new(timing::Timed {
+                inner: RouterFilter::new(config),
+                role: 0,
+            }),
+            Role::Upstream => Box::new(timing::Timed {
+                inner: UpstreamFilter::new(config, context_id),
+                role: 1,
+            }),
+        });
+        #[cfg(not(feature = "callback-timing"))]
         Some(match config.role {
             Role::Router => Box::new(RouterFilter::new(config)),
             Role::Upstream => Box::new(UpstreamFilter::new(config, context_id)),
