@@ -29,19 +29,12 @@ thread_local! {
     static TOTALS: RefCell<Totals> = RefCell::new(Totals::default());
 }
 
-fn clock() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn clock_cost() -> u64 {
-    let start = clock();
+fn clock_cost(ctx: &dyn Context) -> u64 {
+    let start = now_ns(ctx);
     for _ in 0..100 {
-        clock();
+        now_ns(ctx);
     }
-    clock().saturating_sub(start) / 101
+    now_ns(ctx).saturating_sub(start) / 101
 }
 
 /// A filter of either role, timed.
@@ -51,14 +44,14 @@ pub(super) struct Timed<T> {
     pub(super) role: usize,
 }
 
-impl<T> Timed<T> {
+impl<T: Context> Timed<T> {
     fn time<R>(&mut self, callback: usize, f: impl FnOnce(&mut T) -> R) -> R {
-        let start = clock();
+        let start = now_ns(&self.inner);
         let out = f(&mut self.inner);
-        let spent = clock().saturating_sub(start);
+        let spent = now_ns(&self.inner).saturating_sub(start);
         TOTALS.with(|t| {
             let mut t = t.borrow_mut();
-            let clock_ns = *t.clock_ns.get_or_insert_with(clock_cost);
+            let clock_ns = *t.clock_ns.get_or_insert_with(|| clock_cost(&self.inner));
             let slot = &mut t.times[self.role][callback];
             slot.0 += 1;
             slot.1 += spent.saturating_sub(clock_ns);
