@@ -543,8 +543,8 @@ def main():
                     s.hwm_kib = sum(status_kib(p, "VmHWM") for p in tree(s.proc.pid))
             logs = {s.key: tail(s.proc.log_path, 5) for s in scenarios if s.proc is not None}
             if args.timing_wasm:
-                # Alone with the fake upstream: the idle gateways measurably
-                # slowed it down.
+                # Alone with the fake upstream, so nothing else runs while it
+                # is timed.
                 for s in scenarios:
                     if s.proc is not None and s.key != "direct":
                         stop(s.proc)
