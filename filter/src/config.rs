@@ -41,6 +41,14 @@ pub struct PluginConfig {
     /// than the endpoint's metadata, then names the backend.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cluster_backends: BTreeMap<String, String>,
+    /// Router role: the models whose rule has a single backend (a key of
+    /// `backends`) that the router role serves directly: it writes the
+    /// request for that backend itself, and the rule's cluster runs no
+    /// upstream role (a wasm context per attempt saved). The controller
+    /// lists a model only where no other route can take its requests and
+    /// no filter after the router role reads what it rewrites.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub direct: BTreeMap<String, String>,
     /// Where the filter fetches upstream credentials.
     #[serde(default)]
     pub credentials: Option<CredentialSource>,

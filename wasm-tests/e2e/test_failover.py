@@ -504,14 +504,24 @@ def test_stream_failing_before_its_first_token_fails_over(tmp_path, providers, g
     assert_usage(gw, 11, 7)
 
 
-def test_stream_error_first_with_no_backend_left_is_an_error_in_the_clients_shape(tmp_path, providers, gateway):
+@pytest.mark.parametrize("direct", [True, False])
+def test_stream_error_first_with_no_backend_left_is_an_error_in_the_clients_shape(
+        tmp_path, providers, gateway, direct):
     only = providers(error_first, name="only")
-    gw = start(gateway, tmp_path, config([("only", "OpenAI", only.port, 0, "")]))
+    text = config([("only", "OpenAI", only.port, 0, "")])
+    gw = gateway([write_yaml(tmp_path, "gw.yaml", text)], extra_args=[] if direct else ["--no-direct"])
     with pytest.raises(openai.APIStatusError) as e:
         list(oai(gw).chat.completions.create(model=MODEL, messages=USER, stream=True))
     assert e.value.status_code == 502
     assert e.value.body["code"] == "upstream_response_error"
-    assert len(only.requests) == 2  # the default policy retried once
+    if direct:
+        # The listener's filter serves a rule with one backend itself: a
+        # broken answer is the client's 502 at once, with no retry.
+        assert len(only.requests) == 1
+    else:
+        # Through the upstream role the 502 is an attempt's: the default
+        # policy retried once.
+        assert len(only.requests) == 2
 
 
 def test_stream_cut_after_content_is_not_retried(tmp_path, providers, gateway):

@@ -69,6 +69,11 @@ struct CommonArgs {
     /// The built filter.
     #[arg(long, env = "AIGW_WASM", default_value = "target/aigw_filter.wasm")]
     wasm: PathBuf,
+    /// Send every request through the filter's upstream role (a wasm
+    /// context per attempt), also on rules with one backend that the
+    /// listener's filter serves directly by default (faster; see README).
+    #[arg(long)]
+    no_direct: bool,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +165,7 @@ async fn main() -> std::process::ExitCode {
                 rate_limit_reserve: args.rate_limit_reserve,
                 ca_file: None,
                 credential_ttl: Some(args.credential_ttl),
+                no_direct: args.common.no_direct,
             };
             match args.extra_ca {
                 Some(extra) => match std::fs::create_dir_all(&config.work_dir)
@@ -212,6 +218,7 @@ fn translate_command(files: Vec<PathBuf>, common: CommonArgs) -> anyhow::Result<
         rate_limit_reserve: None,
         ca_file: None,
         credential_ttl: None,
+        no_direct: common.no_direct,
     };
     let (resources, mut diagnostics) = standalone::load(&config.files, &config.secrets);
     let translation = translate::translate(&resources, &run::options(&config, 0, 1));

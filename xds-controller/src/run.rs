@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub ca_file: Option<PathBuf>,
     /// Seconds the filter keeps fetched credentials (default 30).
     pub credential_ttl: Option<u64>,
+    /// Every request goes through the upstream role (see `translate::direct`).
+    pub no_direct: bool,
 }
 
 /// Everything `translate` needs besides the resources, for one run.
@@ -81,6 +83,7 @@ pub fn options(config: &RunConfig, credential_port: u16, version: u64) -> Option
             .map(|d| d.as_secs())
             .unwrap_or(0),
         aws_environment: aws_environment(),
+        direct: !config.no_direct,
         mint: crate::mint::MintEnvironment::from_env(|name| std::env::var(name).ok()),
     }
 }

@@ -3,6 +3,8 @@
 //! `router` and `upstream`. Nothing here may panic: a panic kills the
 //! worker's VM.
 
+mod backend_request;
+mod response_guard;
 mod router;
 #[cfg(feature = "callback-timing")]
 mod timing;
@@ -137,7 +139,7 @@ impl RootContext for Root {
         #[cfg(feature = "callback-timing")]
         return Some(match config.role {
             Role::Router => Box::new(timing::Timed {
-                inner: RouterFilter::new(config),
+                inner: RouterFilter::new(config, context_id),
                 role: 0,
             }),
             Role::Upstream => Box::new(timing::Timed {
@@ -147,7 +149,7 @@ impl RootContext for Root {
         });
         #[cfg(not(feature = "callback-timing"))]
         Some(match config.role {
-            Role::Router => Box::new(RouterFilter::new(config)),
+            Role::Router => Box::new(RouterFilter::new(config, context_id)),
             Role::Upstream => Box::new(UpstreamFilter::new(config, context_id)),
         })
     }

@@ -1,6 +1,8 @@
 //! The router role: runs in the listener before routing; answers local
 //! endpoints, translates responses back and counts usage.
 
+use super::backend_request::{self, WriteError};
+use super::response_guard::ResponseGuard;
 use super::*;
 
 enum ResponseState {
@@ -40,10 +42,28 @@ pub(super) struct RouterFilter {
     status: Option<u64>,
     /// An embeddings client asked for `encoding_format: base64`.
     embeddings_base64: bool,
+    /// Served directly (`PluginConfig::direct`): the request as it goes
+    /// to its one backend, and what its answer needs.
+    direct: Option<Direct>,
+    /// The client's request headers as Envoy holds them, kept where some
+    /// model is served directly.
+    request_headers: Vec<(String, Vec<u8>)>,
+    context_id: u32,
+}
+
+/// A request the router role writes for its backend itself.
+struct Direct {
+    backend: String,
+    body_size: usize,
+    /// The rewritten request, kept while credentials are fetched.
+    pending: Option<UpstreamRequest>,
+    guard: ResponseGuard,
+    /// The answer's headers while the guard holds them.
+    held_headers: Option<Vec<(String, Vec<u8>)>>,
 }
 
 impl RouterFilter {
-    pub(super) fn new(config: Rc<PluginConfig>) -> Self {
+    pub(super) fn new(config: Rc<PluginConfig>, context_id: u32) -> Self {
         RouterFilter {
             config,
             endpoint: None,
@@ -56,6 +76,9 @@ impl RouterFilter {
             observer: crate::metrics::Observer::default(),
             status: None,
             embeddings_base64: false,
+            direct: None,
+            request_headers: Vec::new(),
+            context_id,
         }
     }
 
@@ -96,8 +119,11 @@ impl RouterFilter {
         if endpoint == Endpoint::Embeddings {
             self.embeddings_base64 = crate::bedrock_invoke::wants_base64(body);
         }
+        let direct = self.config.direct.get(&facts.model).cloned();
         self.set_http_request_header(MODEL_HEADER, Some(&facts.model));
-        self.set_http_request_header(ENDPOINT_HEADER, Some(&handoff(endpoint, &facts)));
+        if direct.is_none() {
+            self.set_http_request_header(ENDPOINT_HEADER, Some(&handoff(endpoint, &facts)));
+        }
         if self
             .call_foreign_function("clear_route_cache", None)
             .is_err()
@@ -112,8 +138,92 @@ impl RouterFilter {
             }
             self.reserved = true;
         }
+        let model = facts.model.clone();
         self.facts = Some(facts);
-        Action::Continue
+        match direct {
+            Some(backend) => self.route_directly(endpoint, backend, &model, body),
+            None => Action::Continue,
+        }
+    }
+
+    /// Writes the request for the rule's one backend (what the upstream
+    /// role does on other rules' attempts).
+    fn route_directly(
+        &mut self,
+        endpoint: Endpoint,
+        name: String,
+        model: &str,
+        body: &[u8],
+    ) -> Action {
+        self.request_headers
+            .push((MODEL_HEADER.to_string(), model.as_bytes().to_vec()));
+        let Some(backend) = self.config.backends.get(&name) else {
+            return self.fail(GatewayError::internal(format!(
+                "the backend {name} of a directly served model has no configuration"
+            )));
+        };
+        // A backend that asked to slow down gets nothing until its time is
+        // up: the rule has no other backend to try.
+        if let Some(left) = backend_request::cooldown_left(self, &name, &mut None) {
+            self.endpoint = None;
+            backend_request::send_cooldown_reply(self, self.shape, left);
+            return Action::Pause;
+        }
+        let path = header_in(&self.request_headers, ":path").unwrap_or_default();
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        let mut request = match prepare(endpoint, query, backend, body) {
+            Ok(request) => request,
+            Err(e) => return self.fail(e),
+        };
+        let bedrock =
+            backend.schema == SchemaName::AWSAnthropic && endpoint == Endpoint::AnthropicMessages;
+        if let Some(beta) = header_in(&self.request_headers, "anthropic-beta").filter(|_| bedrock) {
+            crate::bedrock::add_beta(&mut request, &beta);
+        }
+        self.direct = Some(Direct {
+            backend: name,
+            body_size: body.len(),
+            pending: None,
+            guard: ResponseGuard::default(),
+            held_headers: None,
+        });
+        self.write_direct(request, false)
+    }
+
+    fn write_direct(&mut self, request: UpstreamRequest, just_loaded: bool) -> Action {
+        let Some(direct) = &self.direct else {
+            return Action::Continue;
+        };
+        let Some(backend) = self.config.backends.get(&direct.backend) else {
+            return self.fail(GatewayError::internal("backend configuration disappeared"));
+        };
+        let target = backend_request::Target {
+            config: &self.config,
+            backend_name: &direct.backend,
+            backend,
+            original: &self.request_headers,
+            map_is_original: true,
+            body_size: direct.body_size,
+            // The controller gives direct rules' routes host_rewrite_literal:
+            // :authority chooses the virtual host, so it stays the client's here.
+            route_sets_host: true,
+        };
+        let error = match backend_request::write(self, &target, &request, just_loaded) {
+            Ok(()) => return Action::Continue,
+            Err(WriteError::Fetch(source)) => {
+                match backend_request::fetch_credentials(self, &source) {
+                    Ok(()) => {
+                        if let Some(direct) = &mut self.direct {
+                            direct.pending = Some(request);
+                        }
+                        return Action::Pause;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(WriteError::Unavailable(e) | WriteError::Failed(e)) => e,
+        };
+        self.fail(error)
     }
 
     fn publish_usage(&mut self, usage: Option<Usage>) {
@@ -148,7 +258,27 @@ impl RouterFilter {
     }
 }
 
-impl Context for RouterFilter {}
+impl Context for RouterFilter {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let _ = proxy_wasm::hostcalls::set_effective_context(self.context_id);
+        let Some(request) = self.direct.as_mut().and_then(|d| d.pending.take()) else {
+            return;
+        };
+        let action = match backend_request::load_fetched(self, body_size) {
+            Ok(()) => self.write_direct(request, true),
+            Err(error) => self.fail(error),
+        };
+        if action == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for RouterFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -163,6 +293,13 @@ impl HttpContext for RouterFilter {
             if header_in(&headers, name).is_some() {
                 self.set_http_request_header(name, None);
             }
+        }
+        if !self.config.direct.is_empty() {
+            self.request_headers = headers
+                .iter()
+                .filter(|(n, _)| n != MODEL_HEADER && n != ENDPOINT_HEADER)
+                .cloned()
+                .collect();
         }
         let endpoint = match Endpoint::classify(&method, &path) {
             Some(Endpoint::Models) => {
@@ -222,6 +359,87 @@ impl HttpContext for RouterFilter {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.observe_response_headers();
+        if self.facts.is_none() {
+            return Action::Continue;
+        }
+        // One read of the whole map: each host call costs about a microsecond.
+        let headers = self.get_http_response_headers_bytes();
+        if let Some(mut direct) = self.direct.take() {
+            // What the upstream role does for other rules' answers.
+            if header_in(&headers, ":status").as_deref() == Some("429") {
+                backend_request::record_cooldown(self, &direct.backend, &headers);
+            }
+            let action = direct.guard.on_headers(self, &headers, end_of_stream);
+            let replaced = direct.guard.replaced();
+            if action == Action::Pause {
+                direct.held_headers = Some(headers);
+                self.direct = Some(direct);
+                return Action::Pause;
+            }
+            self.direct = Some(direct);
+            if replaced {
+                return self.begin_response(&replaced_headers(), end_of_stream);
+            }
+        }
+        self.begin_response(&headers, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(mut direct) = self.direct.take() else {
+            return self.response_body(body_size, end_of_stream);
+        };
+        let was_holding = direct.guard.holding();
+        let (action, size) = direct
+            .guard
+            .on_body(self, self.shape, body_size, end_of_stream);
+        if action == Action::Pause {
+            self.direct = Some(direct);
+            return Action::Pause;
+        }
+        let held = direct.held_headers.take();
+        let replaced = direct.guard.replaced();
+        self.direct = Some(direct);
+        if was_holding {
+            // The answer was held: its headers are dealt with now.
+            let headers = match held {
+                Some(_) if replaced => replaced_headers(),
+                Some(headers) => headers,
+                None => Vec::new(),
+            };
+            if self.begin_response(&headers, false) == Action::Pause {
+                return Action::Pause;
+            }
+        }
+        let action = self.response_body(size, end_of_stream);
+        if let Some(direct) = &mut self.direct {
+            direct.guard.kept(action, size);
+        }
+        action
+    }
+
+    fn on_log(&mut self) {
+        let usage = match &self.response {
+            _ if self.usage_published => self.usage,
+            ResponseState::Stream(stream) => stream.usage(),
+            ResponseState::Json(body) => body.usage(),
+            ResponseState::AnthropicJson(body) => {
+                body.bytes().and_then(crate::anthropic::usage_from_body)
+            }
+            ResponseState::AnthropicSse(_, usage) => usage.usage(),
+            ResponseState::BedrockStream(stream) => stream.usage(),
+            ResponseState::Chat(chat) => chat.usage(),
+            ResponseState::Invoke(t) => t.usage(),
+            ResponseState::Untouched | ResponseState::BedrockError(_) => None,
+        };
+        self.publish_usage(usage);
+        self.record_metrics(usage);
+    }
+}
+
+impl RouterFilter {
+    /// The answer's headers (`headers`, read as one map): how its body
+    /// will be translated or counted.
+    fn begin_response(&mut self, headers: &[(String, Vec<u8>)], end_of_stream: bool) -> Action {
         let Some(facts) = &self.facts else {
             return Action::Continue;
         };
@@ -233,12 +451,10 @@ impl HttpContext for RouterFilter {
             .as_ref()
             .and_then(|b| self.config.backends.get(b).map(|c| c.schema))
             .unwrap_or_default();
-        // One read of the whole map: each host call costs about a microsecond.
-        let headers = self.get_http_response_headers_bytes();
-        let status = header_in(&headers, ":status").unwrap_or_default();
+        let status = header_in(headers, ":status").unwrap_or_default();
         self.status = status.parse().ok();
-        let content_type = header_in(&headers, "content-type").unwrap_or_default();
-        if let Some(kind) = self.invoke_kind(schema, &status, &headers) {
+        let content_type = header_in(headers, "content-type").unwrap_or_default();
+        if let Some(kind) = self.invoke_kind(schema, &status, headers) {
             if end_of_stream {
                 self.publish_usage(None);
                 return Action::Continue;
@@ -263,7 +479,7 @@ impl HttpContext for RouterFilter {
                 .as_ref()
                 .map(|f| f.model.clone())
                 .unwrap_or_default();
-            let id = header_in(&headers, "x-amzn-requestid")
+            let id = header_in(headers, "x-amzn-requestid")
                 .filter(|r| r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
                 .map_or_else(|| "chatcmpl-aigw".to_string(), |r| format!("chatcmpl-{r}"));
             let chat = ChatResponse::new(
@@ -326,7 +542,7 @@ impl HttpContext for RouterFilter {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let ResponseState::Chat(chat) = &self.response {
             // Whole bodies are gathered (Envoy buffers while paused) and
             // translated at the end; streams chunk by chunk.
@@ -441,24 +657,6 @@ impl HttpContext for RouterFilter {
         }
         Action::Continue
     }
-
-    fn on_log(&mut self) {
-        let usage = match &self.response {
-            _ if self.usage_published => self.usage,
-            ResponseState::Stream(stream) => stream.usage(),
-            ResponseState::Json(body) => body.usage(),
-            ResponseState::AnthropicJson(body) => {
-                body.bytes().and_then(crate::anthropic::usage_from_body)
-            }
-            ResponseState::AnthropicSse(_, usage) => usage.usage(),
-            ResponseState::BedrockStream(stream) => stream.usage(),
-            ResponseState::Chat(chat) => chat.usage(),
-            ResponseState::Invoke(t) => t.usage(),
-            ResponseState::Untouched | ResponseState::BedrockError(_) => None,
-        };
-        self.publish_usage(usage);
-        self.record_metrics(usage);
-    }
 }
 
 impl RouterFilter {
@@ -511,7 +709,10 @@ impl RouterFilter {
 /// Metrics and access-log properties (see `metrics.rs`).
 impl RouterFilter {
     fn observe_response_headers(&mut self) {
-        let backend = picked_backend(self, &self.config);
+        let backend = match &self.direct {
+            Some(direct) => Some(direct.backend.clone()),
+            None => picked_backend(self, &self.config),
+        };
         if let Some(name) = &backend {
             let service = crate::failover::service_of(name);
             self.publish("backend", service.as_bytes());
@@ -592,6 +793,14 @@ impl RouterFilter {
         let records = crate::metrics::records(&self.config, &self.observer, &outcome);
         crate::metrics::sink::apply(&records);
     }
+}
+
+/// The headers of an answer the gateway replaced by its own 502.
+fn replaced_headers() -> Vec<(String, Vec<u8>)> {
+    vec![
+        (":status".into(), b"502".to_vec()),
+        ("content-type".into(), b"application/json".to_vec()),
+    ]
 }
 
 /// An integer property: Envoy hands them over as 8 little-endian bytes.

@@ -1,6 +1,8 @@
 //! The upstream role: runs in each cluster's upstream filter chain, once
 //! per attempt, and rewrites the request for the backend that was picked.
 
+use super::backend_request::{self, WriteError};
+use super::response_guard::ResponseGuard;
 use super::*;
 
 /// Upstream role: runs once per attempt, after Envoy picked the endpoint.
@@ -27,20 +29,8 @@ pub(super) struct UpstreamFilter {
     /// The rewritten request, kept while credentials are fetched.
     pending: Option<UpstreamRequest>,
     body_size: usize,
-    /// The response headers are held until the stream's first content event.
-    holding_stream: bool,
-    /// A JSON answer is held until it is known to parse.
-    holding_json: bool,
-    /// The provider compressed its answer: decoded here (`encoding.rs`).
-    decoder: Option<crate::encoding::Decoder>,
-    /// Bytes at the start of Envoy's held response buffer already decoded.
-    decoded_len: usize,
-    /// The answer could not be decoded: its bytes are replaced by an error.
-    decode_error: Option<String>,
-    /// The answer is an SSE stream (from its content type).
-    response_sse: bool,
-    /// The decoding error went out: later bytes are dropped.
-    decode_reported: bool,
+    /// Holds, checks and decodes the provider's answer.
+    guard: ResponseGuard,
     /// This attempt could not be made (see [`UpstreamFilter::fail_attempt`]):
     /// whatever the provider answers becomes this error.
     failed_attempt: Option<GatewayError>,
@@ -65,13 +55,7 @@ impl UpstreamFilter {
             done: false,
             pending: None,
             body_size: 0,
-            holding_stream: false,
-            holding_json: false,
-            decoder: None,
-            decoded_len: 0,
-            decode_error: None,
-            response_sse: false,
-            decode_reported: false,
+            guard: ResponseGuard::default(),
             failed_attempt: None,
             skipped: None,
         }
@@ -170,77 +154,32 @@ impl UpstreamFilter {
     /// Writes the rewritten request and its credential. Returns Pause while
     /// credentials are being fetched.
     fn finish(&mut self, request: UpstreamRequest, just_loaded: bool) -> Action {
-        let Some(backend) = self.backend_config().cloned() else {
+        let (Some(name), Some(backend)) = (self.backend.as_deref(), self.backend_config()) else {
             return self.fail(GatewayError::internal("backend configuration disappeared"));
         };
-        let mut credential_value = None;
-        let mut signed = Vec::new();
-        if let Some(auth) = &backend.auth {
-            let Some(source) = self.config.credentials.clone() else {
-                return self.fail(GatewayError::internal(
-                    "no credential service is configured",
-                ));
-            };
-            let now = now_secs(self);
-            let fresh = CREDENTIALS.with(|c| {
-                c.borrow()
-                    .is_fresh(now, source.ttl_seconds, self.config.config_version)
-            });
-            let found = CREDENTIALS.with(|c| c.borrow().get(&auth.credential).cloned());
-            // Right after a load, use what was loaded even if it looks stale
-            // (an older controller version): fetching again would loop. A
-            // missing credential may have been minted since: ask again.
-            if (!fresh || found.is_none()) && !just_loaded {
-                return self.fetch_credentials(request, &source);
-            }
-            let Some(credential) = found else {
-                return self.fail_attempt(
-                    GatewayError::upstream(
-                        503,
-                        format!(
-                            "the upstream credential of backend {} is not available (the gateway's controller could not obtain it; see its log)",
-                            self.backend.as_deref().unwrap_or("?")
-                        ),
-                    )
-                    .with_code("upstream_credentials_unavailable"),
-                    request.host.as_deref(),
-                );
-            };
-            match credential_header(auth, &credential) {
-                Ok(header) => credential_value = header,
-                Err(e) => return self.fail(e),
-            }
-            if let Credential::Aws(aws) = &credential {
-                match crate::bedrock::sign(&request, &backend, aws, now) {
-                    Ok(headers) => signed = headers,
-                    Err(e) => return self.fail(e),
+        let target = backend_request::Target {
+            config: &self.config,
+            backend_name: name,
+            backend,
+            original: &self.headers,
+            map_is_original: self.map_is_original,
+            body_size: self.body_size,
+            route_sets_host: false,
+        };
+        match backend_request::write(self, &target, &request, just_loaded) {
+            Ok(()) => Action::Continue,
+            Err(WriteError::Fetch(source)) => {
+                match backend_request::fetch_credentials(self, &source) {
+                    Ok(()) => {
+                        self.pending = Some(request);
+                        Action::Pause
+                    }
+                    Err(e) => self.fail_attempt(e, request.host.as_deref()),
                 }
             }
+            Err(WriteError::Unavailable(e)) => self.fail_attempt(e, request.host.as_deref()),
+            Err(WriteError::Failed(e)) => self.fail(e),
         }
-        if let Some(body) = &request.body {
-            self.set_http_request_body(0, self.body_size, body);
-        }
-        let mut added: Vec<(&str, String)> = credential_value.into_iter().collect();
-        added.extend(signed.iter().map(|(n, v)| (n.as_str(), v.clone())));
-        let headers = attempt_headers(&self.headers, &[ENDPOINT_HEADER], &request, &added);
-        let edits = self
-            .map_is_original
-            .then(|| crate::upstream::header_edits(&self.headers, &headers))
-            .flatten();
-        match edits {
-            Some(edits) => {
-                for (name, value) in &edits {
-                    self.set_http_request_header_bytes(name, value.as_deref());
-                }
-            }
-            None => self.set_http_request_headers_bytes(
-                headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect(),
-            ),
-        }
-        Action::Continue
     }
 
     /// A backend whose provider asked to slow down (429 with retry-after)
@@ -261,25 +200,11 @@ impl UpstreamFilter {
                 None => another_free = true,
             }
         }
-        let error = GatewayError::upstream(
-            429,
-            format!("the provider asked the gateway to slow down; retry after {left} s"),
-        )
-        .with_code("rate_limit_exceeded");
         if another_free {
-            self.skipped = Some(error);
+            self.skipped = Some(backend_request::cooldown_error(left));
             return Some(Action::Pause);
         }
-        let left = left.to_string();
-        self.send_http_response(
-            429,
-            vec![
-                ("content-type", "application/json"),
-                ("retry-after", left.as_str()),
-                (crate::failover::COOLDOWN_HEADER, "1"),
-            ],
-            Some(&error.body(self.shape())),
-        );
+        backend_request::send_cooldown_reply(self, self.shape(), left);
         Some(Action::Pause)
     }
 
@@ -293,53 +218,7 @@ impl UpstreamFilter {
     }
 
     fn cooldown_left(&self, backend: &str, now: &mut Option<u64>) -> Option<u64> {
-        let (bytes, _) = self.get_shared_data(&crate::failover::Cooldown::key(backend));
-        let cooldown = crate::failover::Cooldown::parse(&bytes?)?;
-        // The clock (a host call) is read once, and only for a cool-down.
-        let now = *now.get_or_insert_with(|| now_secs(self));
-        cooldown.remaining(now)
-    }
-
-    /// Turns a held 200 answer into a retriable 502; if no retry is left,
-    /// the client gets it as an error in its own shape.
-    fn fail_response(&mut self, body_size: usize, message: &str) {
-        let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
-        self.set_http_response_header(":status", Some("502"));
-        self.set_http_response_header("content-type", Some("application/json"));
-        self.set_http_response_header("content-length", None);
-        self.set_http_response_body(0, body_size, &error.body(self.shape()));
-    }
-
-    fn fetch_credentials(
-        &mut self,
-        request: UpstreamRequest,
-        source: &crate::config::CredentialSource,
-    ) -> Action {
-        let token = std::env::var(&source.token_env).unwrap_or_default();
-        let authorization = format!("Bearer {token}");
-        let headers = vec![
-            (":method", "GET"),
-            (":path", source.path.as_str()),
-            (":authority", source.authority.as_str()),
-            ("authorization", authorization.as_str()),
-        ];
-        match self.dispatch_http_call(
-            &source.cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_secs(5),
-        ) {
-            Ok(_) => {
-                self.pending = Some(request);
-                Action::Pause
-            }
-            Err(_) => self.fail_attempt(
-                GatewayError::upstream(503, "the gateway could not reach its credential service")
-                    .with_code("upstream_credentials_unavailable"),
-                request.host.as_deref(),
-            ),
-        }
+        backend_request::cooldown_left(self, backend, now)
     }
 }
 
@@ -355,148 +234,13 @@ impl Context for UpstreamFilter {
         let Some(request) = self.pending.take() else {
             return;
         };
-        let status = self
-            .get_http_call_response_header_bytes(":status")
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
-        let now = now_secs(self);
-        let loaded = if status == "200" {
-            CREDENTIALS.with(|c| c.borrow_mut().load(&body, now))
-        } else {
-            Err(format!("credential service answered {status}"))
+        let action = match backend_request::load_fetched(self, body_size) {
+            Ok(()) => self.finish(request, true),
+            Err(error) => self.fail_attempt(error, request.host.as_deref()),
         };
-        if let Err(e) = loaded {
-            // The controller is down or failing: keep serving with the
-            // credentials fetched before (Envoy keeps serving its last
-            // configuration too) rather than refusing every request.
-            if CREDENTIALS.with(|c| c.borrow().is_loaded()) {
-                log(
-                    LogLevel::Warn,
-                    &format!("aigw: {e}; using the credentials fetched before"),
-                );
-                if self.finish(request, true) == Action::Continue {
-                    self.resume_http_request();
-                }
-                return;
-            }
-            log(LogLevel::Error, &format!("aigw: {e}"));
-            // Not the client's fault: the upstream kind and code, like a
-            // credential missing from the answer.
-            let error = GatewayError::upstream(503, "upstream credentials are not available")
-                .with_code("upstream_credentials_unavailable");
-            if self.fail_attempt(error, request.host.as_deref()) == Action::Continue {
-                self.resume_http_request();
-            }
-            return;
-        }
-        if self.finish(request, true) == Action::Continue {
+        if action == Action::Continue {
             self.resume_http_request();
         }
-    }
-}
-
-impl UpstreamFilter {
-    /// Decodes the compressed part of the held response buffer in place.
-    /// Returns the buffer's new size, or `None` when the body was replaced
-    /// by an error (the caller lets it go).
-    fn decode_body(&mut self, body_size: usize, end_of_stream: bool) -> Option<usize> {
-        let all = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
-        let done = self.decoded_len.min(all.len());
-        if self.decode_error.is_none() {
-            if let Some(decoder) = self.decoder.as_mut() {
-                match decoder.push(&all[done..], end_of_stream) {
-                    Ok(out) => {
-                        if done == all.len() && out.is_empty() {
-                            return Some(body_size);
-                        }
-                        let mut decoded = all[..done].to_vec();
-                        decoded.extend(out);
-                        self.set_http_response_body(0, body_size, &decoded);
-                        return Some(decoded.len());
-                    }
-                    Err(e) => {
-                        self.decoder = None;
-                        self.decode_error = Some(e.to_string());
-                        if self.holding_json || self.holding_stream {
-                            // The headers are still here: a retriable 502.
-                            self.holding_json = false;
-                            self.holding_stream = false;
-                            let message = e.to_string();
-                            self.fail_response(body_size, &message);
-                            self.decode_reported = true;
-                            return None;
-                        }
-                    }
-                }
-            }
-        }
-        // The headers went out: what was decoded stays, the rest becomes an
-        // error in the client's shape at the end.
-        let mut out = all[..done].to_vec();
-        if end_of_stream && !self.decode_reported {
-            self.decode_reported = true;
-            let message = self.decode_error.clone().unwrap_or_default();
-            let error = GatewayError::upstream(502, message).with_code("upstream_response_error");
-            // (Response headers cannot be read in the body phase.)
-            if self.response_sse {
-                out.extend(error.stream_event(self.shape()));
-            } else if done == 0 {
-                out.extend(error.body(self.shape()));
-            }
-        }
-        self.set_http_response_body(0, body_size, &out);
-        self.decoded_len = 0;
-        None
-    }
-
-    fn check_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.holding_json {
-            if body_size > crate::failover::MAX_CHECKED_JSON_BYTES {
-                self.holding_json = false;
-                return Action::Continue;
-            }
-            if !end_of_stream {
-                return Action::Pause;
-            }
-            self.holding_json = false;
-            let body = self
-                .get_http_response_body(0, body_size)
-                .unwrap_or_default();
-            if !crate::failover::json_is_valid(&body) {
-                self.fail_response(body_size, "the model provider's answer was not valid JSON");
-            }
-            return Action::Continue;
-        }
-        if !self.holding_stream {
-            return Action::Continue;
-        }
-        let body = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
-        let start = crate::failover::sse_stream_start(&body);
-        let failed = match start {
-            crate::failover::StreamStart::Content => false,
-            crate::failover::StreamStart::Error => true,
-            crate::failover::StreamStart::NeedMore
-                if !end_of_stream && body_size < crate::failover::MAX_HELD_STREAM_BYTES =>
-            {
-                return Action::Pause;
-            }
-            crate::failover::StreamStart::NeedMore => end_of_stream,
-        };
-        self.holding_stream = false;
-        if failed {
-            self.fail_response(
-                body_size,
-                "the model provider's stream failed before its first token",
-            );
-        }
-        Action::Continue
     }
 }
 
@@ -515,48 +259,15 @@ impl HttpContext for UpstreamFilter {
         }
         // One read of the whole map: each host call costs about a microsecond.
         let headers = self.get_http_response_headers_bytes();
+        let mut guard = std::mem::take(&mut self.guard);
+        let action = guard.on_headers(self, &headers, end_of_stream);
+        self.guard = guard;
+        if action == Action::Pause {
+            return Action::Pause;
+        }
         let status = header_in(&headers, ":status").unwrap_or_default();
-        let content_type = header_in(&headers, "content-type").unwrap_or_default();
-        self.response_sse = content_type.starts_with("text/event-stream");
-        if let Some(encoding) = header_in(&headers, "content-encoding") {
-            match crate::encoding::decoder_for(&encoding) {
-                Ok(None) => {}
-                Ok(Some(decoder)) => {
-                    self.set_http_response_header("content-encoding", None);
-                    self.set_http_response_header("content-length", None);
-                    self.decoder = (!end_of_stream).then_some(decoder);
-                }
-                Err(e) => {
-                    // Nothing downstream could read it: a retriable 502.
-                    self.set_http_response_header(":status", Some("502"));
-                    self.set_http_response_header("content-type", Some("application/json"));
-                    self.set_http_response_header("content-encoding", None);
-                    self.set_http_response_header("content-length", None);
-                    self.decode_error = Some(e.to_string());
-                    return Action::Continue;
-                }
-            }
-        }
-        if status == "200" && !end_of_stream && content_type.starts_with("text/event-stream") {
-            // Nothing reaches the router until the first content event, so an
-            // attempt that fails or stalls before it can still be retried.
-            self.holding_stream = true;
-            return Action::Pause;
-        }
-        if status == "200" && !end_of_stream && content_type.starts_with("application/json") {
-            self.holding_json = true;
-            return Action::Pause;
-        }
-        if status == "429" && header_in(&headers, crate::failover::COOLDOWN_HEADER).is_none() {
-            let wait = header_in(&headers, "retry-after")
-                .and_then(|v| crate::failover::retry_after_seconds(&v));
-            if let (Some(wait), Some(backend)) = (wait, self.backend.as_deref()) {
-                let until = crate::failover::Cooldown {
-                    until: now_secs(self).saturating_add(wait),
-                };
-                let key = crate::failover::Cooldown::key(backend);
-                let _ = self.set_shared_data(&key, Some(&until.encode()), None);
-            }
+        if let (true, Some(backend)) = (status == "429", self.backend.as_deref()) {
+            backend_request::record_cooldown(self, backend, &headers);
         }
         Action::Continue
     }
@@ -565,17 +276,10 @@ impl HttpContext for UpstreamFilter {
         if self.failed_attempt.is_some() {
             return self.replace_failed_answer(body_size, end_of_stream);
         }
-        if self.decoder.is_some() || self.decode_error.is_some() {
-            let Some(decoded) = self.decode_body(body_size, end_of_stream) else {
-                return Action::Continue;
-            };
-            let action = self.check_response_body(decoded, end_of_stream);
-            // While paused, Envoy keeps the (decoded) bytes and adds the next
-            // chunk after them.
-            self.decoded_len = if action == Action::Pause { decoded } else { 0 };
-            return action;
-        }
-        self.check_response_body(body_size, end_of_stream)
+        let mut guard = std::mem::take(&mut self.guard);
+        let (action, _) = guard.on_body(self, self.shape(), body_size, end_of_stream);
+        self.guard = guard;
+        action
     }
 
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -107,6 +107,10 @@ pub struct ControllerArgs {
     /// Deployment passes the pod name. Default: the host name.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Send every request through the filter's upstream role, also on rules
+    /// the listener's filter serves directly by default (see README).
+    #[arg(long)]
+    pub no_direct: bool,
 }
 
 impl ControllerArgs {
@@ -132,6 +136,7 @@ impl ControllerArgs {
             redis: self.redis.clone(),
             rate_limit_fail_closed: self.rate_limit_fail_closed,
             rate_limit_reserve: self.rate_limit_reserve,
+            no_direct: self.no_direct,
             ..RunConfig::default()
         };
         let mut options = crate::run::options(&config, 0, version);

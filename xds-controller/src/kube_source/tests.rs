@@ -396,6 +396,7 @@ fn args() -> ControllerArgs {
         redis: None,
         rate_limit_fail_closed: false,
         rate_limit_reserve: None,
+        no_direct: false,
         leader_elect: false,
         leader_election_namespace: None,
         leader_election_id: "aigw-controller".into(),

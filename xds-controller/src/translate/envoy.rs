@@ -82,6 +82,15 @@ pub fn properties_read(text: &str) -> BTreeSet<String> {
 /// `listener` publishes (for configuration added after translation).
 pub fn publish_for(listener: &mut Value, reads: &Value) {
     let added = properties_read(&reads.to_string());
+    change_router_config(listener, |config| {
+        if let Some(published) = &mut config.published {
+            published.extend(added.iter().cloned());
+        }
+    });
+}
+
+/// Changes the plugin configuration of `listener`'s router role.
+pub fn change_router_config(listener: &mut Value, change: impl Fn(&mut PluginConfig)) {
     let Some(filters) = listener
         .pointer_mut("/filter_chains/0/filters/0/typed_config/http_filters")
         .and_then(Value::as_array_mut)
@@ -95,10 +104,8 @@ pub fn publish_for(listener: &mut Value, reads: &Value) {
         let Ok(mut config) = PluginConfig::parse(value.as_str().unwrap_or("").as_bytes()) else {
             continue;
         };
-        if let Some(published) = &mut config.published {
-            published.extend(added.iter().cloned());
-            *value = json!(serde_json::to_string(&config).unwrap_or_default());
-        }
+        change(&mut config);
+        *value = json!(serde_json::to_string(&config).unwrap_or_default());
     }
 }
 
@@ -122,7 +129,7 @@ pub fn router_filter_with_upstream(upstream_filter: Value) -> Value {
     })
 }
 
-fn upstream_codec() -> Value {
+pub fn upstream_codec() -> Value {
     json!({"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": UPSTREAM_CODEC_TYPE}})
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod direct;
 pub mod envoy;
 pub mod minted;
 pub mod ratelimit;
@@ -41,6 +42,9 @@ pub struct Options {
     /// AWS credentials from the controller's environment, used by
     /// AWSCredentials policies that name no credentials file.
     pub aws_environment: Option<AwsEnvironment>,
+    /// The router role serves single-backend rules directly where it can
+    /// (`direct.rs`); off: every request goes through the upstream role.
+    pub direct: bool,
     /// What the controller's environment says about minting credentials:
     /// expiring AWS credentials (web identity, container endpoint, used
     /// when `aws_environment` has no static keys) and endpoint overrides.
@@ -72,6 +76,7 @@ impl Options {
             created: 0,
             rate_limit: Default::default(),
             aws_environment: None,
+            direct: true,
             mint: Default::default(),
         }
     }
@@ -204,6 +209,9 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     }
     out.credentials.config_version = options.config_version;
 
+    // Filled per listener; see `serve_directly`.
+    let mut listeners_direct = Vec::new();
+    let mut backend_hosts: BTreeMap<String, Option<String>> = BTreeMap::new();
     if resources.gateways.is_empty() && !resources.ai_gateway_routes.is_empty() {
         diagnostics.push(Diagnostic::error(
             "no Gateway is defined, so no listener serves the AIGatewayRoutes",
@@ -275,23 +283,45 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             let on_listener = attached
                 .iter()
                 .filter(|(route, _)| serves_on_listener(route, gateway, &listener.name));
+            let mut rule_entries = Vec::new();
             for (route, rule) in on_listener {
                 models.extend(rule.models.iter().cloned());
-                route_entries.extend(
-                    rule.routes
-                        .iter()
-                        .map(|e| auth.attach(&route.key(), limits.attach(&route.key(), e.clone()))),
-                );
+                let entries: Vec<Value> = rule
+                    .routes
+                    .iter()
+                    .map(|e| auth.attach(&route.key(), limits.attach(&route.key(), e.clone())))
+                    .collect();
+                route_entries.extend(entries.iter().cloned());
                 for b in &rule.backends {
                     backends.insert(b.target(), b.config.clone());
                 }
                 let mut targets = rule.backends.iter().map(ResolvedBackend::target);
+                let mut single = None;
                 if let Some(first) = targets.next() {
                     if targets.all(|t| t == first) {
-                        cluster_backends.insert(rule.cluster_name.clone(), first);
+                        cluster_backends.insert(rule.cluster_name.clone(), first.clone());
+                        single = Some(first);
                     }
                 }
+                rule_entries.push((rule.cluster_name.as_str(), single, entries));
             }
+            let rules_here: Vec<direct::RuleOnListener> = rule_entries
+                .iter()
+                .map(|(cluster, backend, entries)| direct::RuleOnListener {
+                    cluster,
+                    backend: backend.as_deref(),
+                    entries,
+                })
+                .collect();
+            let allowed =
+                options.direct && auth.is_empty() && direct::rate_limits_allow(&route_entries);
+            for (name, config) in &backends {
+                backend_hosts.insert(name.clone(), config.host.clone());
+            }
+            listeners_direct.push((
+                out.listeners.len(),
+                direct::on_listener(&rules_here, allowed),
+            ));
             // What the routes (rate-limit costs) and the access log read.
             let mut reads = serde_json::to_string(&route_entries).unwrap_or_default();
             if let Some(path) = &options.access_log {
@@ -305,6 +335,7 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 max_request_bytes: client.buffer_limit,
                 backends,
                 cluster_backends,
+                direct: BTreeMap::new(),
                 credentials: None,
                 reserve_output_tokens: options.rate_limit.reserve_output_tokens,
                 published: Some(envoy::properties_read(&reads)),
@@ -357,9 +388,72 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
                 .push((options.listen_address.clone(), port, names));
         }
     }
+    serve_directly(
+        &mut out,
+        &listeners_direct,
+        &backend_hosts,
+        &options.credential_source,
+    );
     diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out.diagnostics = diagnostics;
     out
+}
+
+/// Gives the router role of each listener the models it serves directly,
+/// and their clusters no upstream role. A cluster shared with a rule that
+/// does not qualify (here or on another listener) keeps it.
+fn serve_directly(
+    out: &mut Translation,
+    listeners: &[(usize, direct::ListenerDirect)],
+    hosts: &BTreeMap<String, Option<String>>,
+    credentials: &CredentialSource,
+) {
+    let refused: std::collections::BTreeSet<&String> = listeners
+        .iter()
+        .flat_map(|(_, d)| &d.refused_clusters)
+        .collect();
+    let mut clusters: BTreeMap<String, String> = BTreeMap::new();
+    for (index, d) in listeners {
+        let models: BTreeMap<String, String> = d
+            .models
+            .iter()
+            .filter(|(_, (_, cluster))| !refused.contains(cluster))
+            .map(|(model, (backend, cluster))| {
+                clusters.insert(cluster.clone(), backend.clone());
+                (model.clone(), backend.clone())
+            })
+            .collect();
+        if models.is_empty() {
+            continue;
+        }
+        if let Some(listener) = out.listeners.get_mut(*index) {
+            envoy::change_router_config(listener, |config| {
+                config.direct = models.clone();
+                config.credentials = Some(credentials.clone());
+            });
+        }
+    }
+    for cluster in &mut out.clusters {
+        if cluster["name"]
+            .as_str()
+            .is_some_and(|n| clusters.contains_key(n))
+        {
+            direct::without_upstream_role(cluster);
+        }
+    }
+    let entries = out
+        .routes
+        .iter_mut()
+        .flat_map(|r| r["virtual_hosts"].as_array_mut().into_iter().flatten())
+        .flat_map(|vh| vh["routes"].as_array_mut().into_iter().flatten());
+    for entry in entries {
+        let backend = entry["route"]["cluster"]
+            .as_str()
+            .and_then(|c| clusters.get(c));
+        if let Some(Some(host)) = backend.and_then(|b| hosts.get(b)) {
+            direct::rewrite_host(entry, host);
+        }
+    }
 }
 
 /// What the Gateway's ClientTrafficPolicy sets for its listeners.

@@ -131,11 +131,20 @@ fn the_upstream_role_is_configured_once_per_listener() {
             ("default/b".into(), "default/a,default/b".into())
         ]
     );
-    for cluster in &t.clusters {
-        let options = &cluster["typed_extension_protocol_options"]
-            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
-        assert!(options.get("http_filters").is_none(), "{options}");
-    }
+    // The rule with several backends runs the router's upstream filters;
+    // the single-backend one is served directly (see `direct.rs`), so
+    // its cluster runs none.
+    let filters = |cluster: &Value| {
+        cluster["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            .get("http_filters")
+            .cloned()
+    };
+    assert_eq!(
+        filters(&t.clusters[0]).unwrap()[0]["name"],
+        "envoy.filters.http.upstream_codec"
+    );
+    assert!(filters(&t.clusters[1]).is_none());
     let (router, upstream) = listener_configs(&t);
     // The single-backend cluster names its backend; the other one's
     // endpoints do, each in its metadata.
@@ -151,7 +160,15 @@ fn the_upstream_role_is_configured_once_per_listener() {
     let keys = ["default/a", "default/a#gpt-4o-mini", "default/b"];
     assert_eq!(upstream.backends.keys().collect::<Vec<_>>(), keys);
     assert_eq!(router.backends.keys().collect::<Vec<_>>(), keys);
-    assert!(upstream.credentials.is_some() && router.credentials.is_none());
+    assert_eq!(
+        upstream.credentials, router.credentials,
+        "the router writes direct requests"
+    );
+    assert_eq!(
+        router.direct.iter().collect::<Vec<_>>(),
+        [(&"small".to_string(), &"default/a#gpt-4o-mini".to_string())]
+    );
+    assert!(upstream.direct.is_empty());
     assert_eq!(
         upstream.backends["default/a#gpt-4o-mini"]
             .model_name_override
@@ -161,6 +178,37 @@ fn the_upstream_role_is_configured_once_per_listener() {
     for listener in &t.listeners {
         crate::proto::to_any(crate::proto::LISTENER, listener).expect("a valid Envoy listener");
     }
+}
+
+#[test]
+fn direct_serving_follows_the_listener_and_can_be_turned_off() {
+    let mut resources = Default::default();
+    let mut diagnostics = Vec::new();
+    let hosted = TWO_RULES.replace(
+        "{endpoints: [{ip: {address: 127.0.0.1, port: 8000}}]}",
+        "{endpoints: [{fqdn: {hostname: llm.example, port: 443}}]}",
+    );
+    crate::load::load_str("test.yaml", &hosted, &mut resources, &mut diagnostics);
+    let t = translate(&resources, &Options::for_tests());
+    let routes = &t.routes[0]["virtual_hosts"][0]["routes"];
+    // The route sets the provider's host for the rule served directly.
+    assert_eq!(routes[0]["route"]["host_rewrite_literal"], "llm.example");
+    assert!(routes[1]["route"].get("host_rewrite_literal").is_none());
+    let off = translate(
+        &resources,
+        &Options {
+            direct: false,
+            ..Options::for_tests()
+        },
+    );
+    let (router, _) = listener_configs(&off);
+    assert!(router.direct.is_empty() && router.credentials.is_none());
+    assert!(off
+        .clusters
+        .iter()
+        .all(|c| !c.to_string().contains("upstream_codec")));
+    let routes = &off.routes[0]["virtual_hosts"][0]["routes"];
+    assert!(routes[0]["route"].get("host_rewrite_literal").is_none());
 }
 
 #[test]
