@@ -25,6 +25,9 @@ pub(super) struct ResponseGuard {
     decode_reported: bool,
     /// The answer was replaced by the gateway's 502 while held.
     replaced: bool,
+    /// Envoy's buffer as this callback read or wrote it (one host call
+    /// fewer for the router role that reads it next).
+    buffer: Option<Vec<u8>>,
 }
 
 impl ResponseGuard {
@@ -83,6 +86,11 @@ impl ResponseGuard {
         self.replaced
     }
 
+    /// Envoy's response buffer if this callback read it and left it as is.
+    pub(super) fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        self.buffer.take()
+    }
+
     /// A body chunk: decodes and checks it in Envoy's buffer. Returns what
     /// to do and the buffer's size now.
     pub(super) fn on_body(
@@ -92,6 +100,7 @@ impl ResponseGuard {
         body_size: usize,
         end_of_stream: bool,
     ) -> (Action, usize) {
+        self.buffer = None;
         if self.decoder.is_none() && self.decode_error.is_none() {
             return (self.check(ctx, shape, body_size, end_of_stream), body_size);
         }
@@ -149,7 +158,9 @@ impl ResponseGuard {
                         let mut decoded = all[..done].to_vec();
                         decoded.extend(out);
                         ctx.set_http_response_body(0, body_size, &decoded);
-                        return Some(decoded.len());
+                        let size = decoded.len();
+                        self.buffer = Some(decoded);
+                        return Some(size);
                     }
                     Err(e) => {
                         self.decoder = None;
@@ -202,7 +213,7 @@ impl ResponseGuard {
                 return Action::Pause;
             }
             self.holding_json = false;
-            let body = ctx.get_http_response_body(0, body_size).unwrap_or_default();
+            let body = self.read(ctx, body_size);
             if !crate::failover::json_is_valid(&body) {
                 self.fail_response(
                     ctx,
@@ -210,13 +221,15 @@ impl ResponseGuard {
                     body_size,
                     "the model provider's answer was not valid JSON",
                 );
+            } else {
+                self.buffer = Some(body);
             }
             return Action::Continue;
         }
         if !self.holding_stream {
             return Action::Continue;
         }
-        let body = ctx.get_http_response_body(0, body_size).unwrap_or_default();
+        let body = self.read(ctx, body_size);
         let start = crate::failover::sse_stream_start(&body);
         let failed = match start {
             crate::failover::StreamStart::Content => false,
@@ -236,7 +249,17 @@ impl ResponseGuard {
                 body_size,
                 "the model provider's stream failed before its first token",
             );
+        } else {
+            self.buffer = Some(body);
         }
         Action::Continue
+    }
+
+    /// The buffer: as decoded this callback, or read from Envoy.
+    fn read(&mut self, ctx: &dyn HttpContext, body_size: usize) -> Vec<u8> {
+        match self.buffer.take() {
+            Some(bytes) if bytes.len() == body_size => bytes,
+            _ => ctx.get_http_response_body(0, body_size).unwrap_or_default(),
+        }
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct RouterFilter {
     /// model is served directly.
     request_headers: Vec<(String, Vec<u8>)>,
     context_id: u32,
+    /// Envoy's response buffer as the guard read it this callback.
+    response_buffer: Option<Vec<u8>>,
 }
 
 /// A request the router role writes for its backend itself.
@@ -79,6 +81,7 @@ impl RouterFilter {
             direct: None,
             request_headers: Vec::new(),
             context_id,
+            response_buffer: None,
         }
     }
 
@@ -398,6 +401,7 @@ impl HttpContext for RouterFilter {
         }
         let held = direct.held_headers.take();
         let replaced = direct.guard.replaced();
+        self.response_buffer = direct.guard.take_buffer();
         self.direct = Some(direct);
         if was_holding {
             // The answer was held: its headers are dealt with now.
@@ -411,6 +415,7 @@ impl HttpContext for RouterFilter {
             }
         }
         let action = self.response_body(size, end_of_stream);
+        self.response_buffer = None;
         if let Some(direct) = &mut self.direct {
             direct.guard.kept(action, size);
         }
@@ -572,9 +577,7 @@ impl RouterFilter {
                 self.observe_body(body_size, None);
                 return Action::Pause;
             }
-            let body = self
-                .get_http_response_body(0, body_size)
-                .unwrap_or_default();
+            let body = self.response_chunk(body_size);
             self.observe_body(body_size, Some(&body));
             let ResponseState::Invoke(t) = &mut self.response else {
                 return Action::Continue;
@@ -590,9 +593,7 @@ impl RouterFilter {
             if !end_of_stream {
                 return Action::Pause;
             }
-            let body = self
-                .get_http_response_body(0, body_size)
-                .unwrap_or_default();
+            let body = self.response_chunk(body_size);
             let shaped = crate::bedrock::error_body(status, &body);
             self.set_http_response_body(0, body_size, &shaped);
             return Action::Continue;
@@ -696,13 +697,18 @@ impl RouterFilter {
 }
 
 impl RouterFilter {
-    /// The response bytes of this callback (no host call for none).
-    fn response_chunk(&self, body_size: usize) -> Vec<u8> {
+    /// The response bytes of this callback (no host call for none, or
+    /// when the guard read them already).
+    fn response_chunk(&mut self, body_size: usize) -> Vec<u8> {
         if body_size == 0 {
             return Vec::new();
         }
-        self.get_http_response_body(0, body_size)
-            .unwrap_or_default()
+        match self.response_buffer.take() {
+            Some(bytes) if bytes.len() == body_size => bytes,
+            _ => self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default(),
+        }
     }
 }
 
