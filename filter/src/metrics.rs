@@ -372,6 +372,8 @@ pub mod sink {
         // One lookup per request by its label set; a metric's full name is
         // built only when it is first defined.
         static IDS: RefCell<(HashMap<String, Ids>, usize)> = RefCell::new(Default::default());
+        // Counter increments not yet handed to Envoy, by metric id.
+        static PENDING: RefCell<Vec<(u32, i64)>> = const { RefCell::new(Vec::new()) };
     }
 
     fn id(labels: &str, r: &Record) -> Option<u32> {
@@ -401,6 +403,27 @@ pub mod sink {
         })
     }
 
+    /// Counters are summed here and handed to Envoy by [`flush`] (the
+    /// root context's tick, every second): a host call each per second
+    /// instead of per request. Histograms need every sample: recorded now.
+    fn add_pending(id: u32, by: i64) {
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            match p.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, sum)) => *sum = sum.saturating_add(by),
+                None => p.push((id, by)),
+            }
+        });
+    }
+
+    /// Adds the counter increments gathered since the last flush.
+    pub fn flush() {
+        let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        for (id, by) in pending {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, by);
+        }
+    }
+
     pub fn apply(records: &Records) {
         for r in &records.list {
             // Defined even at 0, so the series exists; adding 0 is a host
@@ -411,7 +434,7 @@ pub mod sink {
             match r.kind {
                 Kind::Counter if r.value > 0 => {
                     let by = i64::try_from(r.value).unwrap_or(i64::MAX);
-                    let _ = proxy_wasm::hostcalls::increment_metric(id, by);
+                    add_pending(id, by);
                 }
                 Kind::Counter => {}
                 Kind::Histogram => {

@@ -106,6 +106,10 @@ fn now_ns(ctx: &dyn Context) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// How often the router role hands its summed counters to Envoy: what
+/// `/stats` may lag behind the traffic.
+const METRICS_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
 struct Root {
     config: Rc<PluginConfig>,
 }
@@ -120,6 +124,9 @@ impl RootContext for Root {
         };
         match PluginConfig::parse(&bytes) {
             Ok(config) => {
+                if config.role == Role::Router {
+                    self.set_tick_period(METRICS_FLUSH_PERIOD);
+                }
                 self.config = Rc::new(config);
                 true
             }
@@ -128,6 +135,10 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        crate::metrics::sink::flush();
     }
 
     fn get_type(&self) -> Option<ContextType> {

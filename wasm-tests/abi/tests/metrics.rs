@@ -77,14 +77,30 @@ fn config() -> aigw_filter::config::PluginConfig {
 #[test]
 fn metrics_are_defined_once_and_incremented() -> Result<(), VmError> {
     let mut vm = vm_with(&config())?;
+    assert_eq!(
+        vm.host().tick_period_ms,
+        Some(1000),
+        "counters are flushed every second"
+    );
     chat(&mut vm, false)?;
     chat(&mut vm, false)?;
     let requests = format!("aigw_requests_total{LABELS}");
+    // Counters are summed in the VM and handed to Envoy on the tick.
+    assert_eq!(metric(&vm, &requests), Some((COUNTER, 0)));
+    vm.tick()?;
     assert_eq!(metric(&vm, &requests), Some((COUNTER, 2)));
+    chat(&mut vm, false)?;
+    vm.tick()?;
+    vm.tick()?;
+    assert_eq!(
+        metric(&vm, &requests),
+        Some((COUNTER, 3)),
+        "each increment counted once"
+    );
     for (token, value) in [
-        ("input", 22),
-        ("output", 10),
-        ("total", 32),
+        ("input", 33),
+        ("output", 15),
+        ("total", 48),
         ("reasoning", 0),
     ] {
         let name = format!("aigw_token_usage_total{LABELS};token={token}");
@@ -135,6 +151,7 @@ fn an_unknown_model_is_counted_as_other() -> Result<(), VmError> {
     vm.send_request(ctx, &refs(&chat_headers(body.len())), body, 64)?;
     vm.set_stream_property(ctx, &["response", "code"], &404u64.to_le_bytes());
     vm.finish_stream(ctx)?;
+    vm.tick()?;
     let name = "aigw_requests_total;op=chat;req_model=other;error=404";
     assert_eq!(metric(&vm, name), Some((COUNTER, 1)));
     assert!(vm.host().metrics.iter().all(|m| !m.0.contains("secret")));
