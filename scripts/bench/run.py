@@ -327,6 +327,7 @@ general_settings:
 """
 
 
+NO_DIRECT_LABEL = "Envoy + aigw filter with `--no-direct` (every request through the upstream role)"
 FLOOR_LABEL = "Envoy + no-op proxy-wasm filters (the floor: hold the request, read its body)"
 # The same without the upstream-role instance: what a context per attempt costs.
 FLOOR_ROUTER_LABEL = "Envoy + the no-op filter in the listener only (no upstream wasm filter)"
@@ -461,6 +462,19 @@ def main():
                          f"http://127.0.0.1:{port}/v1/chat/completions", p)
             s.model = "bench-bedrock"
             scenarios.append(s)
+            # The same with every request through the upstream role
+            # (`--no-direct`): what serving single-backend rules from the
+            # listener saves.
+            if not only:
+                port, admin = free_port(), free_port()
+                aigw_work = os.path.join(work, "aigw-no-direct")
+                os.makedirs(aigw_work)
+                p = start("aigw-no-direct", [args.aigw, "run", "--envoy", args.envoy, "--wasm", args.wasm,
+                                             "--admin-port", str(admin), "--work-dir", aigw_work,
+                                             "--concurrency", str(args.concurrency), "--map-port", f"80={port}",
+                                             "--traffic", "quiet", "--no-direct", "-f", cfg], work, env=AWS_ENV)
+                scenarios.append(Scenario("aigw_upstream", NO_DIRECT_LABEL,
+                                          f"http://127.0.0.1:{port}/v1/chat/completions", p))
 
             skipped = dict(kv.split("=", 1) for kv in args.skip.split(";") if "=" in kv)
             # LiteLLM.
@@ -910,6 +924,12 @@ def write_markdown(res, path):
                f"{fr['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
         target("(for information) its throughput", f"{100 * fr['c64']['rps'] / e['c64']['rps']:.1f} %"
                " of plain Envoy", None)
+    u = rows.get("aigw_upstream")
+    if u and e and not u["error"] and not e["error"] and u["c64"]["rps"]:
+        target("(for information) `--no-direct` (the upstream role on every request) adds, p50 c=1",
+               f"{u['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
+        target("(for information) its throughput", f"{100 * u['c64']['rps'] / e['c64']['rps']:.1f} %"
+               " of plain Envoy", None)
     b = rows.get("bedrock")
     if b and e and a and not b["error"] and not e["error"] and b["c1"]["p50_us"] and b["c64"]["rps"]:
         d50 = b["c1"]["p50_us"] - e["c1"]["p50_us"]
@@ -970,7 +990,9 @@ def write_markdown(res, path):
                  "reports, concurrency 1, a fresh gateway per model. The rest of what the filter adds "
                  "over plain Envoy is Envoy's own work around the callbacks: entering the VM (a dozen "
                  "times per request), buffering the bodies the filter holds, routing again after "
-                 "`clear_route_cache`, and the upstream filter chain of each attempt.\n")
+                 "`clear_route_cache`, and the upstream filter chain of each attempt. Both benchmark "
+                 "rules have one backend, so the router role serves them directly and the upstream "
+                 "role does not run (see README, Failover).\n")
         names = ["request_headers", "request_body", "response_headers", "response_body", "log"]
         L.append("| model | role | " + " | ".join(names) + " | role total |")
         L.append("|---|---|" + "---:|" * (len(names) + 1))
@@ -979,11 +1001,13 @@ def write_markdown(res, path):
                 L.append(f"| {model} | {c['error'][:200]} |" + " |" * (len(names) + 1))
                 continue
             for role, cbs in c["roles"].items():
+                if not cbs:
+                    continue  # a role that did not run (rules served directly)
                 cells = [f"{cbs[n]['us']:.1f}" + (f" ({cbs[n]['calls']:.0f} calls)" if cbs[n]['calls'] > 1.05 else "")
                          if n in cbs else "" for n in names]
                 total = sum(cbs[n]["us"] for n in cbs)
                 L.append(f"| {model} | {role} | " + " | ".join(cells) + f" | {total:.1f} |")
-            L.append(f"| {model} | **both, us per request** | " + " | " * len(names)
+            L.append(f"| {model} | **in the VM, us per request** | " + " | " * len(names)
                      + f"**{c['in_vm_us_per_request']:.1f}** |")
         clock = next((c["clock_read_us"] for c in callbacks.values() if "clock_read_us" in c), None)
         if clock is not None:
