@@ -1034,7 +1034,8 @@ def chart(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [(k, r) for k, r in res["rows"].items() if not r["error"]]
-    names = [k for k, _ in rows]
+    short = {"aigw_upstream": "aigw --no-direct"}
+    names = [short.get(k, k) for k, _ in rows]
     colors = {"direct": "#999999", "envoy": "#4c72b0", "aigw": "#dd8452", "litellm": "#55a868",
               "portkey": "#c44e52"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
@@ -1051,6 +1052,7 @@ def chart(res, path):
     for ax, (title, vals, log_scale) in zip(axes.flat, panels):
         bars = ax.bar(names, vals, color=[colors.get(n, "#8172b3") for n in names])
         ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         if log_scale and all(v >= 0 for v in vals) and max(vals) > 0 and \
                 max(vals) / max(min(v for v in vals if v > 0), 1e-9) > 50:
             ax.set_yscale("log")

@@ -29,6 +29,24 @@ pub(super) struct Target<'a> {
     pub(super) route_sets_host: bool,
 }
 
+/// The client's request (`headers`, `body`) as `backend` must receive it.
+pub(super) fn prepare_for(
+    endpoint: Endpoint,
+    query: &str,
+    backend: &crate::config::BackendConfig,
+    headers: &[(String, Vec<u8>)],
+    body: &[u8],
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut request = prepare(endpoint, query, backend, body)?;
+    // Bedrock takes Anthropic's beta flags in the body.
+    if backend.schema == SchemaName::AWSAnthropic && endpoint == Endpoint::AnthropicMessages {
+        if let Some(beta) = header_in(headers, "anthropic-beta") {
+            crate::bedrock::add_beta(&mut request, &beta);
+        }
+    }
+    Ok(request)
+}
+
 /// Writes `request` and the backend's credential or signature over the
 /// request Envoy holds. `just_loaded`: the credentials were fetched for
 /// this request, so stale ones are used rather than fetched again.

@@ -174,15 +174,16 @@ impl RouterFilter {
         }
         let path = header_in(&self.request_headers, ":path").unwrap_or_default();
         let query = path.split_once('?').map_or("", |(_, q)| q);
-        let mut request = match prepare(endpoint, query, backend, body) {
+        let request = match backend_request::prepare_for(
+            endpoint,
+            query,
+            backend,
+            &self.request_headers,
+            body,
+        ) {
             Ok(request) => request,
             Err(e) => return self.fail(e),
         };
-        let bedrock =
-            backend.schema == SchemaName::AWSAnthropic && endpoint == Endpoint::AnthropicMessages;
-        if let Some(beta) = header_in(&self.request_headers, "anthropic-beta").filter(|_| bedrock) {
-            crate::bedrock::add_beta(&mut request, &beta);
-        }
         self.direct = Some(Direct {
             backend: name,
             body_size: body.len(),

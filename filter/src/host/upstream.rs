@@ -352,16 +352,8 @@ impl HttpContext for UpstreamFilter {
             return self.fail(GatewayError::internal("request without a backend"));
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let bedrock =
-            backend.schema == SchemaName::AWSAnthropic && endpoint == Endpoint::AnthropicMessages;
-        match prepare(endpoint, &self.query, backend, &body) {
-            Ok(mut request) => {
-                // Bedrock takes Anthropic's beta flags in the body.
-                if let Some(beta) = header_in(&self.headers, "anthropic-beta").filter(|_| bedrock) {
-                    crate::bedrock::add_beta(&mut request, &beta);
-                }
-                self.finish(request, false)
-            }
+        match backend_request::prepare_for(endpoint, &self.query, backend, &self.headers, &body) {
+            Ok(request) => self.finish(request, false),
             Err(e) => self.fail(e),
         }
     }

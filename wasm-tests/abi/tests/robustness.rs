@@ -437,9 +437,29 @@ fn good_request_still_works(vm: &mut Vm) -> Result<(), VmError> {
 
 #[test]
 fn random_garbage_never_traps_the_router() {
+    garbage_never_traps(&router_config(), 0x5EED_1234_ABCD_0001);
+}
+
+/// The same with the models served directly: the router role writes the
+/// requests and guards (holds, checks, decodes) the answers.
+#[test]
+fn random_garbage_never_traps_the_router_serving_directly() {
+    let mut config = router_config();
+    config.backends = upstream_config().backends;
+    config.direct = [
+        ("gpt-4o-mini", "default/override"),
+        ("llama-3", "default/local"),
+    ]
+    .into_iter()
+    .map(|(m, b)| (m.to_string(), b.to_string()))
+    .collect();
+    garbage_never_traps(&config, 0x5EED_1234_ABCD_0002);
+}
+
+fn garbage_never_traps(config: &aigw_filter::config::PluginConfig, seed: u64) {
     const ITERATIONS: usize = 3000;
-    let mut vm = vm_with(&router_config()).unwrap();
-    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    let mut vm = vm_with(config).unwrap();
+    let mut rng = Rng(seed);
     for i in 0..ITERATIONS {
         let before = rng.0;
         if let Err(e) = one_exchange(&mut vm, &mut rng) {

@@ -141,11 +141,26 @@ pub fn without_upstream_role(cluster: &mut Value) {
     options["http_filters"] = json!([super::envoy::upstream_codec()]);
 }
 
-/// The route sets `:authority` for a directly served rule (the router role
-/// must not: the client's names the virtual host).
-pub fn rewrite_host(entry: &mut Value, host: &str) {
-    entry["route"]["host_rewrite_literal"] = json!(host);
+/// A directly served rule's route entry. It takes only requests the
+/// router role wrote: those have no handoff header for the upstream role.
+/// While Envoy applies a new configuration (clusters first, and old
+/// connections keep the old listener's filter until they drain), a request
+/// that a router role without this rule's `direct` entry handed on must not
+/// reach a cluster with no upstream role: it would go out untranslated,
+/// with the client's own credential. It gets no route (404) instead.
+/// The route sets `:authority` (`host`, the backend's), since the router
+/// role must not: the client's names the virtual host.
+pub fn mark_route(entry: &mut Value, host: Option<&str>) {
+    if let Some(headers) = entry["match"]["headers"].as_array_mut() {
+        headers.push(json!({"name": HANDOFF_HEADER, "present_match": false}));
+    }
+    if let Some(host) = host {
+        entry["route"]["host_rewrite_literal"] = json!(host);
+    }
 }
+
+/// The header the router role hands requests to the upstream role with.
+const HANDOFF_HEADER: &str = "x-aigw-endpoint";
 
 #[cfg(test)]
 mod tests {

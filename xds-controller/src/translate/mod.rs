@@ -450,8 +450,9 @@ fn serve_directly(
         let backend = entry["route"]["cluster"]
             .as_str()
             .and_then(|c| clusters.get(c));
-        if let Some(Some(host)) = backend.and_then(|b| hosts.get(b)) {
-            direct::rewrite_host(entry, host);
+        if let Some(backend) = backend {
+            let host = hosts.get(backend).cloned().flatten();
+            direct::mark_route(entry, host.as_deref());
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{translate, Options, Translation};
 use aigw_filter::config::PluginConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn run(text: &str) -> Translation {
     let mut resources = Default::default();
@@ -191,9 +191,15 @@ fn direct_serving_follows_the_listener_and_can_be_turned_off() {
     crate::load::load_str("test.yaml", &hosted, &mut resources, &mut diagnostics);
     let t = translate(&resources, &Options::for_tests());
     let routes = &t.routes[0]["virtual_hosts"][0]["routes"];
-    // The route sets the provider's host for the rule served directly.
+    // The route sets the provider's host for the rule served directly, and
+    // takes only requests the router role wrote (no handoff header).
     assert_eq!(routes[0]["route"]["host_rewrite_literal"], "llm.example");
+    assert_eq!(
+        routes[0]["match"]["headers"][1],
+        json!({"name": "x-aigw-endpoint", "present_match": false})
+    );
     assert!(routes[1]["route"].get("host_rewrite_literal").is_none());
+    assert_eq!(routes[1]["match"]["headers"].as_array().unwrap().len(), 1);
     let off = translate(
         &resources,
         &Options {
