@@ -4,6 +4,16 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The header the router role hands a request to the upstream role with
+/// (internal: the upstream role removes it).
+pub const HANDOFF_HEADER: &str = "x-aigw-endpoint";
+/// The header a request the router role wrote for its backend itself
+/// carries (`PluginConfig::direct`), naming that backend: the rule's route
+/// matches it and removes it, so that no request written for another
+/// backend, or not written at all, reaches a cluster that runs no upstream
+/// role while Envoy applies a new configuration.
+pub const DIRECT_HEADER: &str = "x-aigw-direct";
+
 /// Where in Envoy this instance of the filter runs.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]

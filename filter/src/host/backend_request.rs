@@ -27,6 +27,8 @@ pub(super) struct Target<'a> {
     pub(super) body_size: usize,
     /// The route rewrites `:authority` itself (`host_rewrite_literal`).
     pub(super) route_sets_host: bool,
+    /// The request carries `DIRECT_HEADER` naming its backend.
+    pub(super) direct_mark: bool,
 }
 
 /// The client's request (`headers`, `body`) as `backend` must receive it.
@@ -102,6 +104,9 @@ pub(super) fn write(
         ctx.set_http_request_body(0, target.body_size, body);
     }
     added.extend(signed.iter().map(|(n, v)| (n.as_str(), v.clone())));
+    if target.direct_mark {
+        added.push((DIRECT_HEADER, target.backend_name.to_string()));
+    }
     let host_by_route;
     let request = if target.route_sets_host {
         host_by_route = UpstreamRequest {

@@ -37,7 +37,8 @@ use upstream::UpstreamFilter;
 /// The header routes match the model on. Set only by the gateway.
 const MODEL_HEADER: &str = "x-ai-eg-model";
 /// Internal: the router role tells the upstream role which API was called.
-const ENDPOINT_HEADER: &str = "x-aigw-endpoint";
+const ENDPOINT_HEADER: &str = crate::config::HANDOFF_HEADER;
+use crate::config::DIRECT_HEADER;
 /// Filter state (`wasm.client_api`) read by the controller's local reply mappers.
 const CLIENT_API_PROPERTY: &str = "client_api";
 /// Endpoint metadata namespace and key that name the backend.

@@ -211,6 +211,8 @@ impl RouterFilter {
             // The controller gives direct rules' routes host_rewrite_literal:
             // :authority chooses the virtual host, so it stays the client's here.
             route_sets_host: true,
+            // The rule's route takes only requests written for its backend.
+            direct_mark: true,
         };
         let error = match backend_request::write(self, &target, &request, just_loaded) {
             Ok(()) => return Action::Continue,
@@ -293,7 +295,8 @@ impl HttpContext for RouterFilter {
         let path = header_in(&headers, ":path").unwrap_or_default();
         self.shape = Endpoint::error_shape_for_path(&path);
         // Routing headers come from the gateway only, never from the client.
-        for name in [MODEL_HEADER, ENDPOINT_HEADER] {
+        let routing = [MODEL_HEADER, ENDPOINT_HEADER, DIRECT_HEADER];
+        for name in routing {
             if header_in(&headers, name).is_some() {
                 self.set_http_request_header(name, None);
             }
@@ -301,7 +304,7 @@ impl HttpContext for RouterFilter {
         if !self.config.direct.is_empty() {
             self.request_headers = headers
                 .iter()
-                .filter(|(n, _)| n != MODEL_HEADER && n != ENDPOINT_HEADER)
+                .filter(|(n, _)| !routing.contains(&n.as_str()))
                 .cloned()
                 .collect();
         }

@@ -165,6 +165,7 @@ impl UpstreamFilter {
             map_is_original: self.map_is_original,
             body_size: self.body_size,
             route_sets_host: false,
+            direct_mark: false,
         };
         match backend_request::write(self, &target, &request, just_loaded) {
             Ok(()) => Action::Continue,
@@ -319,6 +320,18 @@ impl HttpContext for UpstreamFilter {
             return self.fail(error);
         }
         if self.endpoint.is_none() {
+            if header_in(&self.headers, DIRECT_HEADER).is_some() {
+                // Written by a router role that served its rule directly,
+                // routed by a newer configuration that does not: it happens
+                // only while Envoy applies a change, and a retry succeeds.
+                return self.fail(
+                    GatewayError::upstream(
+                        503,
+                        "the gateway's configuration changed while this request was routed; retry it",
+                    )
+                    .with_code("configuration_changed"),
+                );
+            }
             return self.fail(GatewayError::internal(
                 "request did not pass the gateway's router",
             ));

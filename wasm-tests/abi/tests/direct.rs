@@ -37,6 +37,7 @@ fn client_headers(len: usize) -> Vec<(&'static str, String)> {
     h.push(("x-api-key", "client-secret-2".into()));
     // A client may not pick the route or the endpoint itself.
     h.push(("x-aigw-endpoint", "embeddings".into()));
+    h.push(("x-aigw-direct", "default/local".into()));
     h
 }
 
@@ -81,6 +82,8 @@ fn the_request_is_written_for_its_backend_with_its_credential() -> Result<(), Vm
     // The route rewrites the host: the client's picks the virtual host.
     assert_eq!(h.get(":authority").as_deref(), Some("gateway.local"));
     assert_eq!(h.get_all("x-ai-eg-model"), ["gpt-4o-mini"]);
+    // Names the backend it was written for: only that rule's route takes it.
+    assert_eq!(h.get_all("x-aigw-direct"), ["default/openai"]);
     assert_eq!(h.get("accept-encoding").as_deref(), Some("identity"));
     assert!(s.called_foreign("clear_route_cache"));
     let sent = json(&s.request_body_sent);
@@ -148,6 +151,10 @@ fn a_backend_without_auth_needs_no_credential_and_other_models_are_handed_on() -
     assert_eq!(action, Action::Continue);
     let h = vm.stream(ctx).request_headers();
     assert_eq!(h.get_all("x-aigw-endpoint"), ["chat"]);
+    assert!(
+        !h.contains("x-aigw-direct"),
+        "the client's own is removed: {h:?}"
+    );
     assert_eq!(
         h.get("authorization").as_deref(),
         Some("Bearer client-secret"),

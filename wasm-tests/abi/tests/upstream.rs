@@ -464,3 +464,39 @@ fn concurrent_requests_waiting_for_credentials_all_resume() -> Result<(), VmErro
     vm.assert_no_violations();
     Ok(())
 }
+
+#[test]
+fn a_request_without_the_routers_handoff_is_refused() -> Result<(), VmError> {
+    let mut vm = vm_with(&upstream_config())?;
+    let without = |extra: Option<(&'static str, String)>| {
+        let mut h: Vec<(&'static str, String)> = upstream_headers("/v1/chat/completions")
+            .into_iter()
+            .filter(|(n, _)| *n != "x-aigw-endpoint")
+            .collect();
+        h.extend(extra);
+        h
+    };
+    // Written by a router role that served its rule directly, routed by a
+    // newer configuration (only while Envoy applies a change): retriable.
+    let ctx = vm.create_stream()?;
+    vm.set_stream_property(ctx, &BACKEND_METADATA, b"default/local");
+    let headers = without(Some(("x-aigw-direct", "default/local".into())));
+    assert_eq!(
+        vm.request_headers(ctx, &refs(&headers), false)?,
+        Action::Pause
+    );
+    let r = vm.stream(ctx).local_response().expect("refused");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "configuration_changed");
+    // Anything else that skipped the router role is the gateway's fault.
+    let ctx = vm.create_stream()?;
+    vm.set_stream_property(ctx, &BACKEND_METADATA, b"default/local");
+    assert_eq!(
+        vm.request_headers(ctx, &refs(&without(None)), false)?,
+        Action::Pause
+    );
+    assert_eq!(vm.stream(ctx).local_response().map(|r| r.status), Some(500));
+    assert!(vm.host().http_calls.is_empty(), "nothing was sent anywhere");
+    vm.assert_no_violations();
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //! client's headers and must not see the provider's credential) and no
 //! rate limit on a header the gateway writes.
 
+use aigw_filter::config::{DIRECT_HEADER, HANDOFF_HEADER};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -109,7 +110,8 @@ pub fn rate_limits_allow(entries: &[Value]) -> bool {
         n.starts_with("x-")
             && *n != "x-api-key"
             && !n.starts_with("x-amz-")
-            && n != "x-aigw-endpoint"
+            && *n != HANDOFF_HEADER
+            && *n != DIRECT_HEADER
     })
 }
 
@@ -133,34 +135,47 @@ fn collect_header_names(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// A directly served rule's cluster runs no upstream filter: a cluster's
-/// own `http_filters` replace the router's `upstream_http_filters`.
-pub fn without_upstream_role(cluster: &mut Value) {
-    let options = &mut cluster["typed_extension_protocol_options"]
-        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
-    options["http_filters"] = json!([super::envoy::upstream_codec()]);
-}
-
 /// A directly served rule's route entry. It takes only requests the
-/// router role wrote: those have no handoff header for the upstream role.
-/// While Envoy applies a new configuration (clusters first, and old
-/// connections keep the old listener's filter until they drain), a request
-/// that a router role without this rule's `direct` entry handed on must not
-/// reach a cluster with no upstream role: it would go out untranslated,
-/// with the client's own credential. It gets no route (404) instead.
-/// The route sets `:authority` (`host`, the backend's), since the router
-/// role must not: the client's names the virtual host.
-pub fn mark_route(entry: &mut Value, host: Option<&str>) {
+/// router role wrote for `backend` (they name it in `DIRECT_HEADER`,
+/// removed here before they go out) and sends them to `cluster`, named
+/// after that backend too ([`cluster_name`]). While Envoy applies a new
+/// configuration (clusters first; connections opened before keep the old
+/// listener until they drain), a request that a router role handed on to
+/// the upstream role, or wrote for another backend, must not reach a
+/// cluster that runs no upstream role: it would go out untranslated with
+/// the client's own credential, or with another provider's. It gets no
+/// route (404), or a cluster that is gone (503), instead. The route sets
+/// `:authority` (`host`, the backend's), since the router role must not:
+/// the client's names the virtual host.
+pub fn mark_route(entry: &mut Value, backend: &str, cluster: &str, host: Option<&str>) {
     if let Some(headers) = entry["match"]["headers"].as_array_mut() {
-        headers.push(json!({"name": HANDOFF_HEADER, "present_match": false}));
+        headers.push(json!({"name": DIRECT_HEADER, "string_match": {"exact": backend}}));
     }
+    match entry["request_headers_to_remove"].as_array_mut() {
+        Some(names) => names.push(json!(DIRECT_HEADER)),
+        None => entry["request_headers_to_remove"] = json!([DIRECT_HEADER]),
+    }
+    entry["route"]["cluster"] = json!(cluster);
     if let Some(host) = host {
         entry["route"]["host_rewrite_literal"] = json!(host);
     }
 }
 
-/// The header the router role hands requests to the upstream role with.
-const HANDOFF_HEADER: &str = "x-aigw-endpoint";
+/// A directly served rule's cluster: named after its backend, so that a
+/// route of an older configuration never reaches it (see [`mark_route`]).
+pub fn cluster_name(cluster: &str, backend: &str) -> String {
+    format!("{cluster}/direct/{backend}")
+}
+
+/// A directly served rule's cluster runs no upstream filter (a cluster's
+/// own `http_filters` replace the router's `upstream_http_filters`).
+pub fn make_direct(cluster: &mut Value, name: &str) {
+    cluster["name"] = json!(name);
+    cluster["load_assignment"]["cluster_name"] = json!(name);
+    let options = &mut cluster["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    options["http_filters"] = json!([super::envoy::upstream_codec()]);
+}
 
 #[cfg(test)]
 mod tests {
@@ -286,10 +301,14 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_cluster_replaces_the_routers_upstream_filters() {
-        let mut cluster = json!({"name": "c", "typed_extension_protocol_options": {
+    fn a_direct_cluster_and_its_route_take_only_requests_written_for_its_backend() {
+        let mut cluster = json!({"name": "c", "load_assignment": {"cluster_name": "c"},
+            "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {"explicit_http_config": {"http_protocol_options": {}}}}});
-        without_upstream_role(&mut cluster);
+        let name = cluster_name("c", "ns/b");
+        make_direct(&mut cluster, &name);
+        assert_eq!(cluster["name"], "c/direct/ns/b");
+        assert_eq!(cluster["load_assignment"]["cluster_name"], "c/direct/ns/b");
         let options = &cluster["typed_extension_protocol_options"]
             ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
         assert_eq!(
@@ -300,5 +319,18 @@ mod tests {
             options["explicit_http_config"],
             json!({"http_protocol_options": {}})
         );
+
+        let mut entry = model("m");
+        mark_route(&mut entry, "ns/b", &name, Some("llm.example"));
+        assert_eq!(
+            entry["match"]["headers"][1],
+            json!({"name": "x-aigw-direct", "string_match": {"exact": "ns/b"}})
+        );
+        assert_eq!(entry["request_headers_to_remove"], json!(["x-aigw-direct"]));
+        assert_eq!(entry["route"]["cluster"], "c/direct/ns/b");
+        assert_eq!(entry["route"]["host_rewrite_literal"], "llm.example");
+        let mut entry = model("m");
+        mark_route(&mut entry, "ns/b", &name, None);
+        assert!(entry["route"].get("host_rewrite_literal").is_none());
     }
 }

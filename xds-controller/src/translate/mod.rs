@@ -434,11 +434,9 @@ fn serve_directly(
         }
     }
     for cluster in &mut out.clusters {
-        if cluster["name"]
-            .as_str()
-            .is_some_and(|n| clusters.contains_key(n))
-        {
-            direct::without_upstream_role(cluster);
+        let name = cluster["name"].as_str().unwrap_or_default().to_string();
+        if let Some(backend) = clusters.get(&name) {
+            direct::make_direct(cluster, &direct::cluster_name(&name, backend));
         }
     }
     let entries = out
@@ -447,12 +445,14 @@ fn serve_directly(
         .flat_map(|r| r["virtual_hosts"].as_array_mut().into_iter().flatten())
         .flat_map(|vh| vh["routes"].as_array_mut().into_iter().flatten());
     for entry in entries {
-        let backend = entry["route"]["cluster"]
+        let cluster = entry["route"]["cluster"]
             .as_str()
-            .and_then(|c| clusters.get(c));
-        if let Some(backend) = backend {
+            .unwrap_or_default()
+            .to_string();
+        if let Some(backend) = clusters.get(&cluster) {
             let host = hosts.get(backend).cloned().flatten();
-            direct::mark_route(entry, host.as_deref());
+            let name = direct::cluster_name(&cluster, backend);
+            direct::mark_route(entry, backend, &name, host.as_deref());
         }
     }
 }

@@ -192,12 +192,21 @@ fn direct_serving_follows_the_listener_and_can_be_turned_off() {
     let t = translate(&resources, &Options::for_tests());
     let routes = &t.routes[0]["virtual_hosts"][0]["routes"];
     // The route sets the provider's host for the rule served directly, and
-    // takes only requests the router role wrote (no handoff header).
+    // takes only requests the router role wrote for its backend, to a
+    // cluster named after it.
     assert_eq!(routes[0]["route"]["host_rewrite_literal"], "llm.example");
     assert_eq!(
         routes[0]["match"]["headers"][1],
-        json!({"name": "x-aigw-endpoint", "present_match": false})
+        json!({"name": "x-aigw-direct", "string_match": {"exact": "default/a#gpt-4o-mini"}})
     );
+    assert_eq!(
+        routes[0]["route"]["cluster"],
+        "aigw/default/r/rule/0/direct/default/a#gpt-4o-mini"
+    );
+    assert!(t
+        .clusters
+        .iter()
+        .any(|c| c["name"] == routes[0]["route"]["cluster"]));
     assert!(routes[1]["route"].get("host_rewrite_literal").is_none());
     assert_eq!(routes[1]["match"]["headers"].as_array().unwrap().len(), 1);
     let off = translate(
@@ -233,18 +242,17 @@ fn rules_with_the_same_backends_share_a_cluster() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
+    // (Rule 0, one backend, is served directly: its cluster is named
+    // after that backend.)
+    let direct = "aigw/default/r/rule/0/direct/default/a#gpt-4o-mini";
     assert_eq!(
         names,
-        [
-            "aigw/default/r/rule/0",
-            "aigw/default/r/rule/1",
-            "aigw/default/r/rule/4"
-        ]
+        [direct, "aigw/default/r/rule/1", "aigw/default/r/rule/4"]
     );
     assert_eq!(
         route_clusters(&t),
         [
-            "aigw/default/r/rule/0",
+            direct,
             "aigw/default/r/rule/1",
             "aigw/default/r/rule/1",
             "aigw/default/r/rule/1",
