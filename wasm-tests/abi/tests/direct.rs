@@ -41,6 +41,15 @@ fn client_headers(len: usize) -> Vec<(&'static str, String)> {
     h
 }
 
+/// A 200 answer's headers of `content_type`.
+fn ok_headers(vm: &mut Vm, ctx: u32, content_type: &str) -> Result<Action, VmError> {
+    vm.response_headers(
+        ctx,
+        &[(":status", "200"), ("content-type", content_type)],
+        false,
+    )
+}
+
 /// A request for `body`'s model up to the end of its body.
 fn request(vm: &mut Vm, body: &[u8]) -> Result<(u32, Action), VmError> {
     let ctx = vm.create_stream()?;
@@ -94,11 +103,7 @@ fn the_request_is_written_for_its_backend_with_its_credential() -> Result<(), Vm
     );
 
     // A JSON answer is held until it parses, then counted.
-    let action = vm.response_headers(
-        ctx,
-        &[(":status", "200"), ("content-type", "application/json")],
-        false,
-    )?;
+    let action = ok_headers(&mut vm, ctx, "application/json")?;
     assert_eq!(action, Action::Pause);
     assert_eq!(vm.response_body(ctx, &ANSWER[..20], false)?, Action::Pause);
     assert_eq!(
@@ -168,11 +173,7 @@ fn a_backend_without_auth_needs_no_credential_and_other_models_are_handed_on() -
 fn a_malformed_answer_is_a_502_in_the_clients_shape() -> Result<(), VmError> {
     let mut vm = vm_with(&direct_config())?;
     let ctx = first_request(&mut vm)?;
-    let action = vm.response_headers(
-        ctx,
-        &[(":status", "200"), ("content-type", "application/json")],
-        false,
-    )?;
+    let action = ok_headers(&mut vm, ctx, "application/json")?;
     assert_eq!(action, Action::Pause);
     assert_eq!(
         vm.response_body(ctx, br#"{"choices": [{"#, true)?,
@@ -196,11 +197,7 @@ fn a_stream_that_fails_before_its_first_token_is_a_502() -> Result<(), VmError> 
     let mut vm = vm_with(&direct_config())?;
     let body = br#"{"model":"llama-3","stream":true,"messages":[]}"#;
     let (ctx, _) = request(&mut vm, body)?;
-    let action = vm.response_headers(
-        ctx,
-        &[(":status", "200"), ("content-type", "text/event-stream")],
-        false,
-    )?;
+    let action = ok_headers(&mut vm, ctx, "text/event-stream")?;
     assert_eq!(action, Action::Pause);
     let error_event =
         b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
@@ -214,11 +211,7 @@ fn a_stream_that_fails_before_its_first_token_is_a_502() -> Result<(), VmError> 
 
     // A sound stream is held only until its first content event.
     let (ctx, _) = request(&mut vm, body)?;
-    vm.response_headers(
-        ctx,
-        &[(":status", "200"), ("content-type", "text/event-stream")],
-        false,
-    )?;
+    ok_headers(&mut vm, ctx, "text/event-stream")?;
     let first = b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"llama-3\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
     assert_eq!(vm.response_body(ctx, &first[..10], false)?, Action::Pause);
     assert_eq!(
