@@ -912,24 +912,22 @@ def write_markdown(res, path):
         target("< 20 us per streamed chunk (vs direct)", f"{pc:+.2f} us", pc < 20)
         pce = (a["stream"]["p50_us"] - e["stream"]["p50_us"]) / res["chunks"]
         target("(for information) per chunk vs plain Envoy", f"{pce:+.2f} us", None)
+    def against_plain(row, added, throughput):
+        """Two lines for information: what `row` adds at c=1 and its share of
+        plain Envoy's throughput."""
+        if row and e and not row["error"] and not e["error"] and row["c64"]["rps"]:
+            target(f"(for information) {added}, p50 c=1",
+                   f"{row['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
+            target(f"(for information) {throughput}",
+                   f"{100 * row['c64']['rps'] / e['c64']['rps']:.1f} % of plain Envoy", None)
+
     f = rows.get("floor")
-    if f and e and not f["error"] and not e["error"] and f["c64"]["rps"]:
-        target("(for information) the floor: any proxy-wasm filter that reads the body adds, p50 c=1",
-               f"{f['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
-        target("(for information) the floor's throughput", f"{100 * f['c64']['rps'] / e['c64']['rps']:.1f} %"
-               " of plain Envoy", None)
-    fr = rows.get("floor_router")
-    if fr and f and e and not fr["error"] and not f["error"] and not e["error"] and fr["c64"]["rps"]:
-        target("(for information) the floor without its upstream wasm filter adds, p50 c=1",
-               f"{fr['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
-        target("(for information) its throughput", f"{100 * fr['c64']['rps'] / e['c64']['rps']:.1f} %"
-               " of plain Envoy", None)
-    u = rows.get("aigw_upstream")
-    if u and e and not u["error"] and not e["error"] and u["c64"]["rps"]:
-        target("(for information) `--no-direct` (the upstream role on every request) adds, p50 c=1",
-               f"{u['c1']['p50_us'] - e['c1']['p50_us']:+.0f} us", None)
-        target("(for information) its throughput", f"{100 * u['c64']['rps'] / e['c64']['rps']:.1f} %"
-               " of plain Envoy", None)
+    against_plain(f, "the floor: any proxy-wasm filter that reads the body adds", "the floor's throughput")
+    if f and not f["error"]:
+        against_plain(rows.get("floor_router"), "the floor without its upstream wasm filter adds",
+                      "its throughput")
+    against_plain(rows.get("aigw_upstream"), "`--no-direct` (the upstream role on every request) adds",
+                  "its throughput")
     b = rows.get("bedrock")
     if b and e and a and not b["error"] and not e["error"] and b["c1"]["p50_us"] and b["c64"]["rps"]:
         d50 = b["c1"]["p50_us"] - e["c1"]["p50_us"]

@@ -25,10 +25,11 @@ pub(super) struct Target<'a> {
     /// Envoy's map is still `original`: only the changes are written.
     pub(super) map_is_original: bool,
     pub(super) body_size: usize,
-    /// The route rewrites `:authority` itself (`host_rewrite_literal`).
-    pub(super) route_sets_host: bool,
-    /// The request carries `DIRECT_HEADER` naming its backend.
-    pub(super) direct_mark: bool,
+    /// Written by the router role for a rule it serves directly: the
+    /// request carries `DIRECT_HEADER` naming its backend (the rule's route
+    /// takes only those), and `:authority` stays the client's (it picks the
+    /// virtual host; the route sets the backend's, `host_rewrite_literal`).
+    pub(super) direct: bool,
 }
 
 /// The client's request (`headers`, `body`) as `backend` must receive it.
@@ -55,7 +56,7 @@ pub(super) fn prepare_for(
 pub(super) fn write(
     ctx: &dyn HttpContext,
     target: &Target,
-    request: &UpstreamRequest,
+    request: &mut UpstreamRequest,
     just_loaded: bool,
 ) -> Result<(), WriteError> {
     let mut added: Vec<(&str, String)> = Vec::new();
@@ -104,19 +105,11 @@ pub(super) fn write(
         ctx.set_http_request_body(0, target.body_size, body);
     }
     added.extend(signed.iter().map(|(n, v)| (n.as_str(), v.clone())));
-    if target.direct_mark {
+    if target.direct {
         added.push((DIRECT_HEADER, target.backend_name.to_string()));
+        // (Signed with the host already: the route sends the same.)
+        request.host = None;
     }
-    let host_by_route;
-    let request = if target.route_sets_host {
-        host_by_route = UpstreamRequest {
-            host: None,
-            ..request.clone()
-        };
-        &host_by_route
-    } else {
-        request
-    };
     let headers = attempt_headers(target.original, &[ENDPOINT_HEADER], request, &added);
     let edits = target
         .map_is_original

@@ -194,7 +194,7 @@ impl RouterFilter {
         self.write_direct(request, false)
     }
 
-    fn write_direct(&mut self, request: UpstreamRequest, just_loaded: bool) -> Action {
+    fn write_direct(&mut self, mut request: UpstreamRequest, just_loaded: bool) -> Action {
         let Some(direct) = &self.direct else {
             return Action::Continue;
         };
@@ -208,13 +208,9 @@ impl RouterFilter {
             original: &self.request_headers,
             map_is_original: true,
             body_size: direct.body_size,
-            // The controller gives direct rules' routes host_rewrite_literal:
-            // :authority chooses the virtual host, so it stays the client's here.
-            route_sets_host: true,
-            // The rule's route takes only requests written for its backend.
-            direct_mark: true,
+            direct: true,
         };
-        let error = match backend_request::write(self, &target, &request, just_loaded) {
+        let error = match backend_request::write(self, &target, &mut request, just_loaded) {
             Ok(()) => return Action::Continue,
             Err(WriteError::Fetch(source)) => {
                 match backend_request::fetch_credentials(self, &source) {
@@ -301,13 +297,6 @@ impl HttpContext for RouterFilter {
                 self.set_http_request_header(name, None);
             }
         }
-        if !self.config.direct.is_empty() {
-            self.request_headers = headers
-                .iter()
-                .filter(|(n, _)| !routing.contains(&n.as_str()))
-                .cloned()
-                .collect();
-        }
         let endpoint = match Endpoint::classify(&method, &path) {
             Some(Endpoint::Models) => {
                 let body = list_body(&self.config.models, self.config.created);
@@ -339,6 +328,12 @@ impl HttpContext for RouterFilter {
         let limit = self.config.max_request_bytes;
         let declared =
             header_in(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if !self.config.direct.is_empty() {
+            // Kept as Envoy now holds them, to write a direct request from.
+            self.request_headers = headers;
+            self.request_headers
+                .retain(|(n, _)| !routing.contains(&n.as_str()));
+        }
         if limit > 0 && declared.is_some_and(|n| n > limit) {
             let error = self.too_large();
             return self.fail(error);

@@ -153,7 +153,7 @@ impl UpstreamFilter {
 
     /// Writes the rewritten request and its credential. Returns Pause while
     /// credentials are being fetched.
-    fn finish(&mut self, request: UpstreamRequest, just_loaded: bool) -> Action {
+    fn finish(&mut self, mut request: UpstreamRequest, just_loaded: bool) -> Action {
         let (Some(name), Some(backend)) = (self.backend.as_deref(), self.backend_config()) else {
             return self.fail(GatewayError::internal("backend configuration disappeared"));
         };
@@ -164,10 +164,9 @@ impl UpstreamFilter {
             original: &self.headers,
             map_is_original: self.map_is_original,
             body_size: self.body_size,
-            route_sets_host: false,
-            direct_mark: false,
+            direct: false,
         };
-        match backend_request::write(self, &target, &request, just_loaded) {
+        match backend_request::write(self, &target, &mut request, just_loaded) {
             Ok(()) => Action::Continue,
             Err(WriteError::Fetch(source)) => {
                 match backend_request::fetch_credentials(self, &source) {
