@@ -114,13 +114,24 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/timing" 2>/dev/null || TIMING=""
 fi
 [ -f "${TIMING:-/nonexistent}" ] || TIMING=""
+# The filter's pure steps, natively and in V8 (Node; same toolchain caveat).
+HOT="$CARGO_TARGET_DIR/release/examples/hot_paths,$CARGO_TARGET_DIR/hot/wasm32-wasip1/release/examples/hot_paths.wasm"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  { cargo build --release -q -p aigw-filter --example hot_paths \
+    && cargo build --release -q -p aigw-filter --example hot_paths \
+      --target wasm32-wasip1 --target-dir "$CARGO_TARGET_DIR/hot" 2>/dev/null; } || HOT=""
+fi
+if [ -n "$HOT" ] && ! { command -v node >/dev/null && [ -f "${HOT#*,}" ]; }; then
+  note "no node or no wasm32 build: the filter's hot paths are not timed"
+  HOT=""
+fi
 
 # --- run ---------------------------------------------------------------------
 .venv-bench/bin/python scripts/bench/run.py \
   --aigw "$CARGO_TARGET_DIR/release/aigw" \
   --upstream "$CARGO_TARGET_DIR/release/aigw-fake-upstream" \
   --envoy "$ROOT/.venv/bin/envoy" --wasm "$ROOT/target/aigw_filter.wasm" --floor-wasm "$FLOOR" \
-  --timing-wasm "$TIMING" \
+  --timing-wasm "$TIMING" --hot-paths "$HOT" \
   --litellm "$LITELLM" --portkey "$PORTKEY" --skip "$skip" \
   --rounds "${BENCH_ROUNDS:-2}" --latency-seconds "${BENCH_LATENCY_SECONDS:-5}" \
   --load-seconds "${BENCH_LOAD_SECONDS:-10}" \

@@ -14,6 +14,8 @@ Variants (comma-separated):
   noupstream    the router's upstream filters removed from every cluster
   w:NAME        the .wasm in $WASM_NAME instead of the built one
   abl:A+B       $AIGW_ABLATE=A,B in the VMs (for a probe build that reads it)
+  noretry       the routes' retry policies removed
+  noretryplug   the routes' retry host predicate and priority plugins removed
 
 Needs the release aigw and fake upstream (`cargo build --release -p aigw -p
 aigw-fake-upstream`), target/aigw_filter.wasm and wrk. Example:
@@ -137,6 +139,15 @@ def bootstrap(found, variant, admin_port):
             for vh in hcm["route_config"]["virtual_hosts"]:
                 for r in vh["routes"]:
                     r["match"].pop("headers", None)
+        elif variant == "noretry":
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for r in vh["routes"]:
+                    r.get("route", {}).pop("retry_policy", None)
+        elif variant == "noretryplug":
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for r in vh["routes"]:
+                    for key in ("retry_priority", "retry_host_predicate", "host_selection_retry_max_attempts"):
+                        r.get("route", {}).get("retry_policy", {}).pop(key, None)
         elif variant == "noupstream":
             for c in clusters:
                 options = c.setdefault("typed_extension_protocol_options", {}).setdefault(
@@ -162,6 +173,8 @@ def main():
     ap.add_argument("variants")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=int, default=6, help="of wrk -c64 per variant and round")
+    ap.add_argument("--perf", action="store_true",
+                    help="sample Envoy with perf during the c=64 load; print time by DSO")
     ap.add_argument("--aigw", default=os.path.join(ROOT, "target/release/aigw"))
     ap.add_argument("--upstream", default=os.path.join(ROOT, "target/release/aigw-fake-upstream"))
     ap.add_argument("--envoy", default=os.path.join(ROOT, ".venv/bin/envoy"))
@@ -189,7 +202,18 @@ def main():
             wait_http(f"http://127.0.0.1:{admin}/ready")
             wrk(url, 8, 3, model)  # warm-up: V8 optimizes the hot functions
             before = cpu_seconds(envoy.pid)
+            perf = None
+            if args.perf:
+                data = os.path.join(work, f"perf-{i}-{rnd}.data")
+                perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-p",
+                                         str(envoy.pid), "-o", data, "--", "sleep", str(args.seconds - 1)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             load = wrk(url, 64, args.seconds, model)
+            if perf:
+                perf.wait()
+                report = subprocess.run(["perf", "report", "-i", data, "--sort", "dso", "--stdio", "-q"],
+                                        capture_output=True, text=True).stdout
+                print("\n".join(l for l in report.splitlines()[:8] if l.strip()), flush=True)
             cpu_us = (cpu_seconds(envoy.pid) - before) / max(load["requests"], 1) * 1e6
             rps = load["requests"] / (load["duration_us"] / 1e6)
             p50 = wrk(url, 1, 4, model)["p50_us"]

@@ -1,7 +1,7 @@
 //! Client request bodies: routing facts and the upstream rewrite must never
 //! panic, whatever the body and endpoint.
 #![no_main]
-use aigw_filter::config::{BackendConfig, SchemaName};
+use aigw_filter::config::{AuthKind, BackendAuth, BackendConfig, SchemaName};
 use aigw_filter::request::{parse_request, Endpoint};
 use aigw_filter::upstream::prepare;
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +13,15 @@ const ENDPOINTS: [Endpoint; 5] = [
     Endpoint::AnthropicMessages,
     Endpoint::AnthropicCountTokens,
 ];
-const SCHEMAS: [SchemaName; 3] = [SchemaName::OpenAI, SchemaName::AWSAnthropic, SchemaName::Anthropic];
+const SCHEMAS: [SchemaName; 7] = [
+    SchemaName::OpenAI,
+    SchemaName::AWSAnthropic,
+    SchemaName::Anthropic,
+    SchemaName::AWSBedrock,
+    SchemaName::AzureOpenAI,
+    SchemaName::GCPVertexAI,
+    SchemaName::GCPAnthropic,
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
@@ -23,6 +31,13 @@ fuzz_target!(|data: &[u8]| {
         schema: SCHEMAS[usize::from(selector >> 4) % SCHEMAS.len()],
         model_name_override: (selector & 8 != 0).then(|| "override".to_string()),
         version: Some("bedrock-2023-05-31".into()),
+        host: Some("h".into()),
+        auth: Some(BackendAuth {
+            kind: AuthKind::ApiKey,
+            credential: "c".into(),
+            region: Some("r".into()),
+            project: Some("p".into()),
+        }),
         ..Default::default()
     };
     let _ = prepare(endpoint, "a=b", &backend, body);
