@@ -35,6 +35,25 @@ struct CredentialResponse {
     credentials: BTreeMap<String, Credential>,
 }
 
+/// How a request may use the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Younger than the TTL.
+    Fresh,
+    /// Older than the TTL: still used, and refreshed in the background (a
+    /// request never waits for a refresh, nor for a controller that hangs).
+    Stale,
+    /// Never loaded, or older than the configuration the request was routed
+    /// with (a credential may have changed with it): fetch before use.
+    Missing,
+}
+
+/// A background refresh without an answer after this long is given up
+/// (the call's own timeout is 5 s).
+const REFRESH_GIVE_UP_SECONDS: u64 = 10;
+/// After a failed refresh, the next one waits this long.
+const REFRESH_RETRY_SECONDS: u64 = 5;
+
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     /// Configuration version the controller had when it answered.
@@ -42,15 +61,46 @@ pub struct CredentialCache {
     fetched_at: u64,
     loaded: bool,
     entries: BTreeMap<String, Credential>,
+    /// When the background refresh in flight was sent.
+    refreshing_since: Option<u64>,
+    /// No background refresh before this time (after a failed one).
+    retry_at: u64,
 }
 
 impl CredentialCache {
     /// Whether the cache can serve a request made under `config_version` at
     /// `now` (unix seconds).
-    pub fn is_fresh(&self, now: u64, ttl_seconds: u64, config_version: u64) -> bool {
+    pub fn freshness(&self, now: u64, ttl_seconds: u64, config_version: u64) -> Freshness {
+        if !self.loaded || self.config_version < config_version {
+            Freshness::Missing
+        } else if now.saturating_sub(self.fetched_at) < ttl_seconds {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// Whether a background refresh should be sent now: the cache was
+    /// loaded (some request needed it), is older than the TTL, no refresh is
+    /// in flight and the last one did not just fail.
+    pub fn refresh_due(&self, now: u64, ttl_seconds: u64) -> bool {
         self.loaded
-            && self.config_version >= config_version
-            && now.saturating_sub(self.fetched_at) < ttl_seconds
+            && now.saturating_sub(self.fetched_at) >= ttl_seconds
+            && now >= self.retry_at
+            && self
+                .refreshing_since
+                .is_none_or(|since| now.saturating_sub(since) >= REFRESH_GIVE_UP_SECONDS)
+    }
+
+    pub fn refresh_sent(&mut self, now: u64) {
+        self.refreshing_since = Some(now);
+    }
+
+    /// The refresh failed (no answer, or an unusable one): the credentials
+    /// fetched before stay in use and the next refresh waits a little.
+    pub fn refresh_failed(&mut self, now: u64) {
+        self.refreshing_since = None;
+        self.retry_at = now.saturating_add(REFRESH_RETRY_SECONDS);
     }
 
     /// Replaces the cache with the controller's answer.
@@ -69,6 +119,7 @@ impl CredentialCache {
         self.entries = response.credentials;
         self.fetched_at = now;
         self.loaded = true;
+        self.refreshing_since = None;
         Ok(())
     }
 
@@ -92,7 +143,7 @@ mod tests {
     #[test]
     fn load_and_freshness() {
         let mut c = CredentialCache::default();
-        assert!(!c.is_fresh(100, 30, 0));
+        assert_eq!(c.freshness(100, 30, 0), Freshness::Missing);
         c.load(BODY, 100).unwrap();
         assert_eq!(
             c.get("default/openai"),
@@ -101,9 +152,44 @@ mod tests {
         assert!(
             matches!(c.get("default/aws"), Some(Credential::Aws(a)) if a.session_token.as_deref() == Some("TOK"))
         );
-        assert!(c.is_fresh(129, 30, 3));
-        assert!(!c.is_fresh(130, 30, 3), "expired by age");
-        assert!(!c.is_fresh(101, 30, 4), "older than the configuration");
+        assert_eq!(c.freshness(129, 30, 3), Freshness::Fresh);
+        assert_eq!(
+            c.freshness(130, 30, 3),
+            Freshness::Stale,
+            "old, still usable"
+        );
+        assert_eq!(
+            c.freshness(101, 30, 4),
+            Freshness::Missing,
+            "older than the configuration"
+        );
+    }
+
+    #[test]
+    fn a_stale_cache_is_refreshed_once_at_a_time_and_backs_off_after_a_failure() {
+        let mut c = CredentialCache::default();
+        assert!(
+            !c.refresh_due(1000, 30),
+            "nothing loaded: nothing to refresh"
+        );
+        c.load(BODY, 100).unwrap();
+        assert!(!c.refresh_due(129, 30));
+        assert!(c.refresh_due(130, 30));
+        c.refresh_sent(130);
+        assert!(!c.refresh_due(131, 30), "one refresh in flight");
+        assert!(
+            c.refresh_due(140, 30),
+            "a refresh that never answered is given up"
+        );
+        c.refresh_sent(140);
+        c.refresh_failed(141);
+        assert!(!c.refresh_due(145, 30), "waits after a failure");
+        assert!(c.refresh_due(146, 30));
+        assert_eq!(c.freshness(146, 30, 3), Freshness::Stale);
+        c.refresh_sent(146);
+        c.load(BODY, 147).unwrap();
+        assert_eq!(c.freshness(147, 30, 3), Freshness::Fresh);
+        assert!(!c.refresh_due(176, 30) && c.refresh_due(177, 30));
     }
 
     #[test]

@@ -124,7 +124,10 @@ mod tests {
         let json = serde_json::to_vec(&set).unwrap();
         let mut cache = aigw_filter::credentials::CredentialCache::default();
         cache.load(&json, 0).unwrap();
-        assert!(cache.is_fresh(0, 30, 2));
+        assert_eq!(
+            cache.freshness(0, 30, 2),
+            aigw_filter::credentials::Freshness::Fresh
+        );
         assert_eq!(
             cache.get("default/k"),
             Some(&aigw_filter::credentials::Credential::ApiKey("sk".into()))

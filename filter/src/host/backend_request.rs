@@ -68,17 +68,19 @@ pub(super) fn write(
             )));
         };
         let now = now_secs(ctx);
-        let (fresh, found) = CREDENTIALS.with(|c| {
+        let (usable, found) = CREDENTIALS.with(|c| {
             let c = c.borrow();
+            let freshness = c.freshness(now, source.ttl_seconds, target.config.config_version);
             (
-                c.is_fresh(now, source.ttl_seconds, target.config.config_version),
+                freshness != Freshness::Missing,
                 c.get(&auth.credential).cloned(),
             )
         });
         // Right after a load, use what was loaded even if it looks stale
         // (an older controller version): fetching again would loop. A
-        // missing credential may have been minted since: ask again.
-        if (!fresh || found.is_none()) && !just_loaded {
+        // missing credential may have been minted since: ask again. Stale
+        // ones are used: the root context refreshes them in the background.
+        if (!usable || found.is_none()) && !just_loaded {
             return Err(WriteError::Fetch(source));
         }
         let Some(credential) = found else {
@@ -179,6 +181,7 @@ pub(super) fn load_fetched(ctx: &dyn Context, body_size: usize) -> Result<(), Ga
     let Err(e) = loaded else {
         return Ok(());
     };
+    CREDENTIALS.with(|c| c.borrow_mut().refresh_failed(now));
     if CREDENTIALS.with(|c| c.borrow().is_loaded()) {
         log(
             LogLevel::Warn,
@@ -192,6 +195,28 @@ pub(super) fn load_fetched(ctx: &dyn Context, body_size: usize) -> Result<(), Ga
         GatewayError::upstream(503, "upstream credentials are not available")
             .with_code("upstream_credentials_unavailable"),
     )
+}
+
+/// The root context's background refresh (on its tick): once the
+/// credentials are older than their TTL, one call per VM at a time, so that
+/// no request waits for a refresh, nor for a controller that hangs.
+pub(super) fn refresh_in_background(ctx: &dyn Context, config: &PluginConfig) {
+    let Some(source) = &config.credentials else {
+        return;
+    };
+    let now = now_secs(ctx);
+    if !CREDENTIALS.with(|c| c.borrow().refresh_due(now, source.ttl_seconds)) {
+        return;
+    }
+    let sent = fetch_credentials(ctx, source).is_ok();
+    CREDENTIALS.with(|c| {
+        let mut c = c.borrow_mut();
+        if sent {
+            c.refresh_sent(now);
+        } else {
+            c.refresh_failed(now);
+        }
+    });
 }
 
 /// Seconds the backend `name` is still cooling down after a 429 with

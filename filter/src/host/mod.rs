@@ -15,7 +15,7 @@ use crate::bedrock::EventStreamToSse;
 use crate::chat_response::{ChatResponse, Source};
 use crate::config::{PluginConfig, Role, SchemaName};
 use crate::credentials::Credential;
-use crate::credentials::CredentialCache;
+use crate::credentials::{CredentialCache, Freshness};
 use crate::error::{ErrorShape, GatewayError};
 use crate::models::{list_body, lookup, ModelLookup};
 use crate::request::{handoff, parse_handoff, parse_request, Endpoint, RequestFacts};
@@ -107,15 +107,28 @@ fn now_ns(ctx: &dyn Context) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// How often the router role hands its summed counters to Envoy: what
-/// `/stats` may lag behind the traffic.
-const METRICS_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// How often the router role hands its summed counters to Envoy (what
+/// `/stats` may lag behind the traffic), and how often either role checks
+/// whether its credentials are due for a background refresh.
+const TICK_PERIOD: Duration = Duration::from_secs(1);
 
 struct Root {
     config: Rc<PluginConfig>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// The answer to a background refresh (`on_tick`).
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        // A failure keeps the credentials fetched before (and is logged).
+        let _ = backend_request::load_fetched(self, body);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -125,8 +138,8 @@ impl RootContext for Root {
         };
         match PluginConfig::parse(&bytes) {
             Ok(config) => {
-                if config.role == Role::Router {
-                    self.set_tick_period(METRICS_FLUSH_PERIOD);
+                if config.role == Role::Router || config.credentials.is_some() {
+                    self.set_tick_period(TICK_PERIOD);
                 }
                 self.config = Rc::new(config);
                 true
@@ -139,7 +152,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        crate::metrics::sink::flush();
+        if self.config.role == Role::Router {
+            crate::metrics::sink::flush();
+        }
+        backend_request::refresh_in_background(self, &self.config);
     }
 
     fn get_type(&self) -> Option<ContextType> {

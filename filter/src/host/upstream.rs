@@ -137,12 +137,13 @@ impl UpstreamFilter {
         if let Some(auth) = &backend.auth {
             let source = self.config.credentials.as_ref()?;
             let now = now_secs(self);
-            let fresh = CREDENTIALS.with(|c| {
+            let usable = CREDENTIALS.with(|c| {
                 let c = c.borrow();
-                c.is_fresh(now, source.ttl_seconds, self.config.config_version)
+                c.freshness(now, source.ttl_seconds, self.config.config_version)
+                    != Freshness::Missing
                     && c.get(&auth.credential).is_some()
             });
-            if !fresh {
+            if !usable {
                 // Fetching needs a pause; the buffered path handles it.
                 return None;
             }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use aigw_wasm_abi_tests::{Action, StreamType, Vm, VmError};
+use aigw_wasm_abi_tests::{Action, LogLevel, StreamType, Vm, VmError};
 use common::*;
 
 const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
@@ -290,6 +290,73 @@ fn no_credential_service_answer_is_a_503_naming_no_secret() -> Result<(), VmErro
         "upstream_credentials_unavailable"
     );
     assert!(!String::from_utf8_lossy(&r.body).contains("client-secret"));
+    vm.assert_no_violations();
+    Ok(())
+}
+
+/// Credentials older than their TTL are used at once; the root context
+/// refreshes them on its tick, one call at a time, and a refresh that fails
+/// (a controller that hangs: Envoy ends the call with no answer) keeps the
+/// ones fetched before and waits a few seconds before the next.
+#[test]
+fn stale_credentials_serve_at_once_and_are_refreshed_in_the_background() -> Result<(), VmError> {
+    let mut vm = vm_with(&direct_config())?;
+    first_request(&mut vm)?;
+    let authorization =
+        |vm: &Vm, ctx: u32| vm.stream(ctx).request_headers().get_all("authorization");
+    vm.tick()?;
+    assert!(
+        vm.pending_http_calls().is_empty(),
+        "fresh: nothing to refresh"
+    );
+
+    vm.advance_clock(std::time::Duration::from_secs(31));
+    let (ctx, action) = request(&mut vm, BODY)?;
+    assert_eq!(
+        action,
+        Action::Continue,
+        "a stale credential does not hold the request"
+    );
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-x"]);
+    assert!(
+        vm.pending_http_calls().is_empty(),
+        "the request fetched nothing"
+    );
+    vm.tick()?;
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1, "the tick sends a refresh");
+    assert_eq!(calls[0].cluster, CREDENTIAL_CLUSTER);
+    vm.tick()?;
+    assert_eq!(vm.pending_http_calls().len(), 1, "one refresh at a time");
+
+    // The controller hangs: the call ends with no answer.
+    vm.respond_http_call(calls[0].token, &[], b"")?;
+    let (ctx, action) = request(&mut vm, BODY)?;
+    assert_eq!(action, Action::Continue);
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-x"]);
+    vm.tick()?;
+    assert!(
+        vm.pending_http_calls().is_empty(),
+        "waits before the next refresh"
+    );
+
+    vm.advance_clock(std::time::Duration::from_secs(6));
+    vm.tick()?;
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1, "refreshes again after the wait");
+    let rotated =
+        br#"{"config_version":3,"credentials":{"default/openai-key":{"api_key":"sk-rotated"}}}"#;
+    vm.respond_http_call(calls[0].token, &[(":status", "200")], rotated)?;
+    let (ctx, action) = request(&mut vm, BODY)?;
+    assert_eq!(action, Action::Continue);
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-rotated"]);
+    vm.tick()?;
+    assert!(vm.pending_http_calls().is_empty(), "fresh again");
+    let logs = vm.logs_at_least(LogLevel::Warn).join("\n");
+    assert!(
+        !logs.contains("sk-x") && !logs.contains("sk-rotated"),
+        "{logs}"
+    );
     vm.assert_no_violations();
     Ok(())
 }

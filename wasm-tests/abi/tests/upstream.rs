@@ -211,17 +211,26 @@ fn credentials_are_fetched_then_injected_and_the_request_resumed() -> Result<(),
     assert!(s.continued.is_empty());
     vm.finish_stream(ctx2)?;
 
-    // After the TTL the credentials are fetched again.
+    // After the TTL the request still goes at once with the key at hand;
+    // the root context's tick refreshes the credentials in the background.
     vm.advance_clock(Duration::from_secs(25));
     let (ctx3, action) = openai_request(&mut vm)?;
-    assert_eq!(action, Action::Pause);
-    assert_eq!(vm.host().http_calls.len(), 2);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        vm.stream(ctx3).request_headers().get_all("authorization"),
+        ["Bearer sk-x"]
+    );
+    assert_eq!(vm.host().http_calls.len(), 1, "the request fetched nothing");
+    vm.tick()?;
+    assert_eq!(vm.host().http_calls.len(), 2, "the tick refreshes");
     let token = vm.pending_http_calls()[0].token;
     let rotated =
         br#"{"config_version":3,"credentials":{"default/openai-key":{"api_key":"sk-rotated"}}}"#;
     vm.respond_http_call(token, &[(":status", "200")], rotated)?;
+    let (ctx4, action) = openai_request(&mut vm)?;
+    assert_eq!(action, Action::Continue);
     assert_eq!(
-        vm.stream(ctx3).request_headers().get_all("authorization"),
+        vm.stream(ctx4).request_headers().get_all("authorization"),
         ["Bearer sk-rotated"]
     );
     vm.assert_no_violations();
