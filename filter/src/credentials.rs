@@ -80,12 +80,13 @@ impl CredentialCache {
         }
     }
 
-    /// Whether a background refresh should be sent now: the cache was
-    /// loaded (some request needed it), is older than the TTL, no refresh is
-    /// in flight and the last one did not just fail.
-    pub fn refresh_due(&self, now: u64, ttl_seconds: u64) -> bool {
-        self.loaded
-            && now.saturating_sub(self.fetched_at) >= ttl_seconds
+    /// Whether a background refresh should be sent now: the cache is not
+    /// fresh for `config_version` (never loaded, older than the TTL or than
+    /// the configuration), no refresh is in flight and the last one did not
+    /// just fail. A worker so fetches its credentials before its first
+    /// request needs them, and again right after a configuration change.
+    pub fn refresh_due(&self, now: u64, ttl_seconds: u64, config_version: u64) -> bool {
+        self.freshness(now, ttl_seconds, config_version) != Freshness::Fresh
             && now >= self.retry_at
             && self
                 .refreshing_since
@@ -166,30 +167,31 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_cache_is_refreshed_once_at_a_time_and_backs_off_after_a_failure() {
+    fn a_cache_not_fresh_is_refreshed_once_at_a_time_and_backs_off_after_a_failure() {
         let mut c = CredentialCache::default();
         assert!(
-            !c.refresh_due(1000, 30),
-            "nothing loaded: nothing to refresh"
+            c.refresh_due(0, 30, 3),
+            "never loaded: fetched ahead of requests"
         );
         c.load(BODY, 100).unwrap();
-        assert!(!c.refresh_due(129, 30));
-        assert!(c.refresh_due(130, 30));
+        assert!(!c.refresh_due(129, 30, 3));
+        assert!(c.refresh_due(129, 30, 4), "the configuration is newer");
+        assert!(c.refresh_due(130, 30, 3));
         c.refresh_sent(130);
-        assert!(!c.refresh_due(131, 30), "one refresh in flight");
+        assert!(!c.refresh_due(131, 30, 3), "one refresh in flight");
         assert!(
-            c.refresh_due(140, 30),
+            c.refresh_due(140, 30, 3),
             "a refresh that never answered is given up"
         );
         c.refresh_sent(140);
         c.refresh_failed(141);
-        assert!(!c.refresh_due(145, 30), "waits after a failure");
-        assert!(c.refresh_due(146, 30));
+        assert!(!c.refresh_due(145, 30, 3), "waits after a failure");
+        assert!(c.refresh_due(146, 30, 3));
         assert_eq!(c.freshness(146, 30, 3), Freshness::Stale);
         c.refresh_sent(146);
         c.load(BODY, 147).unwrap();
         assert_eq!(c.freshness(147, 30, 3), Freshness::Fresh);
-        assert!(!c.refresh_due(176, 30) && c.refresh_due(177, 30));
+        assert!(!c.refresh_due(176, 30, 3) && c.refresh_due(177, 30, 3));
     }
 
     #[test]

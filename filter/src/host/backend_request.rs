@@ -197,15 +197,20 @@ pub(super) fn load_fetched(ctx: &dyn Context, body_size: usize) -> Result<(), Ga
     )
 }
 
-/// The root context's background refresh (on its tick): once the
-/// credentials are older than their TTL, one call per VM at a time, so that
-/// no request waits for a refresh, nor for a controller that hangs.
+/// The root context's background refresh (on its tick): whenever the
+/// credentials are not fresh, one call per VM at a time, so that requests
+/// rarely wait for a fetch and never for a refresh, nor for a controller
+/// that hangs.
 pub(super) fn refresh_in_background(ctx: &dyn Context, config: &PluginConfig) {
     let Some(source) = &config.credentials else {
         return;
     };
     let now = now_secs(ctx);
-    if !CREDENTIALS.with(|c| c.borrow().refresh_due(now, source.ttl_seconds)) {
+    let due = CREDENTIALS.with(|c| {
+        c.borrow()
+            .refresh_due(now, source.ttl_seconds, config.config_version)
+    });
+    if !due {
         return;
     }
     let sent = fetch_credentials(ctx, source).is_ok();
@@ -214,6 +219,22 @@ pub(super) fn refresh_in_background(ctx: &dyn Context, config: &PluginConfig) {
         if sent {
             c.refresh_sent(now);
         } else {
+            c.refresh_failed(now);
+        }
+    });
+}
+
+/// The answer to a background refresh. One that leaves the cache older
+/// than the configuration (the controller has not caught up) counts as a
+/// failure, so the next try waits.
+pub(super) fn load_refreshed(ctx: &dyn Context, config: &PluginConfig, body_size: usize) {
+    // A failure keeps the credentials fetched before (and is logged).
+    let _ = load_fetched(ctx, body_size);
+    let now = now_secs(ctx);
+    let ttl = config.credentials.as_ref().map_or(0, |s| s.ttl_seconds);
+    CREDENTIALS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.freshness(now, ttl, config.config_version) == Freshness::Missing {
             c.refresh_failed(now);
         }
     });

@@ -125,8 +125,7 @@ impl Context for Root {
         body: usize,
         _trailers: usize,
     ) {
-        // A failure keeps the credentials fetched before (and is logged).
-        let _ = backend_request::load_fetched(self, body);
+        backend_request::load_refreshed(self, &self.config, body);
     }
 }
 

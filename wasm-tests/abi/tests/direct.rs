@@ -360,3 +360,51 @@ fn stale_credentials_serve_at_once_and_are_refreshed_in_the_background() -> Resu
     vm.assert_no_violations();
     Ok(())
 }
+
+/// The root context fetches the credentials on its first tick, so the
+/// worker's first request does not wait for them, and again as soon as the
+/// configuration is newer than they are (a controller that has not caught
+/// up yet is asked again a few seconds later, not on every tick).
+#[test]
+fn credentials_are_fetched_ahead_of_requests_and_after_a_configuration_change(
+) -> Result<(), VmError> {
+    let mut config = direct_config();
+    let mut vm = vm_with(&config)?;
+    vm.tick()?;
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1, "fetched before any request");
+    vm.respond_http_call(calls[0].token, &[(":status", "200")], CREDENTIALS_OK)?;
+    let (ctx, action) = request(&mut vm, BODY)?;
+    assert_eq!(action, Action::Continue, "the first request does not wait");
+    assert_eq!(
+        vm.stream(ctx).request_headers().get_all("authorization"),
+        ["Bearer sk-x"]
+    );
+
+    config.config_version += 1;
+    assert!(vm.configure(&serde_json::to_vec(&config).unwrap())?);
+    vm.tick()?;
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1, "refetched after the configuration changed");
+    // The controller still answers with the older version.
+    vm.respond_http_call(calls[0].token, &[(":status", "200")], CREDENTIALS_OK)?;
+    vm.tick()?;
+    assert!(vm.pending_http_calls().is_empty(), "not on every tick");
+    vm.advance_clock(std::time::Duration::from_secs(5));
+    vm.tick()?;
+    let calls = vm.pending_http_calls();
+    assert_eq!(calls.len(), 1, "asked again after the wait");
+    let current =
+        br#"{"config_version":4,"credentials":{"default/openai-key":{"api_key":"sk-new"}}}"#;
+    vm.respond_http_call(calls[0].token, &[(":status", "200")], current)?;
+    let (ctx, action) = request(&mut vm, BODY)?;
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        vm.stream(ctx).request_headers().get_all("authorization"),
+        ["Bearer sk-new"]
+    );
+    vm.tick()?;
+    assert!(vm.pending_http_calls().is_empty());
+    vm.assert_no_violations();
+    Ok(())
+}
