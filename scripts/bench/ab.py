@@ -14,6 +14,7 @@ Variants (comma-separated):
   noupstream    the router's upstream filters removed from every cluster
   w:NAME        the .wasm in $WASM_NAME instead of the built one
   abl:A+B       $AIGW_ABLATE=A,B in the VMs (for a probe build that reads it)
+  rt:NAME       the wasm runtime envoy.wasm.runtime.NAME (the PyPI Envoy has v8 only)
   noretry       the routes' retry policies removed
   noretryplug   the routes' retry host predicate and priority plugins removed
 
@@ -157,6 +158,8 @@ def bootstrap(found, variant, admin_port):
     if variant.startswith("w:"):
         path = os.environ["WASM_" + variant[2:]]
         each_vm_config(listeners, lambda vm: vm["code"]["local"].update(filename=path))
+    elif variant.startswith("rt:"):
+        each_vm_config(listeners, lambda vm: vm.update(runtime="envoy.wasm.runtime." + variant[3:]))
     elif variant.startswith("abl:"):
         values = {"AIGW_ABLATE": variant[4:].replace("+", ",")}
         each_vm_config(listeners, lambda vm: vm.setdefault("environment_variables", {}).update(

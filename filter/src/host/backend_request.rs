@@ -30,6 +30,10 @@ pub(super) struct Target<'a> {
     /// takes only those), and `:authority` stays the client's (it picks the
     /// virtual host; the route sets the backend's, `host_rewrite_literal`).
     pub(super) direct: bool,
+    /// The clock (Unix seconds) as the caller already read it this request,
+    /// if it did: one host call fewer. Seconds suffice for credential
+    /// freshness and a SigV4 date.
+    pub(super) now_secs: Option<u64>,
 }
 
 /// The client's request (`headers`, `body`) as `backend` must receive it.
@@ -67,7 +71,7 @@ pub(super) fn write(
                 "no credential service is configured",
             )));
         };
-        let now = now_secs(ctx);
+        let now = target.now_secs.unwrap_or_else(|| now_secs(ctx));
         let (usable, found) = CREDENTIALS.with(|c| {
             let c = c.borrow();
             let freshness = c.freshness(now, source.ttl_seconds, target.config.config_version);

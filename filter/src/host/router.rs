@@ -209,6 +209,8 @@ impl RouterFilter {
             map_is_original: true,
             body_size: direct.body_size,
             direct: true,
+            // Read when the request began (just before its body).
+            now_secs: self.observer.start_ns.map(|ns| ns / 1_000_000_000),
         };
         let error = match backend_request::write(self, &target, &mut request, just_loaded) {
             Ok(()) => return Action::Continue,

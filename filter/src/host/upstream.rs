@@ -166,6 +166,7 @@ impl UpstreamFilter {
             map_is_original: self.map_is_original,
             body_size: self.body_size,
             direct: false,
+            now_secs: None,
         };
         match backend_request::write(self, &target, &mut request, just_loaded) {
             Ok(()) => Action::Continue,
