@@ -2,7 +2,7 @@
 # Side-by-side benchmark (issue 4): direct to a fake upstream, plain Envoy,
 # Envoy with our filter (aigw run), the LiteLLM proxy and Portkey's gateway,
 # all on 127.0.0.1 in one run. Installs what it needs, builds in release, and
-# writes scripts/bench/results.{md,json,png}. Takes about 7 to 10 minutes.
+# writes scripts/bench/results.{md,json,png}. Takes about 15 minutes.
 #
 # Environment: BENCH_ROUNDS (2), BENCH_LATENCY_SECONDS (5), BENCH_LOAD_SECONDS
 # (10), BENCH_SKIP_LITELLM=1, BENCH_SKIP_PORTKEY=1, BENCH_SKIP_BUILD=1,
