@@ -51,6 +51,11 @@ fn ok_headers(vm: &mut Vm, ctx: u32, content_type: &str) -> Result<Action, VmErr
 }
 
 /// A request for `body`'s model up to the end of its body.
+/// The `authorization` values the request `ctx` goes upstream with.
+fn authorization(vm: &Vm, ctx: u32) -> Vec<String> {
+    vm.stream(ctx).request_headers().get_all("authorization")
+}
+
 fn request(vm: &mut Vm, body: &[u8]) -> Result<(u32, Action), VmError> {
     let ctx = vm.create_stream()?;
     let action = vm.request_headers(ctx, &refs(&client_headers(body.len())), false)?;
@@ -122,10 +127,7 @@ fn the_request_is_written_for_its_backend_with_its_credential() -> Result<(), Vm
     // The next request uses the credentials fetched.
     let (ctx, action) = request(&mut vm, BODY)?;
     assert_eq!(action, Action::Continue);
-    assert_eq!(
-        vm.stream(ctx).request_headers().get_all("authorization"),
-        ["Bearer sk-x"]
-    );
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-x"]);
     assert_eq!(vm.host().http_calls.len(), 1, "no second fetch");
     vm.assert_no_violations();
     Ok(())
@@ -302,8 +304,6 @@ fn no_credential_service_answer_is_a_503_naming_no_secret() -> Result<(), VmErro
 fn stale_credentials_serve_at_once_and_are_refreshed_in_the_background() -> Result<(), VmError> {
     let mut vm = vm_with(&direct_config())?;
     first_request(&mut vm)?;
-    let authorization =
-        |vm: &Vm, ctx: u32| vm.stream(ctx).request_headers().get_all("authorization");
     vm.tick()?;
     assert!(
         vm.pending_http_calls().is_empty(),
@@ -376,10 +376,7 @@ fn credentials_are_fetched_ahead_of_requests_and_after_a_configuration_change(
     vm.respond_http_call(calls[0].token, &[(":status", "200")], CREDENTIALS_OK)?;
     let (ctx, action) = request(&mut vm, BODY)?;
     assert_eq!(action, Action::Continue, "the first request does not wait");
-    assert_eq!(
-        vm.stream(ctx).request_headers().get_all("authorization"),
-        ["Bearer sk-x"]
-    );
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-x"]);
 
     config.config_version += 1;
     assert!(vm.configure(&serde_json::to_vec(&config).unwrap())?);
@@ -399,10 +396,7 @@ fn credentials_are_fetched_ahead_of_requests_and_after_a_configuration_change(
     vm.respond_http_call(calls[0].token, &[(":status", "200")], current)?;
     let (ctx, action) = request(&mut vm, BODY)?;
     assert_eq!(action, Action::Continue);
-    assert_eq!(
-        vm.stream(ctx).request_headers().get_all("authorization"),
-        ["Bearer sk-new"]
-    );
+    assert_eq!(authorization(&vm, ctx), ["Bearer sk-new"]);
     vm.tick()?;
     assert!(vm.pending_http_calls().is_empty());
     vm.assert_no_violations();
