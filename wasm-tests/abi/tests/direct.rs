@@ -50,12 +50,12 @@ fn ok_headers(vm: &mut Vm, ctx: u32, content_type: &str) -> Result<Action, VmErr
     )
 }
 
-/// A request for `body`'s model up to the end of its body.
 /// The `authorization` values the request `ctx` goes upstream with.
 fn authorization(vm: &Vm, ctx: u32) -> Vec<String> {
     vm.stream(ctx).request_headers().get_all("authorization")
 }
 
+/// A request for `body`'s model up to the end of its body.
 fn request(vm: &mut Vm, body: &[u8]) -> Result<(u32, Action), VmError> {
     let ctx = vm.create_stream()?;
     let action = vm.request_headers(ctx, &refs(&client_headers(body.len())), false)?;
