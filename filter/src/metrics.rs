@@ -374,7 +374,13 @@ pub mod sink {
         static IDS: RefCell<(HashMap<String, Ids>, usize)> = RefCell::new(Default::default());
         // Counter increments not yet handed to Envoy, by metric id.
         static PENDING: RefCell<Vec<(u32, i64)>> = const { RefCell::new(Vec::new()) };
+        // Histogram samples not yet handed to Envoy, as (metric id, value).
+        static SAMPLES: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
     }
+
+    /// Samples held at most between two flushes (16 bytes each); a VM
+    /// that gathers more (over ~4000 requests a second) hands them over at once.
+    const MAX_SAMPLES: usize = 4096;
 
     fn id(labels: &str, r: &Record) -> Option<u32> {
         IDS.with(|ids| {
@@ -405,7 +411,7 @@ pub mod sink {
 
     /// Counters are summed here and handed to Envoy by [`flush`] (the
     /// root context's tick, every second): a host call each per second
-    /// instead of per request. Histograms need every sample: recorded now.
+    /// instead of per request.
     fn add_pending(id: u32, by: i64) {
         PENDING.with(|p| {
             let mut p = p.borrow_mut();
@@ -416,12 +422,36 @@ pub mod sink {
         });
     }
 
-    /// Adds the counter increments gathered since the last flush.
+    /// Histogram samples wait for the flush too: recorded one by one in
+    /// a tight loop they cost Envoy far less than on each request's own
+    /// path (a host call there costs about 2 us with cold caches), and a
+    /// histogram loses nothing by arriving up to a second late.
+    fn add_sample(id: u32, value: u64) {
+        let full = SAMPLES.with(|s| {
+            let mut s = s.borrow_mut();
+            s.push((id, value));
+            s.len() >= MAX_SAMPLES
+        });
+        if full {
+            record_samples();
+        }
+    }
+
+    fn record_samples() {
+        let samples = SAMPLES.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        for (id, value) in samples {
+            let _ = proxy_wasm::hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Hands Envoy the counter increments and histogram samples gathered
+    /// since the last flush.
     pub fn flush() {
         let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
         for (id, by) in pending {
             let _ = proxy_wasm::hostcalls::increment_metric(id, by);
         }
+        record_samples();
     }
 
     pub fn apply(records: &Records) {
@@ -437,9 +467,7 @@ pub mod sink {
                     add_pending(id, by);
                 }
                 Kind::Counter => {}
-                Kind::Histogram => {
-                    let _ = proxy_wasm::hostcalls::record_metric(id, r.value);
-                }
+                Kind::Histogram => add_sample(id, r.value),
             }
         }
     }

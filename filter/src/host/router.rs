@@ -496,10 +496,15 @@ impl RouterFilter {
                 client_wants_usage,
                 &model,
                 &id,
-                now_secs(self),
+                // `created`: when the request came (a clock read fewer).
+                self.observer
+                    .start_ns
+                    .map_or_else(|| now_secs(self), |ns| ns / 1_000_000_000),
             );
             self.set_http_response_header("content-length", None);
-            self.set_http_response_header("content-type", Some(chat.content_type()));
+            if content_type != chat.content_type() {
+                self.set_http_response_header("content-type", Some(chat.content_type()));
+            }
             self.response = ResponseState::Chat(Box::new(chat));
             return Action::Continue;
         }

@@ -204,6 +204,8 @@ pub struct Host {
     pub shared_data: HashMap<Vec<u8>, (Vec<u8>, u32)>,
     pub queues: Vec<(String, VecDeque<Vec<u8>>)>,
     pub metrics: Vec<(String, i32, i64)>,
+    /// `proxy_record_metric` calls (histogram samples) so far.
+    pub recorded_samples: u64,
     pub tick_period_ms: Option<u32>,
     pub done_calls: u32,
     /// Host functions the module called (proxy-wasm and WASI): in Envoy each
@@ -247,6 +249,7 @@ impl Default for Host {
             shared_data: HashMap::new(),
             queues: Vec::new(),
             metrics: Vec::new(),
+            recorded_samples: 0,
             tick_period_ms: None,
             done_calls: 0,
             host_calls: 0,
@@ -1387,6 +1390,7 @@ fn link_shared(reg: &mut Registry<'_>) -> Result<(), Error> {
                 return status(Status::NotFound);
             };
             m.2 = value;
+            c.data_mut().recorded_samples += 1;
             ok()
         },
     )?;

@@ -85,10 +85,14 @@ fn metrics_are_defined_once_and_incremented() -> Result<(), VmError> {
     chat(&mut vm, false)?;
     chat(&mut vm, false)?;
     let requests = format!("aigw_requests_total{LABELS}");
-    // Counters are summed in the VM and handed to Envoy on the tick.
+    // Counters are summed in the VM and handed to Envoy on the tick, and
+    // histogram samples wait for it too (off the request's path).
     assert_eq!(metric(&vm, &requests), Some((COUNTER, 0)));
+    assert_eq!(vm.host().recorded_samples, 0);
     vm.tick()?;
     assert_eq!(metric(&vm, &requests), Some((COUNTER, 2)));
+    // Per request: its duration, its input and its output tokens.
+    assert_eq!(vm.host().recorded_samples, 6);
     chat(&mut vm, false)?;
     vm.tick()?;
     vm.tick()?;
@@ -97,6 +101,7 @@ fn metrics_are_defined_once_and_incremented() -> Result<(), VmError> {
         Some((COUNTER, 3)),
         "each increment counted once"
     );
+    assert_eq!(vm.host().recorded_samples, 9, "each sample recorded once");
     for (token, value) in [
         ("input", 33),
         ("output", 15),
@@ -127,6 +132,12 @@ fn streams_record_time_to_first_token() -> Result<(), VmError> {
     let mut vm = vm_with(&config())?;
     chat(&mut vm, true)?;
     let ttft = format!("gen_ai_server_time_to_first_token_milliseconds{LABELS}");
+    assert_eq!(
+        metric(&vm, &ttft),
+        Some((HISTOGRAM, 0)),
+        "not before the tick"
+    );
+    vm.tick()?;
     assert_eq!(metric(&vm, &ttft), Some((HISTOGRAM, 250)));
     // 400 ms after the first byte for 5 output tokens: 100 ms per token after the first.
     let tpot = format!("gen_ai_server_time_per_output_token_milliseconds{LABELS}");
@@ -155,5 +166,21 @@ fn an_unknown_model_is_counted_as_other() -> Result<(), VmError> {
     let name = "aigw_requests_total;op=chat;req_model=other;error=404";
     assert_eq!(metric(&vm, name), Some((COUNTER, 1)));
     assert!(vm.host().metrics.iter().all(|m| !m.0.contains("secret")));
+    Ok(())
+}
+
+#[test]
+fn histogram_samples_are_handed_over_before_they_pile_up() -> Result<(), VmError> {
+    let mut vm = vm_with(&config())?;
+    // Three samples per request: the 4096th is the first of request
+    // 1366, and the VM hands over all it holds then, without its tick.
+    for _ in 0..1365 {
+        chat(&mut vm, false)?;
+    }
+    assert_eq!(vm.host().recorded_samples, 0);
+    chat(&mut vm, false)?;
+    assert_eq!(vm.host().recorded_samples, 4096);
+    vm.tick()?;
+    assert_eq!(vm.host().recorded_samples, 4098);
     Ok(())
 }
