@@ -296,21 +296,30 @@ impl Decoder {
     /// Inflates from `input` into `out`; returns the bytes consumed. Moves
     /// to the trailer (gzip) or Done when the deflate stream ends.
     fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, DecodeError> {
+        // Decoded straight into `out` in steps sized after the input: a
+        // stream's chunks are mostly small, and a 32 KiB scratch buffer
+        // allocated and zeroed for each one cost more than decoding it.
+        let step = input.len().saturating_mul(4).clamp(1 << 10, 32 << 10);
         let mut pos = 0usize;
-        let mut buf = vec![0u8; 32 << 10];
         loop {
-            let r = inflate(&mut self.state, &input[pos..], &mut buf, MZFlush::None);
+            let start = out.len();
+            out.resize(start + step, 0);
+            let r = inflate(
+                &mut self.state,
+                &input[pos..],
+                &mut out[start..],
+                MZFlush::None,
+            );
+            out.truncate(start + r.bytes_written);
             pos += r.bytes_consumed;
-            let written = &buf[..r.bytes_written];
-            self.total_out = self.total_out.saturating_add(written.len());
+            self.total_out = self.total_out.saturating_add(r.bytes_written);
             if self.total_out > self.limit {
                 return Err(DecodeError::TooLarge);
             }
             if self.coding == Coding::Gzip {
-                self.crc.update(written);
-                self.member_out = self.member_out.wrapping_add(written.len() as u64);
+                self.crc.update(&out[start..]);
+                self.member_out = self.member_out.wrapping_add(r.bytes_written as u64);
             }
-            out.extend_from_slice(written);
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
                     self.stage = match self.coding {
@@ -323,7 +332,7 @@ impl Decoder {
                     if r.bytes_consumed == 0 && r.bytes_written == 0 {
                         return Ok(pos);
                     }
-                    if pos >= input.len() && r.bytes_written < buf.len() {
+                    if pos >= input.len() && r.bytes_written < step {
                         return Ok(pos);
                     }
                 }
