@@ -185,8 +185,11 @@ fn gzip_header_len(h: &[u8]) -> Result<Option<usize>, DecodeError> {
     Ok(Some(pos))
 }
 
-/// Gzip headers larger than this (huge FEXTRA or names) are refused.
-const MAX_GZIP_HEADER: usize = 64 << 10;
+/// Gzip headers larger than this (huge FEXTRA or names) are refused. The
+/// header is parsed again with each chunk until it is complete, so this
+/// also bounds that work (an HTTP server's header is 10 bytes, or a file
+/// name more).
+const MAX_GZIP_HEADER: usize = 4 << 10;
 
 impl Decoder {
     /// The decoded bytes for this chunk of the encoded body. With
@@ -457,6 +460,21 @@ mod tests {
         assert_eq!(d.push(&bomb, true), Err(DecodeError::TooLarge));
         // An empty body (e.g. a 204) labelled gzip is fine.
         assert_eq!(decode_in_chunks("gzip", b"", 1).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_gzip_header_is_bounded_even_when_it_comes_byte_by_byte() {
+        let named = |len: usize| {
+            let mut name = vec![b'n'; len];
+            name.push(0);
+            gzip(b"hello", 0x08, &name)
+        };
+        let fits = named(MAX_GZIP_HEADER - 11);
+        assert_eq!(decode_in_chunks("gzip", &fits, 1).unwrap(), b"hello");
+        assert_eq!(
+            decode_in_chunks("gzip", &named(MAX_GZIP_HEADER - 10), 1),
+            Err(DecodeError::Corrupt("gzip header too large"))
+        );
     }
 
     #[test]
