@@ -172,33 +172,20 @@ fn a_directly_served_bedrock_request_stays_within_its_host_call_budget() -> Resu
         br#"{"config_version":3,"credentials":{"default/aws":{"aws":{"access_key_id":"AKID","secret_access_key":"SECRET"}}}}"#,
     )?;
     vm.finish_stream(ctx)?;
-    let round_trip = |vm: &mut Vm| {
-        calls_during(vm, |vm| {
-            let ctx = vm.create_stream()?;
-            let headers = chat_headers(REQUEST.len());
-            assert_eq!(
-                vm.send_request(ctx, &refs(&headers), REQUEST, 1 << 20)?,
-                Flow::Continued
-            );
-            let signed = vm.stream(ctx).request_headers();
-            assert!(
-                signed
-                    .get("authorization")
-                    .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256")),
-                "{signed:?}"
-            );
-            let headers = [(":status", "200"), ("content-type", "application/json")];
-            assert_eq!(
-                vm.send_response(ctx, &headers, CONVERSE_ANSWER, 1 << 20)?,
-                Flow::Continued
-            );
-            let answer = json(&vm.stream(ctx).response_body_sent);
-            assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
-            vm.finish_stream(ctx)
-        })
-    };
-    round_trip(&mut vm);
-    let calls = round_trip(&mut vm);
+    router_round_trip(&mut vm, REQUEST, "application/json", CONVERSE_ANSWER);
+    let calls = router_round_trip(&mut vm, REQUEST, "application/json", CONVERSE_ANSWER);
+    // The request counted was signed and its answer translated.
+    let last = *vm.host().streams.keys().max().expect("a stream");
+    let s = vm.stream(last);
+    let authorization = s.request_headers().get("authorization");
+    assert!(
+        authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256")),
+        "{authorization:?}"
+    );
+    let answer = json(&s.response_body_sent);
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
     eprintln!("host calls per directly served Bedrock request: {calls}");
     // 7 more than a plain OpenAI request: the path, content-length,
     // x-amz-date, authorization and the body written; the answer's
