@@ -227,9 +227,10 @@ def envoy_bootstrap(port, admin_port, upstream_port):
     }
 
 
-def floor_bootstrap(port, admin_port, upstream_port, wasm, upstream_role=True):
+def floor_bootstrap(port, admin_port, upstream_port, wasm, upstream_role=True, router_role="router"):
     """Plain Envoy plus the floor filter where aigw's filter runs: in the
-    listener (holding the request and reading its body) and, with
+    listener (holding the request and reading its body; with `router_role`
+    `router+answer` also reading every chunk of the answer) and, with
     `upstream_role`, in the router's upstream filters (a context per attempt)."""
     boot = envoy_bootstrap(port, admin_port, upstream_port)
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -248,7 +249,7 @@ def floor_bootstrap(port, admin_port, upstream_port, wasm, upstream_role=True):
             wasm_filter("floor.upstream", "upstream"),
             {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]
-    hcm["http_filters"].insert(0, wasm_filter("floor.router", "router"))
+    hcm["http_filters"].insert(0, wasm_filter("floor.router", router_role))
     return boot
 
 
@@ -331,6 +332,9 @@ NO_DIRECT_LABEL = "Envoy + aigw filter with `--no-direct` (every request through
 FLOOR_LABEL = "Envoy + no-op proxy-wasm filters (the floor: hold the request, read its body)"
 # The same without the upstream-role instance: what a context per attempt costs.
 FLOOR_ROUTER_LABEL = "Envoy + the no-op filter in the listener only (no upstream wasm filter)"
+# The same, also reading every chunk of the answer: the least a filter that
+# counts tokens does (aigw also holds a JSON answer to check it).
+FLOOR_ANSWER_LABEL = "Envoy + the no-op filter in the listener only, also reading the answer (a token counter's floor)"
 
 
 class Scenario:
@@ -427,8 +431,10 @@ def main():
 
             # The floor: what any proxy-wasm filter that routes by model costs,
             # with and without a context per attempt upstream.
-            for key, label, upstream_role, base_id in (("floor", FLOOR_LABEL, True, 2),
-                                                       ("floor_router", FLOOR_ROUTER_LABEL, False, 3)):
+            for key, label, upstream_role, router_role, base_id in (
+                    ("floor", FLOOR_LABEL, True, "router", 2),
+                    ("floor_router", FLOOR_ROUTER_LABEL, False, "router", 3),
+                    ("floor_answer", FLOOR_ANSWER_LABEL, False, "router+answer", 4)):
                 if not args.floor_wasm:
                     s = Scenario(key, label, "")
                     s.error = "the floor filter was not built (needs the wasm32-wasip1 target)"
@@ -437,7 +443,8 @@ def main():
                 port, admin = free_port(), free_port()
                 boot = os.path.join(work, f"envoy-{key}.json")
                 with open(boot, "w") as f:
-                    json.dump(floor_bootstrap(port, admin, up_port, args.floor_wasm, upstream_role), f)
+                    json.dump(floor_bootstrap(port, admin, up_port, args.floor_wasm, upstream_role,
+                                              router_role), f)
                 p = start(f"envoy-{key}", [args.envoy, "-c", boot, "--concurrency", str(args.concurrency),
                                            "--log-level", "warning",
                                            "--base-id", str(os.getpid() + base_id)], work)
@@ -958,6 +965,8 @@ def write_markdown(res, path):
     against_plain(f, "the floor: any proxy-wasm filter that reads the body adds", "the floor's throughput")
     if f and not f["error"]:
         against_plain(rows.get("floor_router"), "the floor without its upstream wasm filter adds",
+                      "its throughput")
+        against_plain(rows.get("floor_answer"), "that floor also reading every chunk of the answer adds",
                       "its throughput")
     against_plain(rows.get("aigw_upstream"), "`--no-direct` (the upstream role on every request) adds",
                   "its throughput")

@@ -1,26 +1,31 @@
 //! The cheapest filter that can route by model, for the benchmark's floor:
 //! with configuration `router` it holds the request headers and reads the
-//! whole body (a router needs the model from it); with `upstream` it only
-//! exists (an upstream filter context per attempt, as aigw's upstream role).
+//! whole body (a router needs the model from it); `router+answer` also reads
+//! every chunk of the answer as it passes (the least a filter that counts
+//! tokens must do); with `upstream` it only exists (an upstream filter
+//! context per attempt, as aigw's upstream role).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Floor { reads_body: false })
+        Box::new(Floor { reads_body: false, reads_answer: false })
     });
 }}
 
 struct Floor {
     reads_body: bool,
+    reads_answer: bool,
 }
 
 impl Context for Floor {}
 
 impl RootContext for Floor {
     fn on_configure(&mut self, _size: usize) -> bool {
-        self.reads_body = self.get_plugin_configuration().as_deref() == Some(b"router");
+        let role = self.get_plugin_configuration().unwrap_or_default();
+        self.reads_answer = role == b"router+answer";
+        self.reads_body = role == b"router" || self.reads_answer;
         true
     }
 
@@ -31,6 +36,7 @@ impl RootContext for Floor {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Floor {
             reads_body: self.reads_body,
+            reads_answer: self.reads_answer,
         }))
     }
 }
@@ -52,6 +58,13 @@ impl HttpContext for Floor {
             return Action::Pause;
         }
         let _ = self.get_http_request_body(0, size);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _end_of_stream: bool) -> Action {
+        if self.reads_answer && size > 0 {
+            let _ = self.get_http_response_body(0, size);
+        }
         Action::Continue
     }
 }
